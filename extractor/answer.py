@@ -1,0 +1,147 @@
+"""The shape of the LLM's answer, sent to the model as a JSON schema.
+
+Fields that gather evidence come before the fields that judge it, so a model
+writing the JSON in order commits to evidence before verdicts. Checks that
+JSON Schema cannot express portably live in validators: they run locally and
+their messages are what a re-ask feeds back to the model.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from extractor.claims import Confidence
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+TITLE_MAX = 250
+
+
+def one_line(value: str) -> str:
+    """Collapse whitespace (newlines included) and drop control characters."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _non_empty_items(items: list[str]) -> list[str]:
+    return [item.strip() for item in items if item and item.strip()]
+
+
+class ClaimDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: list[str]
+    argument: str
+    limitations: list[str]
+    title: str
+    description: str
+    confidence: Confidence
+    secondary_domains: list[str]
+    related: list[str]
+
+    @field_validator("title", "description")
+    @classmethod
+    def _single_line(cls, value: str) -> str:
+        value = one_line(value)
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title_length(cls, value: str) -> str:
+        if len(value) > TITLE_MAX:
+            raise ValueError(f"title is {len(value)} characters; keep it under {TITLE_MAX}")
+        if len(value.split()) < 4:
+            raise ValueError("title must be a complete proposition, not a topic")
+        return value.lstrip("# ").rstrip()
+
+    @field_validator("evidence")
+    @classmethod
+    def _some_evidence(cls, items: list[str]) -> list[str]:
+        items = [one_line(item) for item in _non_empty_items(items)]
+        if not items:
+            raise ValueError("each claim needs at least one evidence item")
+        return items
+
+    @field_validator("limitations", "related", "secondary_domains")
+    @classmethod
+    def _clean_list(cls, items: list[str]) -> list[str]:
+        return [one_line(item) for item in _non_empty_items(items)]
+
+    @field_validator("argument")
+    @classmethod
+    def _argument(cls, value: str) -> str:
+        value = _CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else " ", value)
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+
+class EnrichmentKind(StrEnum):
+    CONFIRM = "confirm"
+    CHALLENGE = "challenge"
+    EXTEND = "extend"
+
+
+class EnrichmentDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    evidence: str
+    kind: EnrichmentKind
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        value = one_line(value)
+        if not value:
+            raise ValueError("must name an existing claim")
+        return value
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence(cls, value: str) -> str:
+        value = _CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n" else " ", value).strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class ExtractionAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_facts: list[str]
+    claims: list[ClaimDraft]
+    enrichments: list[EnrichmentDraft]
+    null_result_reason: str | None
+    notes: str
+
+    @field_validator("key_facts")
+    @classmethod
+    def _facts(cls, items: list[str]) -> list[str]:
+        return [one_line(item) for item in _non_empty_items(items)]
+
+    @field_validator("notes")
+    @classmethod
+    def _notes(cls, value: str) -> str:
+        return one_line(value)
+
+    @field_validator("null_result_reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return one_line(value) or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _something_or_a_reason(self) -> ExtractionAnswer:
+        if not self.claims and not self.enrichments and not self.null_result_reason:
+            raise ValueError(
+                "give at least one claim or enrichment, or explain in null_result_reason "
+                "why nothing is worth extracting"
+            )
+        return self
+
+    @property
+    def is_null_result(self) -> bool:
+        return not self.claims and not self.enrichments

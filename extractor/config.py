@@ -1,0 +1,126 @@
+"""Settings: defaults, then the KB's settings file, then the environment.
+
+The settings file is TOML (``extractor.toml`` at the KB root, or the path in
+``EXTRACTOR_CONFIG``/``--config``). Environment variables win over the file:
+``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and ``EXTRACTOR_<SETTING>`` (nested
+tables as JSON, e.g. ``EXTRACTOR_AGENTS='{"health": "vida"}'``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SETTINGS_FILE = "extractor.toml"
+
+DEFAULT_AGENTS = {
+    "internet-finance": "rio",
+    "entertainment": "clay",
+    "ai-alignment": "theseus",
+    "health": "vida",
+    "space-development": "astra",
+}
+
+
+class StructuredMode(StrEnum):
+    """How the answer's schema is sent to the endpoint."""
+
+    JSON_SCHEMA = "json_schema"  # OpenAI strict structured outputs
+    JSON_OBJECT_SCHEMA = "json_object_schema"  # llama.cpp: json_object with a schema field
+    PROMPT = "prompt"  # plain JSON mode, schema written into the prompt
+
+
+class SettingsError(ValueError):
+    """The settings file or environment cannot be used."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", extra="forbid")
+
+    # LLM endpoint
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("base_url", "OPENAI_BASE_URL", "EXTRACTOR_BASE_URL")
+    )
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("api_key", "OPENAI_API_KEY", "EXTRACTOR_API_KEY")
+    )
+    model: str = "gpt-4o-mini"
+    structured_mode: StructuredMode = StructuredMode.JSON_SCHEMA
+    temperature: float = 0.2
+    max_tokens: int = 4096
+    timeout: float = Field(default=120.0, gt=0, description="seconds per HTTP request")
+    max_attempts: int = Field(default=5, ge=1, description="transport attempts per request")
+    retry_initial_wait: float = Field(default=1.0, ge=0)
+    retry_max_wait: float = Field(default=60.0, ge=0)
+    max_reasks: int = Field(default=2, ge=0, le=5)
+
+    # Knowledge base layout
+    inbox_dir: str = "inbox/archive"
+    claims_dir: str = "claims"
+    enrich_dirs: list[str] = Field(
+        default_factory=list, description="more folders of claims that enrichments may edit"
+    )
+    prompts_dir: Path | None = None
+
+    # Routing and provenance
+    agents: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_AGENTS))
+    default_agent: str = "leo"
+    agent_trailer_key: str = "Pentagon-Agent"
+    agent_identity: str = "{Agent} <HEADLESS>"
+    author_name: str = "extractor"
+    author_email: str = "extractor@localhost"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The settings file arrives as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @property
+    def writable_claim_dirs(self) -> list[str]:
+        return [self.claims_dir, *self.enrich_dirs]
+
+    def agent_for(self, domain: str | None) -> str:
+        return self.agents.get((domain or "").strip(), self.default_agent)
+
+    def agent_identity_for(self, agent: str) -> str:
+        return self.agent_identity.format(Agent=agent.capitalize(), agent=agent)
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def load_settings(kb_root: Path | None = None, config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings for a KB: file (explicit, ``EXTRACTOR_CONFIG`` or the KB's own), env, overrides."""
+    from pydantic import ValidationError
+
+    path = config or (Path(os.environ["EXTRACTOR_CONFIG"]) if os.environ.get("EXTRACTOR_CONFIG") else None)
+    if path is None and kb_root is not None and (kb_root / SETTINGS_FILE).is_file():
+        path = kb_root / SETTINGS_FILE
+    values = read_settings_file(path) if path else {}
+    try:
+        settings = Settings(**values)
+        return settings.model_copy(update=overrides) if overrides else settings
+    except ValidationError as exc:
+        where = str(path) if path else "settings"
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise SettingsError(f"{where}: {problems}") from exc

@@ -1,0 +1,149 @@
+"""One source in, one :class:`ExtractionResult` out: no writes to the KB.
+
+The model's answer is untrusted data. Here it is reconciled with the KB:
+links and enrichment targets must name claims that exist, and a drafted claim
+that repeats an existing title is dropped. What is dropped is said in notes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, Field
+
+from extractor.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer
+from extractor.claims import wiki_links
+from extractor.config import Settings
+from extractor.kb import ClaimRef, KBIndex
+from extractor.llm import StructuredClient, Usage, response_format, schema_for_prompt
+from extractor.prompts import Candidate, build_messages, default_prompts_dir, prompt_hash
+from extractor.sources import Source
+
+MAX_CANDIDATES = 20
+
+
+class ResolvedEnrichment(BaseModel):
+    draft: EnrichmentDraft
+    target: ClaimRef
+
+
+class ResolvedClaim(BaseModel):
+    draft: ClaimDraft
+    related: list[ClaimRef] = Field(default_factory=list)
+
+
+class ExtractionResult(BaseModel):
+    """Everything the writer needs, computed without touching the KB."""
+
+    source_path: str
+    source_slug: str
+    domain: str
+    agent: str
+    model: str
+    prompt_hash: str
+    answer: ExtractionAnswer
+    claims: list[ResolvedClaim]
+    enrichments: list[ResolvedEnrichment]
+    dropped: list[str] = Field(default_factory=list)
+    usage: Usage
+    attempts: int
+    retries: int
+    reasks: int
+    raw_replies: list[str] = Field(default_factory=list)
+
+    @property
+    def is_null_result(self) -> bool:
+        return not self.claims and not self.enrichments
+
+
+def candidates_for(source: Source, index: KBIndex) -> list[ClaimRef]:
+    """Existing claims the source itself links to (its "KB connections")."""
+    found: dict[str, ClaimRef] = {}
+    for name in wiki_links(source.body):
+        ref = index.resolve(name)
+        if ref is not None:
+            found.setdefault(ref.path, ref)
+    return list(found.values())[:MAX_CANDIDATES]
+
+
+def reconcile(
+    answer: ExtractionAnswer, index: KBIndex, enrichable: list[str]
+) -> tuple[list[ResolvedClaim], list[ResolvedEnrichment], list[str]]:
+    """Keep what names real claims; ``enrichable`` lists the folders we may edit."""
+    claims: list[ResolvedClaim] = []
+    enrichments: list[ResolvedEnrichment] = []
+    dropped: list[str] = []
+    seen_titles: set[str] = set()
+    for draft in answer.claims:
+        key = draft.title.casefold()
+        if key in seen_titles:
+            dropped.append(f"claim repeated in the answer: {draft.title}")
+            continue
+        if index.resolve(draft.title) is not None:
+            dropped.append(f"claim already in the KB: {draft.title}")
+            continue
+        seen_titles.add(key)
+        related: dict[str, ClaimRef] = {}
+        for name in draft.related:
+            ref = index.resolve(name)
+            if ref is None:
+                dropped.append(f"link to a claim that does not exist: {name}")
+            else:
+                related.setdefault(ref.path, ref)
+        claims.append(ResolvedClaim(draft=draft, related=list(related.values())))
+    enriched: set[str] = set()
+    for enrichment in answer.enrichments:
+        target = index.resolve(enrichment.target)
+        if target is None:
+            dropped.append(f"enrichment of a claim that does not exist: {enrichment.target}")
+        elif not any(PurePosixPath(target.path).is_relative_to(folder) for folder in enrichable):
+            dropped.append(f"enrichment of a claim outside the writable folders: {target.title}")
+        elif target.path in enriched:
+            dropped.append(f"second enrichment of one claim: {target.title}")
+        else:
+            enriched.add(target.path)
+            enrichments.append(ResolvedEnrichment(draft=enrichment, target=target))
+    return claims, enrichments, dropped
+
+
+def extract_source(
+    source: Source,
+    source_path: str,
+    settings: Settings,
+    llm: StructuredClient,
+    index: KBIndex,
+) -> ExtractionResult:
+    """Ask the model about one source and reconcile its answer with the KB."""
+    agent = settings.agent_for(source.domain)
+    directory = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
+    candidates = [
+        Candidate(title=ref.title, description=ref.description) for ref in candidates_for(source, index)
+    ]
+    messages = build_messages(
+        directory,
+        agent,
+        source,
+        source_path,
+        candidates,
+        schema_for_prompt(settings.structured_mode, ExtractionAnswer),
+    )
+    digest = prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer))
+    reply = llm.ask(messages, ExtractionAnswer)
+    claims, enrichments, dropped = reconcile(reply.value, index, settings.writable_claim_dirs)
+    return ExtractionResult(
+        source_path=source_path,
+        source_slug=source.slug,
+        domain=source.domain or "",
+        agent=agent,
+        model=settings.model,
+        prompt_hash=digest,
+        answer=reply.value,
+        claims=claims,
+        enrichments=enrichments,
+        dropped=dropped,
+        usage=reply.usage,
+        attempts=reply.attempts,
+        retries=reply.retries,
+        reasks=reply.reasks,
+        raw_replies=reply.raw_replies,
+    )

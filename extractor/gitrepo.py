@@ -1,0 +1,91 @@
+"""Git plumbing: commit exactly the files an extraction wrote.
+
+The commit is built on a private index (``GIT_INDEX_FILE``) from HEAD plus
+those paths, so whatever the user has staged or changed elsewhere is neither
+committed nor disturbed. The ref moves with a compare-and-swap on its old value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message carries git's own words."""
+
+
+class Identity(BaseModel):
+    name: str
+    email: str
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        env={**os.environ, **(env or {})},
+        input=input,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        problem = " ".join((result.stderr or result.stdout).split())
+        raise GitError(f"git {args[0]} failed: {problem}")
+    return result.stdout
+
+
+def toplevel(path: Path) -> Path:
+    """The work tree root that contains ``path``."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        return Path(git(folder, "rev-parse", "--show-toplevel").strip())
+    except (GitError, FileNotFoundError) as exc:
+        raise GitError(f"{path} is not inside a git work tree") from exc
+
+
+def head(repo: Path) -> str | None:
+    try:
+        return git(repo, "rev-parse", "--verify", "--quiet", "HEAD").strip() or None
+    except GitError:
+        return None
+
+
+def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -> str:
+    """Commit the working-tree state of ``paths`` (present or deleted) onto HEAD."""
+    parent = head(repo)
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    fd, index_file = tempfile.mkstemp(prefix="extractor-index-", dir=git_dir)
+    os.close(fd)
+    os.unlink(index_file)
+    private = {"GIT_INDEX_FILE": index_file}
+    try:
+        git(repo, "read-tree", parent or "--empty", env=private)
+        present = [p for p in paths if (repo / p).exists()]
+        missing = [p for p in paths if not (repo / p).exists()]
+        if present:
+            git(repo, "update-index", "--add", "--", *present, env=private)
+        if missing:
+            git(repo, "update-index", "--force-remove", "--", *missing, env=private)
+        tree = git(repo, "write-tree", env=private).strip()
+    finally:
+        Path(index_file).unlink(missing_ok=True)
+    identity = {
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_COMMITTER_NAME": author.name,
+        "GIT_COMMITTER_EMAIL": author.email,
+    }
+    parents = ["-p", parent] if parent else []
+    commit = git(repo, "commit-tree", tree, *parents, "-F", "-", env=identity, input=message).strip()
+    git(repo, "update-ref", "-m", "extractor: commit", "HEAD", commit, parent or "0" * 40)
+    # Bring the user's index in line with the new HEAD for these paths only. The
+    # commit already stands; a failure here only leaves those index entries stale.
+    with contextlib.suppress(GitError):
+        git(repo, "reset", "-q", commit, "--", *paths)
+    return commit

@@ -1,0 +1,258 @@
+"""Structured answers from any OpenAI-compatible endpoint through the openai SDK.
+
+Two kinds of failure are kept apart: transport failures (429, 5xx, timeouts,
+dropped connections) are retried by tenacity with backoff; an answer that is
+not valid JSON or breaks the schema is re-asked with the error fed back. The
+SDK's own retries are off so attempts never multiply.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from typing import Any, Generic, TypeVar
+
+import openai
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel, Field, ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
+
+from extractor.config import Settings, StructuredMode
+
+T = TypeVar("T", bound=BaseModel)
+SCHEMA_NAME = "extraction_answer"
+_TRANSIENT_STATUS = {408, 409, 429}
+
+
+class LLMError(Exception):
+    """The endpoint gave no usable answer; ``kind`` says why."""
+
+    def __init__(self, kind: str, message: str, usage: Usage | None = None) -> None:
+        self.kind = kind
+        self.usage = usage or Usage()
+        super().__init__(f"{kind}: {' '.join(message.split())}")
+
+
+class EmptyReplyError(Exception):
+    """A 200 response without choices: treated like any transient failure."""
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, usage: Any | None) -> None:
+        self.requests += 1
+        if usage is not None:
+            self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+
+
+class StructuredReply(BaseModel, Generic[T]):
+    value: T
+    usage: Usage
+    attempts: int = Field(description="HTTP requests made, retries and re-asks included")
+    retries: int
+    reasks: int
+    raw_replies: list[str]
+
+
+def make_client(settings: Settings) -> openai.OpenAI:
+    if settings.base_url is None and settings.api_key is None:
+        raise LLMError("config", "no endpoint configured: set OPENAI_BASE_URL or OPENAI_API_KEY")
+    api_key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
+    return openai.OpenAI(base_url=settings.base_url, api_key=api_key, max_retries=0, timeout=settings.timeout)
+
+
+def response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any]:
+    if mode is StructuredMode.JSON_SCHEMA:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": to_strict_json_schema(model)},
+        }
+    if mode is StructuredMode.JSON_OBJECT_SCHEMA:
+        return {"type": "json_object", "schema": model.model_json_schema()}
+    return {"type": "json_object"}
+
+
+def schema_for_prompt(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any] | None:
+    """The schema to write into the prompt: only when the endpoint is not given it."""
+    return model.model_json_schema() if mode is StructuredMode.PROMPT else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, EmptyReplyError)):
+        return True
+    if isinstance(exc, openai.APIResponseValidationError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
+    return False
+
+
+def retry_after_seconds(exc: BaseException | None, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+class wait_retry_after_or(wait_base):  # noqa: N801 - tenacity's naming style
+    """Honour the server's Retry-After, capped; otherwise fall back to backoff."""
+
+    def __init__(self, fallback: wait_base, cap: float) -> None:
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        asked = retry_after_seconds(outcome.exception() if outcome else None)
+        if asked is not None:
+            return min(asked, self.cap)
+        return self.fallback(retry_state)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def parse_reply(text: str, model: type[T]) -> T:
+    """Lenient where it is safe: code fences and raw control characters in strings."""
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    data = json.loads(text, strict=False)
+    return model.model_validate(data)
+
+
+def reask_message(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}" for err in error.errors()[:10]
+        )
+    else:
+        problems = f"not valid JSON ({error})"
+    return f"Your reply could not be used: {problems}. Reply again with only the corrected JSON object."
+
+
+class StructuredClient:
+    """Asks one model for answers of one pydantic shape, with retries and re-asks."""
+
+    def __init__(self, client: openai.OpenAI, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def _retrying(self) -> Retrying:
+        s = self.settings
+        return Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(s.max_attempts),
+            wait=wait_retry_after_or(
+                wait_random_exponential(multiplier=s.retry_initial_wait, max=s.retry_max_wait),
+                cap=s.retry_max_wait,
+            ),
+            reraise=True,
+        )
+
+    def ask(self, messages: list[dict[str, str]], model: type[T]) -> StructuredReply[T]:
+        settings = self.settings
+        fmt = response_format(settings.structured_mode, model)
+        conversation = list(messages)
+        usage = Usage()
+        raw_replies: list[str] = []
+        retries = 0
+        for reask in range(settings.max_reasks + 1):
+            completion = None
+            try:
+                for attempt in self._retrying():
+                    with attempt:
+                        if attempt.retry_state.attempt_number > 1:
+                            retries += 1
+                        try:
+                            completion = self.client.chat.completions.create(
+                                model=settings.model,
+                                messages=conversation,  # type: ignore[arg-type]
+                                response_format=fmt,  # type: ignore[arg-type]
+                                temperature=settings.temperature,
+                                max_tokens=settings.max_tokens,
+                            )
+                        except openai.APIStatusError:
+                            usage.requests += 1
+                            raise
+                        except (openai.APIConnectionError, openai.APIResponseValidationError):
+                            usage.requests += 1
+                            raise
+                        usage.add(completion.usage)
+                        if not completion.choices:
+                            raise EmptyReplyError("reply had no choices")
+            except Exception as exc:  # noqa: BLE001 - classified below
+                kind = "transient" if is_transient(exc) else "request"
+                raise LLMError(kind, f"{_describe(exc)} after {usage.requests} request(s)", usage) from exc
+
+            assert completion is not None
+            choice = completion.choices[0]
+            message = choice.message
+            content = message.content or ""
+            raw_replies.append(content)
+            if choice.finish_reason == "length":
+                raise LLMError("length", "reply cut off at max_tokens (finish_reason=length)", usage)
+            if getattr(message, "refusal", None):
+                raise LLMError("refusal", f"model refused: {message.refusal}", usage)
+            try:
+                value = parse_reply(content, model)
+            except (ValueError, ValidationError) as error:
+                if reask == settings.max_reasks:
+                    raise LLMError(
+                        "invalid", f"{reask_message(error)} (after {reask} re-ask(s))", usage
+                    ) from error
+                conversation += [
+                    {"role": "assistant", "content": content},
+                    {"role": "user", "content": reask_message(error)},
+                ]
+                continue
+            return StructuredReply[model](  # type: ignore[valid-type]
+                value=value,
+                usage=usage,
+                attempts=usage.requests,
+                retries=retries,
+                reasks=reask,
+                raw_replies=raw_replies,
+            )
+        raise AssertionError("unreachable")

@@ -1,0 +1,153 @@
+"""Source files: loading messy real-world frontmatter and updating it once.
+
+Sources are written by people and by older tools, so loading is lenient about
+legacy keys and odd dates but strict about anything that would lose data
+(duplicate keys, a frontmatter that is not a mapping).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from extractor.yamlio import has_frontmatter, split_document
+
+SOURCE_TYPES = {"source", "evidence", "archive"}
+# Some legacy files put the format where the type belongs.
+FORMAT_LIKE_TYPES = {
+    "article",
+    "essay",
+    "newsletter",
+    "news",
+    "news article",
+    "paper",
+    "report",
+    "thread",
+    "tweet",
+    "whitepaper",
+}
+
+
+class SourceStatus(StrEnum):
+    UNPROCESSED = "unprocessed"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    NULL_RESULT = "null-result"
+    UNKNOWN = "unknown"
+
+
+class SourceError(Exception):
+    """A source file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+class Source(BaseModel):
+    """A loaded source: the raw frontmatter plus the fields the pipeline reads."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    text: str
+    metadata: dict[str, Any]
+    body: str
+    title: str
+    url: str | None
+    date: str | None
+    domain: str | None
+    format: str | None
+    status: SourceStatus
+    status_raw: str | None
+
+    @property
+    def slug(self) -> str:
+        return self.path.stem
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (SourceStatus.PROCESSED, SourceStatus.NULL_RESULT)
+
+
+def normalise_status(metadata: dict[str, Any]) -> SourceStatus:
+    """Map the status values found in real archives onto the lifecycle."""
+    raw = metadata.get("status")
+    if raw is None:
+        if metadata.get("processed_date") or metadata.get("processed_by"):
+            return SourceStatus.PROCESSED
+        return SourceStatus.UNKNOWN
+    value = str(raw).strip().lower()
+    if value in {s.value for s in SourceStatus}:
+        return SourceStatus(value)
+    if value in {"null_result", "null result", "nullresult"}:
+        return SourceStatus.NULL_RESULT
+    if value.startswith("partial"):
+        return SourceStatus.PROCESSING
+    if value == "enrichment":
+        return SourceStatus.PROCESSED
+    return SourceStatus.UNKNOWN
+
+
+def _text_field(metadata: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = metadata.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def parse_source(path: Path, text: str) -> Source:
+    """Build a :class:`Source` from a file's text; raises :class:`SourceError`."""
+    if "\x00" in text:
+        raise SourceError(path, "binary content (NUL bytes)")
+    if not has_frontmatter(text):
+        raise SourceError(path, "no YAML frontmatter (expected a leading '---' block)")
+    try:
+        metadata, body = split_document(text)
+    except yaml.YAMLError as exc:
+        raise SourceError(path, f"invalid frontmatter: {exc}") from exc
+    except ValueError as exc:
+        raise SourceError(path, f"invalid frontmatter: {exc}") from exc
+
+    type_raw = metadata.get("type")
+    legacy_format = None
+    if type_raw is not None:
+        kind = str(type_raw).strip().lower()
+        if kind in FORMAT_LIKE_TYPES:
+            legacy_format = kind
+        elif kind not in SOURCE_TYPES:
+            raise SourceError(path, f"not a source (type: {type_raw})")
+
+    title = _text_field(metadata, "title") or path.stem
+    return Source(
+        path=path,
+        text=text,
+        metadata=metadata,
+        body=body,
+        title=title,
+        url=_text_field(metadata, "url", "source", "source_url"),
+        date=_text_field(metadata, "date", "date_published", "source_date", "date_archived"),
+        domain=_text_field(metadata, "domain"),
+        format=_text_field(metadata, "format", "source_type") or legacy_format,
+        status=normalise_status(metadata),
+        status_raw=None if metadata.get("status") is None else str(metadata["status"]),
+    )
+
+
+def load_source(path: Path) -> Source:
+    """Read and parse one source file; every failure is a one-line :class:`SourceError`."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(path, f"not UTF-8 text (byte {exc.start})") from exc
+    return parse_source(path, text)

@@ -1,0 +1,316 @@
+"""Turning an :class:`ExtractionResult` into files and one commit.
+
+Planning is pure: it computes every new file's full text and the commit
+message. Applying writes each file atomically (temp file + rename), commits
+exactly those paths, and puts every file back if anything fails, so a failed
+source leaves the KB as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, Field
+from slugify import slugify
+
+from extractor.answer import one_line
+from extractor.claims import (
+    ClaimDocument,
+    ClaimFrontmatter,
+    Section,
+    bullet_list,
+    insert_before_footer,
+    remove_enrichment_blocks,
+    render_claim,
+    safe_markdown,
+)
+from extractor.config import Settings
+from extractor.extract import ExtractionResult, ResolvedClaim
+from extractor.gitrepo import Identity, commit_paths
+from extractor.kb import KBIndex
+from extractor.sources import Source
+from extractor.yamlio import replace_frontmatter_keys
+
+SLUG_MAX = 120
+WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
+_SAFE_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class WriteError(RuntimeError):
+    """The drafts cannot be written; nothing was changed."""
+
+
+class FileChange(BaseModel):
+    path: str  # relative to the KB root
+    text: str | None  # None deletes the file
+
+
+class ChangeSet(BaseModel):
+    changes: list[FileChange]
+    message: str
+    claim_titles: list[str]
+    claim_paths: list[str]
+    enriched_titles: list[str]
+    status: str
+    notes: list[str] = Field(default_factory=list)
+
+
+def slug_for(title: str) -> str:
+    """A file stem for a title: kebab-case ASCII, bounded, never a reserved name."""
+    slug = slugify(title, max_length=SLUG_MAX, word_boundary=True, save_order=True) or "claim"
+    if slug in WINDOWS_RESERVED:
+        slug += "-claim"
+    return slug
+
+
+def unique_name(slug: str, taken: set[str]) -> str:
+    name, number = f"{slug}.md", 2
+    while name.casefold() in taken:
+        name, number = f"{slug}-{number}.md", number + 1
+    taken.add(name.casefold())
+    return name
+
+
+def domain_folder(domain: str) -> str:
+    folder = slugify(domain) if domain else ""
+    if not folder or not _SAFE_SEGMENT.match(folder):
+        raise WriteError(f"source has no usable domain ({domain!r})")
+    return folder
+
+
+def attribution(source: Source) -> str:
+    author = one_line(str(source.metadata.get("author") or ""))
+    parts = [p for p in (author, one_line(source.title)) if p]
+    text = ", ".join(parts)
+    return f"{text} ({source.date})" if source.date else text
+
+
+def claim_document(
+    resolved: ResolvedClaim, source: Source, domain: str, today: str, topics: list[str]
+) -> ClaimDocument:
+    draft = resolved.draft
+    frontmatter = ClaimFrontmatter(
+        domain=domain,
+        description=draft.description,
+        confidence=draft.confidence,
+        source=attribution(source),
+        created=today,
+        secondary_domains=[d for d in (slugify(s) for s in draft.secondary_domains) if d] or None,
+    )
+    sections = [Section(heading="Evidence", body=bullet_list([safe_markdown(e) for e in draft.evidence]))]
+    sections.append(
+        Section(
+            heading="Limitations",
+            body=bullet_list([safe_markdown(item) for item in draft.limitations]) or "- None stated.",
+        )
+    )
+    return ClaimDocument(
+        metadata=frontmatter.as_metadata(),
+        title=draft.title,
+        argument=safe_markdown(draft.argument),
+        sections=sections,
+        relevant_notes=[f"[[{ref.stem}]]" for ref in resolved.related],
+        topics=topics,
+    )
+
+
+def enrichment_block(kind: str, source_slug: str, today: str, model: str, evidence: str) -> str:
+    return (
+        f"### Additional Evidence ({kind})\n"
+        f"*Source: [[{source_slug}]] | Added: {today} | Extractor: {one_line(model)}*\n\n"
+        f"{one_line(evidence)}\n"
+    )
+
+
+def commit_message(
+    result: ExtractionResult, source_file: str, settings: Settings, worker: int, runner: str
+) -> str:
+    name = PurePosixPath(source_file).name
+    return (
+        f"{result.agent}: extract claims from {name}\n\n"
+        f"- Source: {source_file}\n"
+        f"- Domain: {result.domain}\n"
+        f"- Extracted by: {runner} (worker {worker})\n\n"
+        f"{settings.agent_trailer_key}: {settings.agent_identity_for(result.agent)}\n"
+        f"Extraction-Model: {one_line(result.model)}\n"
+        f"Extraction-Prompt: {result.prompt_hash}\n"
+    )
+
+
+def extraction_notes(result: ExtractionResult) -> str:
+    parts = [result.answer.notes] if result.answer.notes else []
+    if result.dropped:
+        parts.append("Dropped: " + "; ".join(result.dropped))
+    return one_line(" ".join(parts)) or "No notes."
+
+
+def plan_changes(
+    kb_root: Path,
+    source: Source,
+    result: ExtractionResult,
+    settings: Settings,
+    index: KBIndex,
+    today: str,
+    worker: int,
+    runner: str,
+    replace_previous: bool,
+) -> ChangeSet:
+    """Every file this extraction writes, as full texts, plus the commit message."""
+    domain = domain_folder(result.domain)
+    claims_root = PurePosixPath(settings.claims_dir)
+    folder = claims_root / domain
+    texts: dict[str, str | None] = {}
+
+    def current(path: str) -> str | None:
+        if path in texts:
+            return texts[path]
+        file = kb_root / path
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+
+    if replace_previous:
+        for title in _as_list(source.metadata.get("claims_extracted")):
+            ref = index.resolve(title)
+            if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_root):
+                texts[ref.path] = None
+        for title in _as_list(source.metadata.get("enrichments_applied")):
+            ref = index.resolve(title)
+            if ref is not None and (text := current(ref.path)) is not None:
+                texts[ref.path] = remove_enrichment_blocks(text, source.slug)
+
+    disk = kb_root / folder
+    taken = {p.name.casefold() for p in disk.glob("*.md")} if disk.is_dir() else set()
+    taken -= {
+        PurePosixPath(p).name.casefold()
+        for p, t in texts.items()
+        if t is None and PurePosixPath(p).parent == folder
+    }
+    topics = ["[[_map]]"] if (disk / "_map.md").is_file() else []
+    claim_titles, claim_paths = [], []
+    for resolved in result.claims:
+        path = str(folder / unique_name(slug_for(resolved.draft.title), taken))
+        document = claim_document(resolved, source, result.domain, today, topics)
+        texts[path] = render_claim(document)
+        claim_titles.append(resolved.draft.title)
+        claim_paths.append(path)
+
+    enriched_titles = []
+    for enrichment in result.enrichments:
+        text = current(enrichment.target.path)
+        if text is None:
+            continue
+        block = enrichment_block(
+            enrichment.draft.kind.value, source.slug, today, result.model, enrichment.draft.evidence
+        )
+        texts[enrichment.target.path] = insert_before_footer(text, block)
+        enriched_titles.append(enrichment.target.title)
+
+    status = "processed" if claim_titles or enriched_titles else "null-result"
+    updates: dict[str, object] = {
+        "status": status,
+        "processed_by": result.agent,
+        "processed_date": today,
+        "claims_extracted": claim_titles,
+        "enrichments_applied": enriched_titles,
+        "extraction_model": result.model,
+        "extraction_notes": extraction_notes(result),
+        "key_facts": result.answer.key_facts,
+    }
+    if status == "null-result":
+        updates["notes"] = result.answer.null_result_reason or "No claims or enrichments passed validation."
+    texts[result.source_path] = replace_frontmatter_keys(source.text, updates)
+
+    changes = [FileChange(path=p, text=t) for p, t in texts.items()]
+    for change in changes:
+        _check_inside(kb_root, change.path, settings, result.source_path)
+    return ChangeSet(
+        changes=changes,
+        message=commit_message(result, result.source_path, settings, worker, runner),
+        claim_titles=claim_titles,
+        claim_paths=claim_paths,
+        enriched_titles=enriched_titles,
+        status=status,
+    )
+
+
+def _as_list(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value if v]
+    return [str(value)] if value else []
+
+
+def _check_inside(kb_root: Path, path: str, settings: Settings, source_path: str) -> None:
+    """Writes go only to the claims folder and the source itself."""
+    root = kb_root.resolve()
+    target = (kb_root / path).resolve()
+    if target == (kb_root / source_path).resolve():
+        return
+    if not any(target.is_relative_to((root / d).resolve()) for d in settings.writable_claim_dirs):
+        raise WriteError(f"refusing to write outside the claims folders: {path}")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity) -> str:
+    """Write the files and commit them; on any failure restore what was there."""
+    originals: dict[str, str | None] = {}
+    new_dirs: list[Path] = []
+    for change in changeset.changes:
+        file = kb_root / change.path
+        originals[change.path] = file.read_text(encoding="utf-8") if file.is_file() else None
+        missing = [d for d in [file.parent, *file.parent.parents] if not d.exists()]
+        new_dirs.extend(d for d in missing if d not in new_dirs)
+    try:
+        for change in changeset.changes:
+            file = kb_root / change.path
+            if change.text is None:
+                file.unlink(missing_ok=True)
+            else:
+                atomic_write(file, change.text)
+        return commit_paths(kb_root, [c.path for c in changeset.changes], changeset.message, author)
+    except BaseException:
+        _restore(kb_root, originals, new_dirs)
+        raise
+
+
+def _restore(kb_root: Path, originals: dict[str, str | None], new_dirs: list[Path]) -> None:
+    for path, text in originals.items():
+        file = kb_root / path
+        if text is None:
+            file.unlink(missing_ok=True)
+        else:
+            atomic_write(file, text)
+    for folder in sorted(new_dirs, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

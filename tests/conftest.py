@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fakeopenai import FakeOpenAI
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "teleo-codex"
+
+
+def need_corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus not found at {CORPUS} (tests that read it need ../shared)")
+    return CORPUS
+
+
+@pytest.fixture
+def corpus() -> Path:
+    return need_corpus()
+
+
+@pytest.fixture
+def fake_llm():
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's endpoint, key or settings."""
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "EXTRACTOR_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("EXTRACTOR_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def init_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test User")
+    git(path, "config", "user.email", "test@example.com")
+    return path
+
+
+def commit_all(repo: Path, message: str = "initial") -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def corpus_kb(tmp_path: Path, corpus: Path) -> Path:
+    """A real git KB laid out like teleo-codex: claims under domains/, core/, foundations/."""
+    kb = init_repo(tmp_path / "kb")
+    for folder in ("domains", "core", "foundations"):
+        shutil.copytree(corpus / "kb" / folder, kb / folder)
+    (kb / "inbox" / "archive").mkdir(parents=True)
+    (kb / "extractor.toml").write_text('claims_dir = "domains"\n', encoding="utf-8")
+    commit_all(kb)
+    return kb
