@@ -235,13 +235,14 @@ def insert_before_footer(text: str, block: str) -> str:
         body_start = rules[1] + 1 if len(rules) > 1 else 0
     index = footer_start(lines[body_start:])
     block_lines = block.strip("\n").splitlines()
+    end = "\n" if text.endswith("\n") else ""
     if index is None:
         head = "\n".join(lines).rstrip("\n")
         return head + "\n\n" + "\n".join(block_lines) + "\n"
     index += body_start
     head = "\n".join(lines[:index]).rstrip("\n")
     tail = "\n".join(lines[index:])
-    return head + "\n\n" + "\n".join(block_lines) + "\n\n" + tail.rstrip("\n") + "\n"
+    return head + "\n\n" + "\n".join(block_lines) + "\n\n" + tail.rstrip("\n") + end
 
 
 _ENRICHMENT_HEADING = re.compile(r"^#{2,3} +Additional Evidence\b")

@@ -33,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = commands.add_parser("extract", help="extract claims from one source by hand")
     extract.add_argument("path", type=Path, help="the source file, inside a KB's git work tree")
-    extract.add_argument(
-        "--force", action="store_true", help="re-extract a processed source, replacing its drafts"
-    )
+    extract.add_argument("--force", action="store_true", help="re-extract a processed source, replacing its drafts")
     extract.add_argument("--dry-run", action="store_true", help="print the drafts; write nothing")
     extract.add_argument("--worker", type=int, default=1, help="worker number for provenance (default 1)")
     extract.add_argument("--kb", type=Path, help="KB root (default: the git work tree holding PATH)")
@@ -95,9 +93,7 @@ def run_extract(args: argparse.Namespace) -> int:
         if args.dry_run:
             print_dry_run(changes)
             return EXIT_OK
-        commit = apply_changes(
-            kb_root, changes, Identity(name=settings.author_name, email=settings.author_email)
-        )
+        commit = apply_changes(kb_root, changes, Identity(name=settings.author_name, email=settings.author_email))
     except LLMError as exc:
         return fail(f"{source_path}: LLM failed: {exc}")
     except (WriteError, GitError, PromptError, OSError) as exc:

@@ -63,9 +63,7 @@ class Settings(BaseSettings):
     # Knowledge base layout
     inbox_dir: str = "inbox/archive"
     claims_dir: str = "claims"
-    enrich_dirs: list[str] = Field(
-        default_factory=list, description="more folders of claims that enrichments may edit"
-    )
+    enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
     prompts_dir: Path | None = None
 
     # Routing and provenance

@@ -116,9 +116,7 @@ def extract_source(
     """Ask the model about one source and reconcile its answer with the KB."""
     agent = settings.agent_for(source.domain)
     directory = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
-    candidates = [
-        Candidate(title=ref.title, description=ref.description) for ref in candidates_for(source, index)
-    ]
+    candidates = [Candidate(title=ref.title, description=ref.description) for ref in candidates_for(source, index)]
     messages = build_messages(
         directory,
         agent,

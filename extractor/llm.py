@@ -239,9 +239,7 @@ class StructuredClient:
                 value = parse_reply(content, model)
             except (ValueError, ValidationError) as error:
                 if reask == settings.max_reasks:
-                    raise LLMError(
-                        "invalid", f"{reask_message(error)} (after {reask} re-ask(s))", usage
-                    ) from error
+                    raise LLMError("invalid", f"{reask_message(error)} (after {reask} re-ask(s))", usage) from error
                 conversation += [
                     {"role": "assistant", "content": content},
                     {"role": "user", "content": reask_message(error)},

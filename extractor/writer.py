@@ -133,9 +133,7 @@ def enrichment_block(kind: str, source_slug: str, today: str, model: str, eviden
     )
 
 
-def commit_message(
-    result: ExtractionResult, source_file: str, settings: Settings, worker: int, runner: str
-) -> str:
+def commit_message(result: ExtractionResult, source_file: str, settings: Settings, worker: int, runner: str) -> str:
     name = PurePosixPath(source_file).name
     return (
         f"{result.agent}: extract claims from {name}\n\n"
@@ -191,9 +189,7 @@ def plan_changes(
     disk = kb_root / folder
     taken = {p.name.casefold() for p in disk.glob("*.md")} if disk.is_dir() else set()
     taken -= {
-        PurePosixPath(p).name.casefold()
-        for p, t in texts.items()
-        if t is None and PurePosixPath(p).parent == folder
+        PurePosixPath(p).name.casefold() for p, t in texts.items() if t is None and PurePosixPath(p).parent == folder
     }
     topics = ["[[_map]]"] if (disk / "_map.md").is_file() else []
     claim_titles, claim_paths = [], []

@@ -54,9 +54,7 @@ def answer(data: dict[str, Any], **kwargs: Any) -> Reply:
 
 
 def error(status: int, message: str = "scripted error", headers: dict[str, str] | None = None) -> Reply:
-    return Reply(
-        status=status, body={"error": {"message": message, "type": "scripted"}}, headers=headers or {}
-    )
+    return Reply(status=status, body={"error": {"message": message, "type": "scripted"}}, headers=headers or {})
 
 
 class FakeOpenAI:
@@ -93,7 +91,7 @@ class FakeOpenAI:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base_url(self) -> str:

@@ -98,10 +98,7 @@ def test_a_new_claim_renders_in_the_kb_format() -> None:
     ]
     assert meta["created"] == "2026-11-28" and isinstance(meta["created"], str)
     assert body.startswith("# Alignment requires institutions to be aligned too\n\nBecause reasons.")
-    assert (
-        "## Evidence\n\n- one\n- two\n\n## Limitations\n\n- few\n\n---\n\nRelevant Notes:\n- [[other claim]]"
-        in body
-    )
+    assert "## Evidence\n\n- one\n- two\n\n## Limitations\n\n- few\n\n---\n\nRelevant Notes:\n- [[other claim]]" in body
     assert body.rstrip().endswith("Topics:\n- [[_map]]")
     assert parse_claim(text).evidence == ["one", "two"]
 
