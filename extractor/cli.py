@@ -78,7 +78,7 @@ def run_extract(args: argparse.Namespace) -> int:
     try:
         index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
         llm = StructuredClient(make_client(settings), settings)
-        result = extract_source(source, source_path, settings, llm, index)
+        result = extract_source(source, source_path, settings, llm, index, replace_previous=args.force)
         changes = plan_changes(
             kb_root,
             source,

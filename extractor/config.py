@@ -117,8 +117,12 @@ def load_settings(kb_root: Path | None = None, config: Path | None = None, **ove
     values = read_settings_file(path) if path else {}
     try:
         settings = Settings(**values)
-        return settings.model_copy(update=overrides) if overrides else settings
+        if overrides:
+            settings = settings.model_copy(update=overrides)
     except ValidationError as exc:
         where = str(path) if path else "settings"
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise SettingsError(f"{where}: {problems}") from exc
+    if settings.prompts_dir is not None and not settings.prompts_dir.is_absolute() and kb_root is not None:
+        settings = settings.model_copy(update={"prompts_dir": kb_root / settings.prompts_dir})
+    return settings

@@ -66,10 +66,37 @@ def candidates_for(source: Source, index: KBIndex) -> list[ClaimRef]:
     return list(found.values())[:MAX_CANDIDATES]
 
 
+def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]:
+    """Paths of the claims an earlier extraction of this source wrote (replaced by ``--force``)."""
+    titles = source.metadata.get("claims_extracted") or []
+    if not isinstance(titles, list):
+        titles = [titles]
+    paths = set()
+    for title in titles:
+        ref = index.resolve(str(title))
+        if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_dir):
+            paths.add(ref.path)
+    return paths
+
+
 def reconcile(
-    answer: ExtractionAnswer, index: KBIndex, enrichable: list[str]
+    answer: ExtractionAnswer,
+    index: KBIndex,
+    enrichable: list[str],
+    replaced: set[str] | None = None,
 ) -> tuple[list[ResolvedClaim], list[ResolvedEnrichment], list[str]]:
-    """Keep what names real claims; ``enrichable`` lists the folders we may edit."""
+    """Keep what names real claims.
+
+    ``enrichable`` lists the folders we may edit; ``replaced`` holds claims that
+    this extraction deletes, which therefore neither count as duplicates nor
+    can be linked to or enriched.
+    """
+    replaced = replaced or set()
+
+    def resolve(name: str) -> ClaimRef | None:
+        ref = index.resolve(name)
+        return None if ref is None or ref.path in replaced else ref
+
     claims: list[ResolvedClaim] = []
     enrichments: list[ResolvedEnrichment] = []
     dropped: list[str] = []
@@ -79,13 +106,13 @@ def reconcile(
         if key in seen_titles:
             dropped.append(f"claim repeated in the answer: {draft.title}")
             continue
-        if index.resolve(draft.title) is not None:
+        if resolve(draft.title) is not None:
             dropped.append(f"claim already in the KB: {draft.title}")
             continue
         seen_titles.add(key)
         related: dict[str, ClaimRef] = {}
         for name in draft.related:
-            ref = index.resolve(name)
+            ref = resolve(name)
             if ref is None:
                 dropped.append(f"link to a claim that does not exist: {name}")
             else:
@@ -93,7 +120,7 @@ def reconcile(
         claims.append(ResolvedClaim(draft=draft, related=list(related.values())))
     enriched: set[str] = set()
     for enrichment in answer.enrichments:
-        target = index.resolve(enrichment.target)
+        target = resolve(enrichment.target)
         if target is None:
             dropped.append(f"enrichment of a claim that does not exist: {enrichment.target}")
         elif not any(PurePosixPath(target.path).is_relative_to(folder) for folder in enrichable):
@@ -112,6 +139,7 @@ def extract_source(
     settings: Settings,
     llm: StructuredClient,
     index: KBIndex,
+    replace_previous: bool = False,
 ) -> ExtractionResult:
     """Ask the model about one source and reconcile its answer with the KB."""
     agent = settings.agent_for(source.domain)
@@ -127,7 +155,8 @@ def extract_source(
     )
     digest = prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer))
     reply = llm.ask(messages, ExtractionAnswer)
-    claims, enrichments, dropped = reconcile(reply.value, index, settings.writable_claim_dirs)
+    replaced = previous_drafts(source, index, settings.claims_dir) if replace_previous else set()
+    claims, enrichments, dropped = reconcile(reply.value, index, settings.writable_claim_dirs, replaced)
     return ExtractionResult(
         source_path=source_path,
         source_slug=source.slug,

@@ -29,7 +29,7 @@ from extractor.claims import (
     safe_markdown,
 )
 from extractor.config import Settings
-from extractor.extract import ExtractionResult, ResolvedClaim
+from extractor.extract import ExtractionResult, ResolvedClaim, previous_drafts
 from extractor.gitrepo import Identity, commit_paths
 from extractor.kb import KBIndex
 from extractor.sources import Source
@@ -177,10 +177,8 @@ def plan_changes(
         return file.read_text(encoding="utf-8") if file.is_file() else None
 
     if replace_previous:
-        for title in _as_list(source.metadata.get("claims_extracted")):
-            ref = index.resolve(title)
-            if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_root):
-                texts[ref.path] = None
+        for path in previous_drafts(source, index, settings.claims_dir):
+            texts[path] = None
         for title in _as_list(source.metadata.get("enrichments_applied")):
             ref = index.resolve(title)
             if ref is not None and (text := current(ref.path)) is not None:

@@ -258,3 +258,19 @@ def test_console_script_exit_status_and_one_line_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"extractor: {missing}: no such file"
+
+
+def test_force_with_the_same_title_rewrites_the_draft_in_place(kb: Path, fake_llm: FakeOpenAI) -> None:
+    fake_llm.push(answer(GOOD))
+    assert main(["extract", str(kb / SOURCE_REL)]) == 0
+    again = json.loads(json.dumps(GOOD))
+    again["claims"][0]["description"] = "A second, better description of the trilemma."
+    fake_llm.push(answer(again))
+    assert main(["extract", str(kb / SOURCE_REL), "--force"]) == 0
+    drafts = sorted(p.name for p in (kb / "domains" / "ai-alignment").glob("no-rlhf-system*"))
+    assert drafts == ["no-rlhf-system-can-be-representative-tractable-and-robust-at-the-same-time.md"]
+    meta, _ = split_document((kb / "domains" / "ai-alignment" / drafts[0]).read_text())
+    assert meta["description"] == "A second, better description of the trilemma."
+    source_meta, _ = split_document((kb / SOURCE_REL).read_text())
+    assert source_meta["claims_extracted"] == [TITLE_1, TITLE_2]
+    assert "already in the KB" not in source_meta["extraction_notes"]
