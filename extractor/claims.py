@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from extractor.yamlio import has_frontmatter, join_document, split_document
+from extractor.yamlio import describe_yaml_error, has_frontmatter, join_document, split_document
 
 WIKI_LINK = re.compile(r"\[\[([^\[\]\n]+?)\]\]")
 _HEADING2 = re.compile(r"^## +(.*?)\s*$")
@@ -193,7 +193,7 @@ def parse_claim(text: str, fallback_title: str | None = None) -> ClaimDocument:
     try:
         metadata, body = split_document(text)
     except (yaml.YAMLError, ValueError) as exc:
-        raise ClaimParseError("invalid frontmatter: " + " ".join(str(exc).split())) from exc
+        raise ClaimParseError("invalid frontmatter: " + describe_yaml_error(exc)) from exc
     return parse_claim_body(metadata, body, fallback_title)
 
 

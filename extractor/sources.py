@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from extractor.yamlio import has_frontmatter, split_document
+from extractor.yamlio import describe_yaml_error, has_frontmatter, split_document
 
 SOURCE_TYPES = {"source", "evidence", "archive"}
 # Some legacy files put the format where the type belongs.
@@ -111,7 +111,7 @@ def parse_source(path: Path, text: str) -> Source:
     try:
         metadata, body = split_document(text)
     except yaml.YAMLError as exc:
-        raise SourceError(path, f"invalid frontmatter: {exc}") from exc
+        raise SourceError(path, f"invalid frontmatter: {describe_yaml_error(exc)}") from exc
     except ValueError as exc:
         raise SourceError(path, f"invalid frontmatter: {exc}") from exc
 

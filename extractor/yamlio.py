@@ -17,6 +17,17 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping names the same key twice."""
 
 
+def describe_yaml_error(exc: Exception) -> str:
+    """One short line: the parser's problem and the file line it is on."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        # The parsed text starts right after the opening "---", on the file's first line.
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        context = f"{exc.context} " if exc.context and not isinstance(exc, DuplicateKeyError) else ""
+        return f"{context}{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
 def _without_timestamps(resolvers: dict[str, list]) -> dict[str, list]:
     return {
         first: [(tag, regexp) for tag, regexp in entries if tag != "tag:yaml.org,2002:timestamp"]

@@ -73,7 +73,7 @@ def test_status_values_including_quoted_ones(raw: str, status: SourceStatus) -> 
 
 
 def test_duplicate_keys_are_a_problem_of_the_file() -> None:
-    with pytest.raises(SourceError, match=r"x.md: invalid frontmatter: duplicate key 'status'"):
+    with pytest.raises(SourceError, match=r"x.md: invalid frontmatter: duplicate key 'status' \(line 4\)"):
         parse_source(P, "---\ntitle: T\nstatus: unprocessed\nstatus: processed\n---\nb\n")
 
 
