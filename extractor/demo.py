@@ -1,0 +1,56 @@
+"""The demo: a fresh knowledge base built from the project's samples, one cycle on it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from extractor.gitrepo import Identity, commit_paths, git
+
+PACKAGED = Path(__file__).parent / "samples"
+CHECKOUT = Path(__file__).parent.parent
+MARKER = ".extractor-demo"
+
+
+class DemoError(RuntimeError):
+    """The demo folder cannot be (re)created."""
+
+
+def samples_root() -> Path:
+    return PACKAGED if (PACKAGED / "inbox").is_dir() else CHECKOUT
+
+
+def create_demo_kb(target: Path, samples: Path | None = None) -> Path:
+    """Copy the sample inbox and claims into a new git repository at ``target``.
+
+    A folder left by an earlier demo (it has the marker file) is replaced; any
+    other existing folder is refused, so the demo never touches a real KB.
+    """
+    samples = samples or samples_root()
+    if target.exists():
+        if not (target / MARKER).is_file():
+            raise DemoError(f"{target} exists and is not a demo knowledge base; choose another --dir")
+        shutil.rmtree(target)
+    (target / "inbox").mkdir(parents=True)
+    shutil.copytree(samples / "inbox" / "archive", target / "inbox" / "archive")
+    shutil.copytree(samples / "claims", target / "claims")
+    (target / MARKER).write_text("created by `extractor demo`; safe to delete\n", encoding="utf-8")
+    git(target, "init", "-q")
+    paths = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() and ".git" not in p.parts)
+    commit_paths(
+        target,
+        paths,
+        "Demo knowledge base from the extractor samples\n",
+        Identity(name="extractor demo", email="demo@localhost"),
+    )
+    return target
+
+
+def report(kb: Path, since: str) -> str:
+    """What the cycle made: its commits with their trailers, and the claim files."""
+    log = git(kb, "log", "--reverse", f"{since}..HEAD", "--format=%h %s%n%(trailers:only,unfold)", "--name-status")
+    lines = ["Commits:", log.strip() or "(none)", ""]
+    added = git(kb, "diff", "--name-only", "--diff-filter=A", since, "HEAD", "--", "claims").split()
+    for path in added:
+        lines += [f"==> {path}", (kb / path).read_text(encoding="utf-8"), ""]
+    return "\n".join(lines)
