@@ -28,6 +28,42 @@ def _non_empty_items(items: list[str]) -> list[str]:
     return [item.strip() for item in items if item and item.strip()]
 
 
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def unique_items(items: list[str]) -> list[str]:
+    """Items in order, each said once (small models repeat list entries)."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        key = _norm(item)
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def without_repeated_sentences(text: str) -> str:
+    """Drop sentences said before (small models loop); paragraph breaks are kept."""
+    seen: set[str] = set()
+    paragraphs = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        kept = []
+        for sentence in _SENTENCE_END.split(paragraph.strip()):
+            key = _norm(sentence)
+            if key and key in seen:
+                continue
+            seen.add(key)
+            kept.append(sentence)
+        if kept:
+            paragraphs.append(" ".join(kept) if len(kept) > 1 else kept[0])
+    return "\n\n".join(paragraphs)
+
+
 class ClaimDraft(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,7 +79,7 @@ class ClaimDraft(BaseModel):
     @field_validator("title", "description")
     @classmethod
     def _single_line(cls, value: str) -> str:
-        value = one_line(value)
+        value = without_repeated_sentences(one_line(value))
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -60,7 +96,7 @@ class ClaimDraft(BaseModel):
     @field_validator("evidence")
     @classmethod
     def _some_evidence(cls, items: list[str]) -> list[str]:
-        items = [one_line(item) for item in _non_empty_items(items)]
+        items = unique_items([one_line(item) for item in _non_empty_items(items)])
         if not items:
             raise ValueError("each claim needs at least one evidence item")
         return items
@@ -68,7 +104,7 @@ class ClaimDraft(BaseModel):
     @field_validator("limitations", "related", "secondary_domains")
     @classmethod
     def _clean_list(cls, items: list[str]) -> list[str]:
-        return [one_line(item) for item in _non_empty_items(items)]
+        return unique_items([one_line(item) for item in _non_empty_items(items)])
 
     @field_validator("argument")
     @classmethod
@@ -76,7 +112,7 @@ class ClaimDraft(BaseModel):
         value = _CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else " ", value)
         if not value.strip():
             raise ValueError("must not be empty")
-        return value.strip()
+        return without_repeated_sentences(value.strip())
 
 
 class EnrichmentKind(StrEnum):
@@ -121,7 +157,7 @@ class ExtractionAnswer(BaseModel):
     @field_validator("key_facts")
     @classmethod
     def _facts(cls, items: list[str]) -> list[str]:
-        return [one_line(item) for item in _non_empty_items(items)]
+        return unique_items([one_line(item) for item in _non_empty_items(items)])
 
     @field_validator("notes")
     @classmethod
@@ -145,3 +181,44 @@ class ExtractionAnswer(BaseModel):
     @property
     def is_null_result(self) -> bool:
         return not self.claims and not self.enrichments
+
+
+def salvage_answer(data: object) -> tuple[ExtractionAnswer, list[str]] | None:
+    """Keep the valid parts of an answer that failed validation as a whole.
+
+    Used only after the re-asks are spent: each claim and enrichment is checked
+    on its own, invalid ones are dropped and named. Returns None when nothing
+    usable is left, so a hopeless answer still fails the source.
+    """
+    if not isinstance(data, dict):
+        return None
+    dropped: list[str] = []
+
+    def valid(kind: type[BaseModel], items: object, label: str) -> list[dict]:
+        kept = []
+        for number, item in enumerate(items if isinstance(items, list) else []):
+            try:
+                kept.append(kind.model_validate(item).model_dump(mode="json"))
+            except ValueError as exc:
+                first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+                where = ".".join(str(p) for p in first["loc"])
+                dropped.append(f"invalid {label} {number + 1} ({where}: {first['msg']})")
+        return kept
+
+    def strings(value: object) -> list[str]:
+        return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+    reason = data.get("null_result_reason")
+    cleaned = {
+        "key_facts": strings(data.get("key_facts")),
+        "claims": valid(ClaimDraft, data.get("claims"), "claim"),
+        "enrichments": valid(EnrichmentDraft, data.get("enrichments"), "enrichment"),
+        "null_result_reason": reason if isinstance(reason, str) else None,
+        "notes": data.get("notes") if isinstance(data.get("notes"), str) else "",
+    }
+    if not cleaned["claims"] and not cleaned["enrichments"]:
+        return None
+    try:
+        return ExtractionAnswer.model_validate(cleaned), dropped
+    except ValueError:
+        return None

@@ -11,13 +11,14 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, Field
 
-from extractor.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer
+from extractor.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salvage_answer
 from extractor.claims import wiki_links
 from extractor.config import Settings
 from extractor.kb import ClaimRef, KBIndex
 from extractor.llm import StructuredClient, Usage, response_format, schema_for_prompt
 from extractor.prompts import Candidate, build_messages, default_prompts_dir, prompt_hash
 from extractor.sources import Source
+from extractor.validate import split_off_topic
 
 MAX_CANDIDATES = 20
 
@@ -154,9 +155,12 @@ def extract_source(
         schema_for_prompt(settings.structured_mode, ExtractionAnswer),
     )
     digest = prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer))
-    reply = llm.ask(messages, ExtractionAnswer)
+    reply = llm.ask(messages, ExtractionAnswer, salvage=salvage_answer)
+    on_topic, off_topic = split_off_topic(reply.value.claims, f"{source.title}\n{source.body}")
+    answer = reply.value.model_copy(update={"claims": on_topic})
     replaced = previous_drafts(source, index, settings.claims_dir) if replace_previous else set()
-    claims, enrichments, dropped = reconcile(reply.value, index, settings.writable_claim_dirs, replaced)
+    claims, enrichments, dropped = reconcile(answer, index, settings.writable_claim_dirs, replaced)
+    dropped = [*reply.salvaged, *off_topic, *dropped]
     return ExtractionResult(
         source_path=source_path,
         source_slug=source.slug,
@@ -164,7 +168,7 @@ def extract_source(
         agent=agent,
         model=settings.model,
         prompt_hash=digest,
-        answer=reply.value,
+        answer=answer,
         claims=claims,
         enrichments=enrichments,
         dropped=dropped,

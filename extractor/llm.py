@@ -12,6 +12,7 @@ import email.utils
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import openai
@@ -69,6 +70,7 @@ class StructuredReply(BaseModel, Generic[T]):
     retries: int
     reasks: int
     raw_replies: list[str]
+    salvaged: list[str] = Field(default_factory=list, description="what salvage dropped, when it was used")
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
@@ -151,13 +153,19 @@ def _describe(exc: BaseException) -> str:
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
-def parse_reply(text: str, model: type[T]) -> T:
+def load_json(text: str) -> Any:
     """Lenient where it is safe: code fences and raw control characters in strings."""
     fenced = _FENCE.match(text)
     if fenced:
         text = fenced.group(1)
-    data = json.loads(text, strict=False)
-    return model.model_validate(data)
+    return json.loads(text, strict=False)
+
+
+def parse_reply(text: str, model: type[T]) -> T:
+    return model.model_validate(load_json(text))
+
+
+Salvage = Callable[[Any], "tuple[T, list[str]] | None"]
 
 
 def reask_message(error: Exception) -> str:
@@ -189,7 +197,10 @@ class StructuredClient:
             reraise=True,
         )
 
-    def ask(self, messages: list[dict[str, str]], model: type[T]) -> StructuredReply[T]:
+    def ask(
+        self, messages: list[dict[str, str]], model: type[T], salvage: Salvage[T] | None = None
+    ) -> StructuredReply[T]:
+        """The validated answer; ``salvage`` may rescue the last reply once re-asks are spent."""
         settings = self.settings
         fmt = response_format(settings.structured_mode, model)
         conversation = list(messages)
@@ -237,6 +248,17 @@ class StructuredClient:
                 value = parse_reply(content, model)
             except (ValueError, ValidationError) as error:
                 if reask == settings.max_reasks:
+                    rescued = _try_salvage(salvage, content)
+                    if rescued is not None:
+                        return StructuredReply[model](  # type: ignore[valid-type]
+                            value=rescued[0],
+                            usage=usage,
+                            attempts=usage.requests,
+                            retries=retries,
+                            reasks=reask,
+                            raw_replies=raw_replies,
+                            salvaged=rescued[1],
+                        )
                     raise LLMError("invalid", f"{reask_message(error)} (after {reask} re-ask(s))", usage) from error
                 conversation += [
                     {"role": "assistant", "content": content},
@@ -252,3 +274,12 @@ class StructuredClient:
                 raw_replies=raw_replies,
             )
         raise AssertionError("unreachable")
+
+
+def _try_salvage(salvage: Salvage[T] | None, content: str) -> tuple[T, list[str]] | None:
+    if salvage is None:
+        return None
+    try:
+        return salvage(load_json(content))
+    except ValueError:
+        return None

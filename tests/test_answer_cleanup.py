@@ -1,0 +1,69 @@
+"""How the pipeline copes with a small model's habits: loops, repeats, off-topic claims."""
+
+from __future__ import annotations
+
+import json
+
+from extractor.answer import ClaimDraft, ExtractionAnswer, salvage_answer, unique_items, without_repeated_sentences
+from extractor.validate import split_off_topic
+from tests.fakeopenai import FakeOpenAI, completion
+from tests.test_llm import GOOD, MESSAGES, client_for
+
+
+def test_repeated_sentences_are_said_once() -> None:
+    text = (
+        "Markets aggregate information. Markets aggregate information. Prices move.\n\nmarkets AGGREGATE information!"
+    )
+    assert without_repeated_sentences(text) == "Markets aggregate information. Prices move."
+
+
+def test_repeated_list_items_are_said_once() -> None:
+    draft = ClaimDraft.model_validate(
+        {**GOOD["claims"][0], "evidence": ["Coverage cut depression.", "coverage cut depression", "Costs fell."]}
+    )
+    assert draft.evidence == ["Coverage cut depression.", "Costs fell."]
+    assert unique_items(["a", "b", "A."]) == ["a", "b"]
+
+
+def test_off_topic_claims_are_dropped_by_name() -> None:
+    source = "A lottery assigned Medicaid coverage; depression fell and financial strain dropped."
+    on = ClaimDraft.model_validate(
+        {
+            **GOOD["claims"][0],
+            "title": "Medicaid coverage reduced depression among lottery winners",
+            "evidence": ["Depression fell after coverage."],
+        }
+    )
+    off = ClaimDraft.model_validate(
+        {
+            **GOOD["claims"][0],
+            "title": "Rocket reuse lowers orbital launch prices dramatically",
+            "evidence": ["Boosters landed on barges."],
+        }
+    )
+    kept, dropped = split_off_topic([on, off], source)
+    assert kept == [on]
+    assert len(dropped) == 1 and "off-topic" in dropped[0] and "Rocket reuse" in dropped[0]
+
+
+def test_salvage_keeps_valid_claims_and_names_the_rest() -> None:
+    data = json.loads(json.dumps(GOOD))
+    bad = {**data["claims"][0], "title": "Too short", "confidence": "certain"}
+    data["claims"].append(bad)
+    data["enrichments"] = [{"target": "", "evidence": "x", "kind": "confirm"}]
+    answer, dropped = salvage_answer(data)
+    assert [c.title for c in answer.claims] == [GOOD["claims"][0]["title"]]
+    assert any(d.startswith("invalid claim 2") for d in dropped)
+    assert any(d.startswith("invalid enrichment 1") for d in dropped)
+    assert salvage_answer({"claims": [bad]}) is None
+    assert salvage_answer(["not", "a", "dict"]) is None
+
+
+def test_the_client_salvages_only_after_the_reasks(fake_llm: FakeOpenAI) -> None:
+    data = json.loads(json.dumps(GOOD))
+    data["claims"].append({**data["claims"][0], "evidence": []})
+    fake_llm.push(*[completion(json.dumps(data))] * 3)
+    reply = client_for(fake_llm).ask(MESSAGES, ExtractionAnswer, salvage=salvage_answer)
+    assert reply.reasks == 2 and len(fake_llm.requests) == 3
+    assert len(reply.value.claims) == 1
+    assert reply.salvaged and "claims" not in reply.salvaged[0]  # item numbered, not the raw path
