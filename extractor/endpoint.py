@@ -28,12 +28,13 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
         n_ctx=settings.local_ctx,
         threads=settings.local_threads,
         startup_timeout=settings.local_startup_timeout,
-    ) as base_url:
+    ) as server:
         yield settings.model_copy(
             update={
-                "base_url": base_url,
+                "base_url": server.base_url,
                 "model": alias,
                 "structured_mode": StructuredMode.JSON_OBJECT_SCHEMA,
                 "max_tokens": settings.local_max_tokens,
+                "max_reasks": settings.local_max_reasks,
             }
         )

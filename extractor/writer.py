@@ -97,16 +97,17 @@ def attribution(source: Source) -> str:
 
 
 def claim_document(
-    resolved: ResolvedClaim, source: Source, domain: str, today: str, topics: list[str]
+    resolved: ResolvedClaim, source: Source, domain: str, today: str, topics: list[str], known_domains: list[str]
 ) -> ClaimDocument:
     draft = resolved.draft
+    secondary = [d for d in dict.fromkeys(slugify(s) for s in draft.secondary_domains) if d in known_domains]
     frontmatter = ClaimFrontmatter(
         domain=domain,
         description=draft.description,
         confidence=draft.confidence,
         source=attribution(source),
         created=today,
-        secondary_domains=[d for d in (slugify(s) for s in draft.secondary_domains) if d] or None,
+        secondary_domains=[d for d in secondary if d != domain] or None,
     )
     sections = [Section(heading="Evidence", body=bullet_list([safe_markdown(e) for e in draft.evidence]))]
     sections.append(
@@ -193,7 +194,7 @@ def plan_changes(
     claim_titles, claim_paths = [], []
     for resolved in result.claims:
         path = str(folder / unique_name(slug_for(resolved.draft.title), taken))
-        document = claim_document(resolved, source, result.domain, today, topics)
+        document = claim_document(resolved, source, result.domain, today, topics, settings.domains)
         texts[path] = render_claim(document)
         claim_titles.append(resolved.draft.title)
         claim_paths.append(path)

@@ -67,3 +67,24 @@ def test_the_client_salvages_only_after_the_reasks(fake_llm: FakeOpenAI) -> None
     assert reply.reasks == 2 and len(fake_llm.requests) == 3
     assert len(reply.value.claims) == 1
     assert reply.salvaged and "claims" not in reply.salvaged[0]  # item numbered, not the raw path
+
+
+def test_bracket_soup_is_not_a_title_and_braces_are_not_a_description() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="complete proposition"):
+        ClaimDraft.model_validate({**GOOD["claims"][0], "title": '[ [ "constitution" ], ['})
+    with pytest.raises(ValidationError, match="description must be a sentence"):
+        ClaimDraft.model_validate({**GOOD["claims"][0], "description": "{{{"})
+    draft = ClaimDraft.model_validate({**GOOD["claims"][0], "title": "Markets beat polls at forecasting."})
+    assert draft.title == "Markets beat polls at forecasting"
+
+
+def test_grammar_schema_bounds_lists_and_strings() -> None:
+    schema = ExtractionAnswer.grammar_schema()
+    claim = schema["$defs"]["ClaimDraft"]["properties"]
+    assert schema["properties"]["claims"]["maxItems"] == 3
+    assert claim["evidence"]["maxItems"] == 4 and claim["evidence"]["items"]["maxLength"] == 200
+    assert claim["title"]["maxLength"] == 160
+    assert "maxItems" not in ExtractionAnswer.model_json_schema()["properties"]["claims"]
