@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
+import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from extractor import __version__
 from extractor.config import Settings, SettingsError, load_settings
@@ -14,11 +18,16 @@ from extractor.endpoint import llm_endpoint
 from extractor.gitrepo import GitError, head, toplevel
 from extractor.llm import StructuredClient, make_client
 from extractor.localmodel import LocalModelError
-from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_source, run_cycle
+from extractor.locks import LockHeldError, kb_lock
+from extractor.output import configure_json_logging, is_interactive
+from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_source
+from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon
+from extractor.state import SourceState, StateStore
+from extractor.workers import WorkerPool
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = 1  # some sources failed
+EXIT_CANNOT_START = 2  # bad settings, no KB, another run holds the lock
 EXIT_INTERRUPTED = 130
 
 
@@ -37,9 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--worker", type=int, default=1, help="worker number for provenance (default 1)")
     extract.add_argument("--kb", type=Path, help="KB root (default: the git work tree holding PATH)")
 
-    run = commands.add_parser("run", help="extract the inbox's unprocessed sources")
+    run = commands.add_parser("run", help="poll the inbox and extract due sources (daemon), or one cycle")
     run.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
     run.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    run.add_argument("--workers", type=int, help="worker processes (default: the workers setting)")
+    run.add_argument("--force", action="store_true", help="also retry sources parked after repeated failures")
+
+    status = commands.add_parser("status", help="what the state store knows: counts, failures, tokens")
+    status.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
 
     demo = commands.add_parser("demo", help="build a demo KB from the samples and run one cycle on it")
     demo.add_argument("--dir", type=Path, default=Path("build/demo-kb"), help="where (default build/demo-kb)")
@@ -68,6 +83,16 @@ def describe(outcome: Outcome) -> str:
     )
 
 
+def describe_cycle_outcome(outcome: SourceOutcome) -> str:
+    if not outcome.ok:
+        return f"{outcome.source_path}: {outcome.status} (worker {outcome.worker}): {outcome.error}"
+    return (
+        f"{(outcome.commit or '')[:12]} {outcome.source_path}: {outcome.status}, {outcome.claims} claim(s), "
+        f"{outcome.enrichments} enrichment(s) (worker {outcome.worker}); "
+        f"{outcome.prompt_tokens}+{outcome.completion_tokens} tokens, {outcome.seconds:.1f}s"
+    )
+
+
 def print_dry_run(outcome: Outcome) -> None:
     assert outcome.changes is not None
     print(outcome.changes.message)
@@ -77,31 +102,46 @@ def print_dry_run(outcome: Outcome) -> None:
             print(change.text)
 
 
-def kb_settings(kb_root: Path, config: Path | None) -> Settings:
-    return load_settings(kb_root, config)
+def record_manual(kb_root: Path, outcome: Outcome, worker: int, settings: Settings) -> None:
+    """Tell the state store what a manual extraction did, so runs and status agree."""
+    if outcome.kind not in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT):
+        return
+    store = StateStore.open(kb_root)
+    try:
+        store.update_or_insert(
+            outcome.source_path, state=SourceState.DONE, file_status=outcome.kind.value, attempts=0,
+            last_error=None, next_retry_at=None, owner_pid=None, worker=worker, commit_sha=outcome.commit,
+            model=settings.model, duration=outcome.seconds, mtime_ns=None, size=None,
+            prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
+        )  # fmt: skip
+    finally:
+        store.close()
 
 
 def run_extract(args: argparse.Namespace) -> int:
     path: Path = args.path
     if args.worker < 1:
-        return fail("--worker must be 1 or more", EXIT_USAGE)
+        return fail("--worker must be 1 or more", EXIT_CANNOT_START)
     if not path.is_file():
         return fail(f"{path}: no such file")
     try:
         kb_root = (args.kb or toplevel(path)).resolve()
-        settings = kb_settings(kb_root, args.config)
+        settings = load_settings(kb_root, args.config)
     except (GitError, SettingsError) as exc:
-        return fail(str(exc), EXIT_USAGE)
-    with llm_endpoint(settings) as live:
+        return fail(str(exc), EXIT_CANNOT_START)
+    bar = tqdm(total=1, desc=f"extracting {path.name}", disable=not is_interactive(), file=sys.stderr)
+    with bar, llm_endpoint(settings) as live:
         outcome = process_source(
             kb_root, path, live, client_for(live),
             worker=args.worker, runner=MANUAL_RUNNER, force=args.force, dry_run=args.dry_run,
         )  # fmt: skip
+        bar.update(1)
     if not outcome.ok:
         return fail(f"{outcome.source_path}: {outcome.error}")
     if outcome.kind is OutcomeKind.PLANNED:
         print_dry_run(outcome)
         return EXIT_OK
+    record_manual(kb_root, outcome, args.worker, live)
     print(describe(outcome))
     assert outcome.changes is not None
     for change in outcome.changes.changes:
@@ -109,41 +149,188 @@ def run_extract(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cycle(kb_root: Path, settings: Settings) -> list[Outcome]:
-    with llm_endpoint(settings) as live:
-        return run_cycle(kb_root, live, client_for(live), on_outcome=lambda o: print(describe(o), flush=True))
+def summary(report: CycleReport) -> str:
+    failed = len(report.failed)
+    text = f"cycle: {report.taken} source(s), {len(report.outcomes) - failed} done, {failed} failed"
+    if report.scan.changed_after_processing:
+        text += f"; {len(report.scan.changed_after_processing)} changed after processing (not re-extracted)"
+    if report.scan.invalid:
+        text += f"; {len(report.scan.invalid)} unreadable source file(s)"
+    return text
+
+
+def one_cycle(kb_root: Path, settings: Settings, force: bool, mode: str, interactive: bool) -> CycleReport:
+    """Lock, start the endpoint and the workers, run one cycle, and record it."""
+    logger = None if interactive else configure_json_logging()
+    with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
+        store = StateStore.open(kb_root)
+        pool = WorkerPool(live.workers, kb_root, live)
+        bar = tqdm(desc="extracting", unit="source", disable=not interactive, file=sys.stderr)
+
+        def on_outcome(outcome: SourceOutcome) -> None:
+            if logger is not None:
+                logger.info("source", extra=outcome.model_dump())
+            else:
+                bar.write(describe_cycle_outcome(outcome))
+            bar.update(1)
+
+        runner = Runner(kb_root, live, pool, store, on_outcome=on_outcome)
+        cycle_id = store.start_cycle(mode)
+        previous = graceful_stop(runner, logger)
+        try:
+            report = runner.cycle(force_parked=force, on_start=lambda n: bar.reset(total=n))
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            bar.close()
+            pool.close()
+        store.finish_cycle(cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed))
+        store.close()
+    for note in report.recovered:
+        (logger.info("recovered", extra={"note": note}) if logger else print(note))
+    if logger is not None:
+        logger.info("cycle", extra={"summary": summary(report), **report.model_dump(exclude={"outcomes"})})
+    return report
+
+
+def graceful_stop(runner: Runner, logger: object | None) -> dict[int, object]:
+    """First SIGTERM or Ctrl-C: take no new work, finish in-flight sources; a second one: leave now."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, frame: object) -> None:
+        if runner.stop.is_set():
+            raise KeyboardInterrupt
+        runner.stop.set()
+        message = f"stopping after in-flight sources (up to {runner.settings.shutdown_grace:.0f}s)"
+        if logger is not None:
+            logger.info("stopping", extra={"signal": signal.Signals(signum).name})  # type: ignore[attr-defined]
+        else:
+            print(message, file=sys.stderr)
+
+    for signum in previous:
+        signal.signal(signum, stop)
+    return previous
+
+
+def start_kb(args: argparse.Namespace) -> tuple[Path, Settings]:
+    kb_root = toplevel(args.kb).resolve()
+    overrides = {"workers": args.workers} if getattr(args, "workers", None) else {}
+    return kb_root, load_settings(kb_root, args.config, **overrides)
 
 
 def run_run(args: argparse.Namespace) -> int:
-    if not args.once:
-        return fail("the polling daemon is not available yet; use --once", EXIT_USAGE)
+    try:
+        kb_root, settings = start_kb(args)
+    except (GitError, SettingsError) as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    if args.workers is not None and args.workers < 1:
+        return fail("--workers must be 1 or more", EXIT_CANNOT_START)
+    try:
+        if args.once:
+            interactive = is_interactive()
+            report = one_cycle(kb_root, settings, args.force, "once", interactive)
+            if interactive:
+                print(summary(report))
+            return EXIT_FAILED if report.failed else EXIT_OK
+        return daemon(kb_root, settings)
+    except LockHeldError as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+
+
+def daemon(kb_root: Path, settings: Settings) -> int:
+    """Poll until SIGTERM or Ctrl-C, then let in-flight sources finish within the grace period."""
+    logger = configure_json_logging()
+    with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
+        store = StateStore.open(kb_root)
+        pool = WorkerPool(live.workers, kb_root, live)
+        runner = Runner(kb_root, live, pool, store, on_outcome=lambda o: logger.info("source", extra=o.model_dump()))
+
+        graceful_stop(runner, logger)
+
+        def on_cycle(report: CycleReport) -> None:
+            logger.info("cycle", extra={"summary": summary(report), **report.model_dump(exclude={"outcomes"})})
+
+        def cycle_recorded() -> None:
+            cycle_id = store.start_cycle("daemon")
+            report = runner.cycle()
+            store.finish_cycle(cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed))
+            on_cycle(report)
+
+        logger.info("started", extra={"kb": str(kb_root), "workers": live.workers, "model": live.model,
+                                      "poll_minutes": live.poll_minutes})  # fmt: skip
+        try:
+            run_daemon(runner, live, cycle_recorded)
+        finally:
+            pool.close()
+            store.close()
+        logger.info("stopped")
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
     try:
         kb_root = toplevel(args.kb).resolve()
-        settings = kb_settings(kb_root, args.config)
-    except (GitError, SettingsError) as exc:
-        return fail(str(exc), EXIT_USAGE)
-    outcomes = cycle(kb_root, settings)
-    failed = [o for o in outcomes if not o.ok]
-    print(f"cycle: {len(outcomes)} source(s), {len(outcomes) - len(failed)} done, {len(failed)} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    except GitError as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    store = StateStore.open(kb_root)
+    try:
+        data = {
+            "kb": str(kb_root),
+            "counts": store.counts(),
+            "recent_failures": [
+                {
+                    "path": r.path,
+                    "state": r.state.value,
+                    "attempts": r.attempts,
+                    "error": r.last_error,
+                    "next_retry_at": r.next_retry_at,
+                }
+                for r in store.recent_failures()
+            ],  # fmt: skip
+            "totals": store.totals(),
+            "changed_after_processing": store.changed_after_processing(),
+            "last_cycle": store.last_cycle(),
+        }
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "nothing tracked yet"
+    totals = data["totals"]
+    print(f"sources: {counts}")
+    print(
+        f"LLM: {totals['calls']} call(s), {totals['prompt_tokens']} tokens in, "
+        f"{totals['completion_tokens']} out, cost {totals['cost']:.4f}"
+    )
+    last = data["last_cycle"]
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started_at"]))
+        print(
+            f"last cycle: {when} ({last['mode']}): {last['taken']} taken, {last['done']} done, {last['failed']} failed"
+        )
+    for failure in data["recent_failures"]:
+        print(f"  {failure['state']} after {failure['attempts']} attempt(s): {failure['path']}: {failure['error']}")
+    for path in data["changed_after_processing"]:
+        print(f"  changed after processing (not re-extracted): {path}")
+    return EXIT_OK
 
 
 def run_demo(args: argparse.Namespace) -> int:
     target = args.dir.resolve()
     try:
         kb_root = create_demo_kb(target)
-        settings = kb_settings(kb_root, args.config)
+        settings = load_settings(kb_root, args.config)
     except (DemoError, GitError, SettingsError, OSError) as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_CANNOT_START)
     start = head(kb_root)
     assert start is not None
     print(f"demo knowledge base: {kb_root}", flush=True)
-    outcomes = cycle(kb_root, settings)
+    report_ = one_cycle(kb_root, settings.model_copy(update={"max_per_cycle": 100}), False, "once", True)
     print()
     print(report(kb_root, start))
-    failed = [o for o in outcomes if not o.ok]
-    print(f"cycle: {len(outcomes)} source(s), {len(outcomes) - len(failed)} done, {len(failed)} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    print(summary(report_))
+    return EXIT_FAILED if report_.failed else EXIT_OK
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -153,8 +340,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    handlers = {"extract": run_extract, "run": run_run, "demo": run_demo}
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # runs replace it with a graceful stop
+    handlers = {"extract": run_extract, "run": run_run, "status": run_status, "demo": run_demo}
     try:
         return handlers[args.command](args)
     except LocalModelError as exc:

@@ -75,8 +75,16 @@ class Settings(BaseSettings):
     local_max_reasks: int = Field(default=1, ge=0, le=5, description="a tiny model rarely fixes its reply")
     local_startup_timeout: float = Field(default=180.0, gt=0)
 
-    # Cycles
+    # Cycles, workers and the daemon
     max_per_cycle: int = Field(default=5, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+    poll_minutes: float = Field(default=15.0, gt=0)
+    poll_jitter_seconds: int = Field(default=60, ge=0)
+    source_timeout: float = Field(default=900.0, gt=0, description="seconds one source may take in a worker")
+    shutdown_grace: float = Field(default=60.0, ge=0, description="seconds in-flight sources get to finish on stop")
+    max_source_attempts: int = Field(default=5, ge=1, description="failures before a source is parked")
+    retry_base_seconds: float = Field(default=300.0, ge=0)
+    retry_cap_seconds: float = Field(default=86_400.0, ge=0)
 
     # Knowledge base layout
     inbox_dir: str = "inbox/archive"

@@ -18,6 +18,7 @@ from extractor.kb import ClaimRef, KBIndex
 from extractor.llm import StructuredClient, Usage, response_format, schema_for_prompt
 from extractor.prompts import Candidate, build_messages, default_prompts_dir, prompt_hash
 from extractor.sources import Source
+from extractor.state import CallRecord
 from extractor.validate import split_off_topic
 
 MAX_CANDIDATES = 20
@@ -51,6 +52,7 @@ class ExtractionResult(BaseModel):
     retries: int
     reasks: int
     raw_replies: list[str] = Field(default_factory=list)
+    calls: list[CallRecord] = Field(default_factory=list)
 
     @property
     def is_null_result(self) -> bool:
@@ -177,4 +179,5 @@ def extract_source(
         retries=reply.retries,
         reasks=reply.reasks,
         raw_replies=reply.raw_replies,
+        calls=reply.calls,
     )

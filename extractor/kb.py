@@ -34,6 +34,9 @@ class KBIndex:
 
     def __init__(self, root: Path, claims: list[ClaimRef]) -> None:
         self.root = root
+        self._build(claims)
+
+    def _build(self, claims: list[ClaimRef]) -> None:
         self.claims = claims
         self._exact: dict[str, ClaimRef] = {}
         self._folded: dict[str, ClaimRef] = {}
@@ -54,6 +57,18 @@ class KBIndex:
             if ref is not None:
                 claims.append(ref)
         return cls(root, claims)
+
+    def refresh(self, paths: list[str]) -> None:
+        """Re-read these files after a write (new, changed or deleted claims)."""
+        touched = set(paths)
+        claims = [c for c in self.claims if c.path not in touched]
+        for rel in paths:
+            file = self.root / rel
+            if file.is_file() and rel.endswith(".md"):
+                ref = read_claim_ref(file, PurePosixPath(rel))
+                if ref is not None:
+                    claims.append(ref)
+        self._build(claims)
 
     def resolve(self, name: str) -> ClaimRef | None:
         key = _link_key(name)

@@ -9,6 +9,7 @@ SDK's own retries are off so attempts never multiply.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import re
 import time
@@ -28,6 +29,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from extractor.config import Settings, StructuredMode
+from extractor.state import CallRecord
 
 T = TypeVar("T", bound=BaseModel)
 SCHEMA_NAME = "extraction_answer"
@@ -37,9 +39,12 @@ _TRANSIENT_STATUS = {408, 409, 429}
 class LLMError(Exception):
     """The endpoint gave no usable answer; ``kind`` says why."""
 
-    def __init__(self, kind: str, message: str, usage: Usage | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, usage: Usage | None = None, calls: list[CallRecord] | None = None
+    ) -> None:
         self.kind = kind
         self.usage = usage or Usage()
+        self.calls = calls or []
         super().__init__(f"{kind}: {' '.join(message.split())}")
 
 
@@ -71,6 +76,7 @@ class StructuredReply(BaseModel, Generic[T]):
     reasks: int
     raw_replies: list[str]
     salvaged: list[str] = Field(default_factory=list, description="what salvage dropped, when it was used")
+    calls: list[CallRecord] = Field(default_factory=list)
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
@@ -187,6 +193,20 @@ class StructuredClient:
         self.client = client
         self.settings = settings
 
+    def _record(
+        self, request_hash: str, started: float, outcome: str, error: str | None = None, usage: Any = None
+    ) -> CallRecord:
+        return CallRecord(
+            at=time.time(),
+            model=self.settings.model,
+            request_hash=request_hash,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            latency=time.monotonic() - started,
+            outcome=outcome,
+            error=error,
+        )
+
     def _retrying(self) -> Retrying:
         s = self.settings
         return Retrying(
@@ -207,15 +227,38 @@ class StructuredClient:
         fmt = response_format(settings.structured_mode, model)
         conversation = list(messages)
         usage = Usage()
+        calls: list[CallRecord] = []
         raw_replies: list[str] = []
         retries = 0
+
+        def reply(value: T, reasks: int, salvaged: list[str] | None = None) -> StructuredReply[T]:
+            return StructuredReply[model](  # type: ignore[valid-type]
+                value=value,
+                usage=usage,
+                attempts=usage.requests,
+                retries=retries,
+                reasks=reasks,
+                raw_replies=raw_replies,
+                salvaged=salvaged or [],
+                calls=calls,
+            )
+
+        def give_up(kind: str, message: str, cause: BaseException | None = None) -> LLMError:
+            error = LLMError(kind, message, usage, calls)
+            error.__cause__ = cause
+            return error
+
         for reask in range(settings.max_reasks + 1):
             completion = None
+            request_hash = hashlib.sha256(
+                json.dumps([settings.model, conversation, fmt], sort_keys=True).encode()
+            ).hexdigest()[:16]
             try:
                 for attempt in self._retrying():
                     with attempt:
                         if attempt.retry_state.attempt_number > 1:
                             retries += 1
+                        started = time.monotonic()
                         try:
                             completion = self.client.chat.completions.create(
                                 model=settings.model,
@@ -224,57 +267,46 @@ class StructuredClient:
                                 temperature=settings.temperature,
                                 max_tokens=settings.max_tokens,
                             )
-                        except openai.APIStatusError:
+                        except Exception as exc:
                             usage.requests += 1
-                            raise
-                        except (openai.APIConnectionError, openai.APIResponseValidationError):
-                            usage.requests += 1
+                            calls.append(self._record(request_hash, started, "error", _describe(exc)))
                             raise
                         usage.add(completion.usage)
+                        calls.append(self._record(request_hash, started, "ok", usage=completion.usage))
                         if not completion.choices:
+                            calls[-1].outcome, calls[-1].error = "error", "reply had no choices"
                             raise EmptyReplyError("reply had no choices")
             except Exception as exc:  # noqa: BLE001 - classified below
                 kind = "transient" if is_transient(exc) else "request"
-                raise LLMError(kind, f"{_describe(exc)} after {usage.requests} request(s)", usage) from exc
+                raise give_up(kind, f"{_describe(exc)} after {usage.requests} request(s)", exc) from exc
 
             assert completion is not None
             choice = completion.choices[0]
             message = choice.message
             content = message.content or ""
             raw_replies.append(content)
+            calls[-1].raw_reply = content
             if choice.finish_reason == "length":
-                raise LLMError("length", "reply cut off at max_tokens (finish_reason=length)", usage)
+                calls[-1].outcome = "length"
+                raise give_up("length", "reply cut off at max_tokens (finish_reason=length)")
             if getattr(message, "refusal", None):
-                raise LLMError("refusal", f"model refused: {message.refusal}", usage)
+                calls[-1].outcome = "refusal"
+                raise give_up("refusal", f"model refused: {message.refusal}")
             try:
                 value = parse_reply(content, model)
             except (ValueError, ValidationError) as error:
+                calls[-1].outcome, calls[-1].error = "invalid", reask_message(error)
                 if reask == settings.max_reasks:
                     rescued = _try_salvage(salvage, content)
                     if rescued is not None:
-                        return StructuredReply[model](  # type: ignore[valid-type]
-                            value=rescued[0],
-                            usage=usage,
-                            attempts=usage.requests,
-                            retries=retries,
-                            reasks=reask,
-                            raw_replies=raw_replies,
-                            salvaged=rescued[1],
-                        )
-                    raise LLMError("invalid", f"{reask_message(error)} (after {reask} re-ask(s))", usage) from error
+                        return reply(rescued[0], reask, rescued[1])
+                    raise give_up("invalid", f"{reask_message(error)} (after {reask} re-ask(s))", error) from error
                 conversation += [
                     {"role": "assistant", "content": content},
                     {"role": "user", "content": reask_message(error)},
                 ]
                 continue
-            return StructuredReply[model](  # type: ignore[valid-type]
-                value=value,
-                usage=usage,
-                attempts=usage.requests,
-                retries=retries,
-                reasks=reask,
-                raw_replies=raw_replies,
-            )
+            return reply(value, reask)
         raise AssertionError("unreachable")
 
 

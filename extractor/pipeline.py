@@ -1,15 +1,13 @@
-"""One source through the whole path, and one cycle over an inbox.
+"""One source through the whole path, by hand (``extractor extract``).
 
 Every per-source problem (a malformed file, an LLM that gives up, a commit
-that fails) becomes an :class:`Outcome` with a one-line error, so a cycle
-goes on with the rest.
+that fails) becomes an :class:`Outcome` with a one-line error.
 """
 
 from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -21,12 +19,13 @@ from extractor.gitrepo import GitError, Identity
 from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage
 from extractor.localmodel import LocalModelError
+from extractor.locks import LockHeldError, kb_lock
 from extractor.prompts import PromptError
-from extractor.sources import Source, SourceError, SourceStatus, load_source
-from extractor.writer import ChangeSet, WriteError, apply_changes, plan_changes
+from extractor.sources import SourceError, load_source
+from extractor.writer import ChangeSet, WriteError, apply_changes, plan_changes, recover_interrupted_write
 
 MANUAL_RUNNER = "manual extraction"
-CYCLE_RUNNER = "headless extraction cron"
+WRITE_LOCK_WAIT = 120.0
 
 
 class OutcomeKind(StrEnum):
@@ -102,51 +101,13 @@ def process_source(
         )
         if dry_run:
             return done(OutcomeKind.PLANNED, changes=changes, usage=usage)
-        commit = apply_changes(kb_root, changes, Identity(name=settings.author_name, email=settings.author_email))
+        with kb_lock(kb_root, "write", wait=WRITE_LOCK_WAIT):
+            recover_interrupted_write(kb_root)
+            identity = Identity(name=settings.author_name, email=settings.author_email)
+            commit = apply_changes(kb_root, changes, identity, source_path=source_path)
     except LLMError as exc:
         return done(OutcomeKind.FAILED, error=f"LLM failed: {exc}", usage=exc.usage)
-    except (WriteError, GitError, PromptError, LocalModelError, OSError) as exc:
+    except (WriteError, GitError, PromptError, LocalModelError, LockHeldError, OSError) as exc:
         return done(OutcomeKind.FAILED, error=" ".join(str(exc).split()), usage=usage)
     kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
     return done(kind, commit=commit, changes=changes, usage=usage)
-
-
-class InboxEntry(BaseModel):
-    path: Path
-    source: Source | None = None
-    error: str | None = None
-
-
-def scan_inbox(kb_root: Path, settings: Settings) -> list[InboxEntry]:
-    """Every markdown file in the inbox, parsed (never grepped) for its status."""
-    inbox = kb_root / settings.inbox_dir
-    entries = []
-    for path in sorted(inbox.glob("*.md")) if inbox.is_dir() else []:
-        try:
-            entries.append(InboxEntry(path=path, source=load_source(path)))
-        except SourceError as exc:
-            entries.append(InboxEntry(path=path, error=exc.problem))
-    return entries
-
-
-def due_sources(entries: list[InboxEntry], limit: int) -> list[Path]:
-    due = [e.path for e in entries if e.source is not None and e.source.status is SourceStatus.UNPROCESSED]
-    return due[:limit]
-
-
-def run_cycle(
-    kb_root: Path,
-    settings: Settings,
-    llm: StructuredClient,
-    *,
-    worker: int = 1,
-    on_outcome: Callable[[Outcome], None] | None = None,
-) -> list[Outcome]:
-    """Extract up to ``max_per_cycle`` unprocessed sources, one after another."""
-    outcomes = []
-    for path in due_sources(scan_inbox(kb_root, settings), settings.max_per_cycle):
-        outcome = process_source(kb_root, path, settings, llm, worker=worker, runner=CYCLE_RUNNER)
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-    return outcomes

@@ -30,9 +30,10 @@ from extractor.claims import (
 )
 from extractor.config import Settings
 from extractor.extract import ExtractionResult, ResolvedClaim, previous_drafts
-from extractor.gitrepo import Identity, commit_paths
+from extractor.gitrepo import GitError, Identity, commit_paths, git, head
 from extractor.kb import KBIndex
 from extractor.sources import Source
+from extractor.state import STATE_DIR, ensure_state_dir
 from extractor.yamlio import replace_frontmatter_keys
 
 SLUG_MAX = 120
@@ -277,8 +278,24 @@ def _umask() -> int:
     return mask
 
 
-def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity) -> str:
-    """Write the files and commit them; on any failure restore what was there."""
+JOURNAL = "journal.json"
+
+
+class Journal(BaseModel):
+    """What a write in progress will change, so a crash mid-write can be undone."""
+
+    source_path: str
+    head: str | None
+    originals: dict[str, str | None]
+
+
+def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity, source_path: str | None = None) -> str:
+    """Write the files and commit them; on any failure restore what was there.
+
+    A journal of the original contents is written first and removed after the
+    commit, so :func:`recover_interrupted_write` can finish or undo a write
+    that a crash cut short.
+    """
     originals: dict[str, str | None] = {}
     new_dirs: list[Path] = []
     for change in changeset.changes:
@@ -286,6 +303,9 @@ def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity) -> str:
         originals[change.path] = file.read_text(encoding="utf-8") if file.is_file() else None
         missing = [d for d in [file.parent, *file.parent.parents] if not d.exists()]
         new_dirs.extend(d for d in missing if d not in new_dirs)
+    journal = ensure_state_dir(kb_root) / JOURNAL
+    record = Journal(source_path=source_path or changeset.changes[-1].path, head=head(kb_root), originals=originals)
+    atomic_write(journal, record.model_dump_json())
     try:
         for change in changeset.changes:
             file = kb_root / change.path
@@ -293,10 +313,41 @@ def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity) -> str:
                 file.unlink(missing_ok=True)
             else:
                 atomic_write(file, change.text)
-        return commit_paths(kb_root, [c.path for c in changeset.changes], changeset.message, author)
+        commit = commit_paths(kb_root, [c.path for c in changeset.changes], changeset.message, author)
     except BaseException:
         _restore(kb_root, originals, new_dirs)
+        journal.unlink(missing_ok=True)
         raise
+    journal.unlink(missing_ok=True)
+    return commit
+
+
+def recover_interrupted_write(kb_root: Path) -> str | None:
+    """Finish or undo a write that a crash interrupted; says which, or None if there was none."""
+    journal = kb_root / STATE_DIR / JOURNAL
+    if not journal.is_file():
+        return None
+    try:
+        record = Journal.model_validate_json(journal.read_text(encoding="utf-8"))
+    except ValueError:
+        journal.unlink(missing_ok=True)
+        return "discarded an unreadable write journal"
+    paths = list(record.originals)
+    current = head(kb_root)
+    committed = (
+        current is not None
+        and current != record.head
+        and (f"- Source: {record.source_path}\n" in git(kb_root, "log", "-1", "--format=%B", current))
+    )
+    if committed:
+        with contextlib.suppress(GitError):
+            git(kb_root, "reset", "-q", current, "--", *paths)
+        outcome = f"completed the interrupted commit of {record.source_path}"
+    else:
+        _restore(kb_root, record.originals, [])
+        outcome = f"undid the interrupted write of {record.source_path}"
+    journal.unlink(missing_ok=True)
+    return outcome
 
 
 def _restore(kb_root: Path, originals: dict[str, str | None], new_dirs: list[Path]) -> None:

@@ -60,6 +60,8 @@ def error(status: int, message: str = "scripted error", headers: dict[str, str] 
 class FakeOpenAI:
     def __init__(self) -> None:
         self.script: deque[Reply] = deque()
+        self.default: Reply | None = None  # answered when the script is empty
+        self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
         server = self
@@ -71,9 +73,13 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                server.requests.append(json.loads(raw or b"{}"))
-                server.request_times.append(time.monotonic())
-                reply = server.script.popleft() if server.script else error(500, "script exhausted")
+                with server.lock:
+                    server.requests.append(json.loads(raw or b"{}"))
+                    server.request_times.append(time.monotonic())
+                    if server.script:
+                        reply = server.script.popleft()
+                    else:
+                        reply = server.default or error(500, "script exhausted")
                 if reply.delay:
                     time.sleep(reply.delay)
                 body = reply.body if isinstance(reply.body, (bytes, str)) else json.dumps(reply.body)

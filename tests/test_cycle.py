@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,13 @@ def test_one_cycle_commits_each_source_and_reports_failures(
     # Sorted order: hanson, baicker, bai (broken three times), fullstack.
     endpoint.push(answer(NULL), answer(NULL), *[completion("not json")] * 3, answer(FULLSTACK_ANSWER))
     assert main(["run", "--once", "--kb", str(kb)]) == 1
-    out = capsys.readouterr().out
-    assert "cycle: 4 source(s), 3 done, 1 failed" in out
-    assert "2022-12-00-bai-constitutional-ai-harmlessness-from-ai-feedback.md: failed: LLM failed: invalid" in out
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["message"] == "cycle" and lines[-1]["summary"] == "cycle: 4 source(s), 3 done, 1 failed"
+    failed = [line for line in lines if line["message"] == "source" and not line["ok"]]
+    assert [f["source_path"] for f in failed] == [
+        "inbox/archive/2022-12-00-bai-constitutional-ai-harmlessness-from-ai-feedback.md"
+    ]
+    assert failed[0]["status"] == "failed" and failed[0]["error"].startswith("LLM failed: invalid")
 
     subjects = git(kb, "log", "--format=%s", f"{start}..HEAD").splitlines()
     assert len(subjects) == 3
@@ -91,10 +96,7 @@ def test_one_cycle_commits_each_source_and_reports_failures(
     ]
     assert git(kb, "status", "--porcelain") == ""
 
-    # The next cycle takes only what is still due.
-    endpoint.push(answer(NULL))
-    assert main(["run", "--once", "--kb", str(kb)]) == 0
-    assert "cycle: 1 source(s), 1 done, 0 failed" in capsys.readouterr().out
+    # The failed source waits for its retry time; nothing else is due.
     assert main(["run", "--once", "--kb", str(kb)]) == 0
     assert "cycle: 0 source(s)" in capsys.readouterr().out
 
@@ -116,9 +118,3 @@ def test_demo_runs_twice_and_never_touches_other_folders(
     assert main(["demo", "--dir", str(precious)]) == 2
     assert "is not a demo knowledge base" in capsys.readouterr().err
     assert (precious / "keep.md").read_text() == "mine"
-
-
-def test_run_requires_once_for_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    kb = create_demo_kb(tmp_path / "kb")
-    assert main(["run", "--kb", str(kb)]) == 2
-    assert "--once" in capsys.readouterr().err

@@ -1,0 +1,336 @@
+"""Cycles over the inbox: choosing due sources, the worker pool, one writer, the daemon.
+
+The main process scans, hands tasks to workers, and is the only writer: each
+result is planned against the KB as it is now and committed, one at a time.
+Everything that happens to a source is recorded in the state store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from extractor.config import Settings
+from extractor.gitrepo import GitError, Identity
+from extractor.kb import KBIndex
+from extractor.locks import kb_lock
+from extractor.sources import SourceError, SourceStatus, parse_source
+from extractor.state import SourceRow, SourceState, StateStore
+from extractor.workers import Task, TaskResult, WorkerPool, content_hash
+from extractor.writer import WriteError, apply_changes, plan_changes, recover_interrupted_write
+
+CYCLE_RUNNER = "headless extraction cron"
+WRITE_LOCK_WAIT = 120.0
+log = logging.getLogger("extractor")
+
+
+class ScanReport(BaseModel):
+    files: int = 0
+    parsed: int = 0
+    due: list[str] = Field(default_factory=list)
+    changed_after_processing: list[str] = Field(default_factory=list)
+    invalid: list[str] = Field(default_factory=list)
+
+
+class SourceOutcome(BaseModel):
+    source_path: str
+    worker: int
+    ok: bool
+    status: str  # processed | null-result | failed | parked | requeued
+    error: str | None = None
+    commit: str | None = None
+    claims: int = 0
+    enrichments: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+class CycleReport(BaseModel):
+    taken: int = 0
+    outcomes: list[SourceOutcome] = Field(default_factory=list)
+    scan: ScanReport = Field(default_factory=ScanReport)
+    recovered: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+    stopped: bool = False
+
+    @property
+    def failed(self) -> list[SourceOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def retry_delay(attempts: int, settings: Settings) -> float:
+    """Exponential backoff: base, 2×base, 4×base … capped."""
+    return min(settings.retry_base_seconds * 2 ** max(0, attempts - 1), settings.retry_cap_seconds)
+
+
+def row_for_file(path: str, text: str | None, error: str | None, stat: os.stat_result) -> SourceRow:
+    """A fresh row for a file seen for the first time (or changed, before merging)."""
+    if error is not None:
+        return SourceRow(path=path, state=SourceState.INVALID, last_error=error,
+                         mtime_ns=stat.st_mtime_ns, size=stat.st_size)  # fmt: skip
+    assert text is not None
+    source = parse_source(Path(path), text)
+    state = {
+        SourceStatus.UNPROCESSED: SourceState.DUE,
+        SourceStatus.PROCESSED: SourceState.DONE,
+        SourceStatus.NULL_RESULT: SourceState.DONE,
+    }.get(source.status, SourceState.SKIPPED)
+    return SourceRow(path=path, state=state, file_status=source.status.value, mtime_ns=stat.st_mtime_ns,
+                     size=stat.st_size, content_hash=content_hash(text))  # fmt: skip
+
+
+def merge_row(old: SourceRow | None, new: SourceRow) -> SourceRow:
+    """What a changed file means for a source we already track."""
+    if old is None:
+        return new
+    keep = old.model_copy(update={"mtime_ns": new.mtime_ns, "size": new.size})
+    if new.state is SourceState.INVALID:
+        if old.state in (SourceState.RUNNING,):
+            return keep
+        return keep.model_copy(update={"state": SourceState.INVALID, "last_error": new.last_error})
+    keep = keep.model_copy(update={"content_hash": new.content_hash, "file_status": new.file_status})
+    if old.state in (SourceState.RUNNING, SourceState.PARKED, SourceState.AWAITING_REVIEW):
+        return keep
+    if new.state is SourceState.DONE:
+        changed = old.processed_hash is not None and new.content_hash != old.processed_hash
+        return keep.model_copy(update={"state": SourceState.DONE, "changed_after_processing": changed})
+    if new.state is SourceState.DUE and old.state is SourceState.FAILED:
+        return keep  # a failed source waits for its retry time even if edited
+    return keep.model_copy(
+        update={"state": new.state, "last_error": None if new.state is SourceState.DUE else old.last_error}
+    )
+
+
+def scan_inbox(kb_root: Path, settings: Settings, store: StateStore) -> ScanReport:
+    """Bring the store up to date with the inbox; only changed files are read and parsed."""
+    known = store.all_sources()
+    report = ScanReport()
+    changed: list[SourceRow] = []
+    inbox = kb_root / settings.inbox_dir
+    entries = (
+        sorted((e for e in os.scandir(inbox) if e.name.endswith(".md")), key=lambda e: e.name) if inbox.is_dir() else []
+    )
+    for entry in entries:
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        report.files += 1
+        rel = f"{settings.inbox_dir.rstrip('/')}/{entry.name}"
+        stat = entry.stat(follow_symlinks=False)
+        old = known.get(rel)
+        if old is None or old.mtime_ns != stat.st_mtime_ns or old.size != stat.st_size:
+            report.parsed += 1
+            try:
+                data = Path(entry.path).read_bytes()
+                text = data.decode("utf-8")
+                row = row_for_file(rel, text, None, stat)
+            except (OSError, UnicodeDecodeError) as exc:
+                row = row_for_file(rel, None, f"cannot read: {exc}", stat)
+            except SourceError as exc:
+                row = row_for_file(rel, None, exc.problem, stat)
+            merged = merge_row(old, row)
+            changed.append(merged)
+            old = merged
+        if old.state is SourceState.INVALID:
+            report.invalid.append(rel)
+        if old.changed_after_processing:
+            report.changed_after_processing.append(rel)
+    store.put_many(changed)
+    return report
+
+
+def choose_due(store: StateStore, limit: int, now: float | None = None, include_parked: bool = False) -> list[str]:
+    """Due sources, plus failed ones whose retry time has come, oldest path first."""
+    now = now if now is not None else time.time()
+    states = [SourceState.DUE, SourceState.FAILED] + ([SourceState.PARKED] if include_parked else [])
+    rows = store.db.execute(
+        f"SELECT path, state, next_retry_at FROM sources WHERE state IN ({', '.join('?' for _ in states)}) "
+        "ORDER BY path",
+        [s.value for s in states],
+    ).fetchall()
+    due = [r["path"] for r in rows if r["state"] != SourceState.FAILED or (r["next_retry_at"] or 0) <= now]
+    return due[:limit]
+
+
+class Runner:
+    """Runs cycles for one KB: scan, dispatch to workers, write results in order."""
+
+    def __init__(
+        self,
+        kb_root: Path,
+        settings: Settings,
+        pool: WorkerPool,
+        store: StateStore,
+        on_outcome: Callable[[SourceOutcome], None] | None = None,
+    ) -> None:
+        self.kb_root = kb_root
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self.on_outcome = on_outcome
+        self.stop = threading.Event()
+        self.index: KBIndex | None = None
+        self.author = Identity(name=settings.author_name, email=settings.author_email)
+
+    def recover(self) -> list[str]:
+        notes = []
+        with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
+            if (note := recover_interrupted_write(self.kb_root)) is not None:
+                notes.append(note)
+        notes += [f"made due again after a dead run: {p}" for p in self.store.recover_dead_runs()]
+        return notes
+
+    def cycle(self, force_parked: bool = False, on_start: Callable[[int], None] | None = None) -> CycleReport:
+        started = time.monotonic()
+        report = CycleReport(recovered=self.recover())
+        report.scan = scan_inbox(self.kb_root, self.settings, self.store)
+        chosen = (
+            []
+            if self.stop.is_set()
+            else choose_due(self.store, self.settings.max_per_cycle, include_parked=force_parked)
+        )
+        pending = [p for p in chosen if self.store.claim(p, os.getpid(), worker=0)]
+        report.taken = len(pending)
+        if on_start is not None:
+            on_start(len(pending))
+        self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir])
+        shutdown_deadline: float | None = None
+        while pending or self.pool.busy:
+            if self.stop.is_set():
+                if pending:
+                    self._requeue(pending, "stopped before it started")
+                    pending = []
+                if shutdown_deadline is None:
+                    shutdown_deadline = time.monotonic() + self.settings.shutdown_grace
+                if time.monotonic() > shutdown_deadline:
+                    for number in list(self.pool.busy):
+                        task = self.pool.replace(number)
+                        if task is not None:
+                            self._requeue([task.source_path], "stopped while running")
+                    break
+            for number in self.pool.idle():
+                if not pending or self.stop.is_set():
+                    break
+                path = pending.pop(0)
+                self.store.update(path, worker=number)
+                self.pool.submit(number, Task(source_path=path, force=force_parked))
+            result = self.pool.next_result(timeout=0.2)
+            if result is not None:
+                report.outcomes.append(self._finish(result))
+            for number, task in self.pool.overdue(self.settings.source_timeout) + self.pool.dead():
+                self.pool.replace(number)
+                error = f"no result within {self.settings.source_timeout:.0f}s (worker {number} replaced)"
+                report.outcomes.append(self._fail(task.source_path, number, error, 0.0))
+        report.stopped = self.stop.is_set()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _requeue(self, paths: list[str], why: str) -> None:
+        for path in paths:
+            self.store.update(path, state=SourceState.DUE, owner_pid=None, last_error=None)
+            log.info("requeued", extra={"source": path, "why": why})
+
+    def _emit(self, outcome: SourceOutcome) -> SourceOutcome:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def _fail(self, path: str, worker: int, error: str, seconds: float, invalid: bool = False) -> SourceOutcome:
+        row = self.store.get(path)
+        attempts = (row.attempts if row else 0) + (0 if invalid else 1)
+        if invalid:
+            state, retry_at = SourceState.INVALID, None
+        elif attempts >= self.settings.max_source_attempts:
+            state, retry_at = SourceState.PARKED, None
+        else:
+            state, retry_at = SourceState.FAILED, time.time() + retry_delay(attempts, self.settings)
+        self.store.update(path, state=state, attempts=attempts, last_error=error, next_retry_at=retry_at,
+                          owner_pid=None, worker=worker, finished_at=time.time(), duration=seconds)  # fmt: skip
+        return self._emit(SourceOutcome(source_path=path, worker=worker, ok=False, status=state.value,
+                                        error=error, seconds=seconds))  # fmt: skip
+
+    def _finish(self, result: TaskResult) -> SourceOutcome:
+        path = result.source_path
+        self.store.log_calls(path, result.worker, result.calls)
+        usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
+        if result.result is None:
+            self.store.update(path, **usage)
+            return self._fail(path, result.worker, result.error or "unknown error", result.seconds,
+                              invalid=result.invalid_source)  # fmt: skip
+        extraction = result.result
+        try:
+            source = parse_source(Path(path), (self.kb_root / path).read_text(encoding="utf-8"))
+            source = source.model_copy(update={"path": self.kb_root / path})
+            if content_hash(source.text) != result.content_hash:
+                raise WriteError("the source changed while it was being extracted")
+            assert self.index is not None
+            changes = plan_changes(
+                self.kb_root, source, extraction, self.settings, self.index,
+                today=datetime.date.today().isoformat(), worker=result.worker, runner=CYCLE_RUNNER,
+                replace_previous=False,
+            )  # fmt: skip
+            with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
+                commit = apply_changes(self.kb_root, changes, self.author, source_path=path)
+        except (OSError, SourceError, WriteError, GitError) as exc:
+            self.store.update(path, **usage)
+            return self._fail(path, result.worker, " ".join(str(exc).split()), result.seconds)
+        self.index.refresh([c.path for c in changes.changes])
+        new_text = (self.kb_root / path).read_text(encoding="utf-8")
+        stat = (self.kb_root / path).stat()
+        self.store.update(
+            path, state=SourceState.DONE, file_status=changes.status, attempts=0, last_error=None,
+            next_retry_at=None, owner_pid=None, worker=result.worker, finished_at=time.time(),
+            duration=result.seconds, commit_sha=commit, model=extraction.model, prompt_hash=extraction.prompt_hash,
+            content_hash=content_hash(new_text), processed_hash=content_hash(new_text),
+            mtime_ns=stat.st_mtime_ns, size=stat.st_size, changed_after_processing=False, **usage,
+        )  # fmt: skip
+        return self._emit(SourceOutcome(
+            source_path=path, worker=result.worker, ok=True, status=changes.status, commit=commit,
+            claims=len(changes.claim_titles), enrichments=len(changes.enriched_titles),
+            seconds=result.seconds, **usage,
+        ))  # fmt: skip
+
+
+def run_daemon(runner: Runner, settings: Settings, cycle: Callable[[], None]) -> None:
+    """Poll with APScheduler until ``runner.stop`` is set: one poll at a time, missed polls coalesce."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    idle = threading.Event()
+    idle.set()
+
+    def poll() -> None:
+        idle.clear()
+        try:
+            if not runner.stop.is_set():
+                cycle()
+        except Exception:  # noqa: BLE001 - one bad poll must not end the daemon
+            log.exception("poll failed")
+        finally:
+            idle.set()
+
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)})
+    scheduler.add_job(
+        poll,
+        IntervalTrigger(minutes=settings.poll_minutes, jitter=settings.poll_jitter_seconds),
+        id="poll",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        next_run_time=datetime.datetime.now(datetime.UTC),
+    )
+    scheduler.start()
+    try:
+        while not runner.stop.wait(0.5):
+            pass
+    finally:
+        scheduler.shutdown(wait=False)
+        idle.wait(settings.shutdown_grace + 30)

@@ -1,0 +1,327 @@
+"""The state store: an embedded SQLite database under the KB (``.extractor/state.db``).
+
+It remembers, per source, where it is in its life (due, running, done, failed,
+parked, awaiting review, invalid), what each attempt cost and produced, and
+every LLM call with its raw reply. WAL mode and a busy timeout let the status
+command read while a run writes. Schema changes are numbered migrations,
+applied in order and recorded in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+STATE_DIR = ".extractor"
+STATE_FILE = "state.db"
+BUSY_TIMEOUT_MS = 10_000
+
+MIGRATIONS: list[str] = [
+    # 1: sources, LLM calls, cycles
+    """
+    CREATE TABLE sources (
+        path TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        file_status TEXT,
+        mtime_ns INTEGER,
+        size INTEGER,
+        content_hash TEXT,
+        processed_hash TEXT,
+        changed_after_processing INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_retry_at REAL,
+        owner_pid INTEGER,
+        worker INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        duration REAL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL,
+        commit_sha TEXT,
+        model TEXT,
+        prompt_hash TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX sources_state ON sources(state);
+    CREATE TABLE llm_calls (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source_path TEXT,
+        worker INTEGER,
+        model TEXT,
+        request_hash TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency REAL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        raw_reply TEXT
+    );
+    CREATE INDEX llm_calls_source ON llm_calls(source_path);
+    CREATE TABLE cycles (
+        id INTEGER PRIMARY KEY,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        mode TEXT NOT NULL,
+        taken INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        note TEXT
+    );
+    """,
+]
+
+
+class SourceState(StrEnum):
+    DUE = "due"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # will be retried after next_retry_at
+    PARKED = "parked"  # failed too often; waits for --force
+    AWAITING_REVIEW = "awaiting_review"
+    INVALID = "invalid"  # the file cannot be parsed; re-read when it changes
+    SKIPPED = "skipped"  # a status the pipeline does not act on (processing, unknown)
+
+
+class SourceRow(BaseModel):
+    path: str
+    state: SourceState
+    file_status: str | None = None
+    mtime_ns: int | None = None
+    size: int | None = None
+    content_hash: str | None = None
+    processed_hash: str | None = None
+    changed_after_processing: bool = False
+    attempts: int = 0
+    last_error: str | None = None
+    next_retry_at: float | None = None
+    owner_pid: int | None = None
+    worker: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    commit_sha: str | None = None
+    model: str | None = None
+    prompt_hash: str | None = None
+    updated_at: float = 0.0
+
+
+class CallRecord(BaseModel):
+    """One HTTP request to the LLM, as logged."""
+
+    at: float
+    model: str
+    request_hash: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency: float
+    outcome: str  # ok | invalid | length | refusal | error
+    error: str | None = None
+    raw_reply: str | None = None
+
+
+def state_path(kb_root: Path) -> Path:
+    return kb_root / STATE_DIR / STATE_FILE
+
+
+def ensure_state_dir(kb_root: Path) -> Path:
+    """The state folder, made git-ignored by a .gitignore of its own."""
+    folder = kb_root / STATE_DIR
+    folder.mkdir(exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n", encoding="utf-8")
+    return folder
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db:
+            db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)
+
+
+class StateStore:
+    """Typed access to the state database; one connection per process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        migrate(self.db)
+
+    @classmethod
+    def open(cls, kb_root: Path) -> StateStore:
+        ensure_state_dir(kb_root)
+        return cls(state_path(kb_root))
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # sources
+
+    def get(self, path: str) -> SourceRow | None:
+        row = self.db.execute("SELECT * FROM sources WHERE path = ?", (path,)).fetchone()
+        return SourceRow.model_validate(dict(row)) if row else None
+
+    def all_sources(self) -> dict[str, SourceRow]:
+        rows = self.db.execute("SELECT * FROM sources").fetchall()
+        return {row["path"]: SourceRow.model_validate(dict(row)) for row in rows}
+
+    def put(self, row: SourceRow) -> None:
+        self.put_many([row])
+
+    def put_many(self, rows: list[SourceRow]) -> None:
+        if not rows:
+            return
+        now = time.time()
+        fields = list(SourceRow.model_fields)
+        sql = (
+            f"INSERT INTO sources ({', '.join(fields)}) VALUES ({', '.join('?' for _ in fields)}) "
+            f"ON CONFLICT(path) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in fields if f != 'path')}"
+        )
+        values = []
+        for row in rows:
+            data = row.model_dump(mode="json")
+            data["updated_at"] = now
+            values.append([data[f] for f in fields])
+        with self.transaction() as db:
+            db.executemany(sql, values)
+
+    def update(self, path: str, **changes: Any) -> None:
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        values = [v.value if isinstance(v, StrEnum) else v for v in changes.values()]
+        self.db.execute(f"UPDATE sources SET {assignments} WHERE path = ?", [*values, path])
+
+    def update_or_insert(self, path: str, **changes: Any) -> None:
+        if self.get(path) is None:
+            self.put(SourceRow(path=path, state=changes.get("state", SourceState.DUE)))
+        self.update(path, **changes)
+
+    def changed_after_processing(self) -> list[str]:
+        rows = self.db.execute("SELECT path FROM sources WHERE changed_after_processing = 1 ORDER BY path")
+        return [row["path"] for row in rows.fetchall()]
+
+    def claim(self, path: str, pid: int, worker: int) -> bool:
+        """Mark a source running for ``pid`` unless someone else already runs it."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT state, owner_pid FROM sources WHERE path = ?", (path,)).fetchone()
+            if row is not None and row["state"] == SourceState.RUNNING and pid_alive(row["owner_pid"]):
+                return False
+            if row is None:
+                db.execute(
+                    "INSERT INTO sources (path, state, updated_at) VALUES (?, ?, ?)", (path, SourceState.DUE, now)
+                )
+            db.execute(
+                "UPDATE sources SET state = ?, owner_pid = ?, worker = ?, started_at = ?, updated_at = ? "
+                "WHERE path = ?",
+                (SourceState.RUNNING, pid, worker, now, now, path),
+            )
+        return True
+
+    def recover_dead_runs(self) -> list[str]:
+        """Sources left running by a process that no longer exists become due again."""
+        rows = self.db.execute("SELECT path, owner_pid FROM sources WHERE state = ?", (SourceState.RUNNING,))
+        stale = [row["path"] for row in rows.fetchall() if not pid_alive(row["owner_pid"])]
+        for path in stale:
+            self.update(path, state=SourceState.DUE, owner_pid=None)
+        return stale
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) AS n FROM sources GROUP BY state").fetchall()
+        return {row["state"]: row["n"] for row in rows}
+
+    def recent_failures(self, limit: int = 10) -> list[SourceRow]:
+        rows = self.db.execute(
+            "SELECT * FROM sources WHERE state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
+            (SourceState.FAILED, SourceState.PARKED, limit),
+        ).fetchall()
+        return [SourceRow.model_validate(dict(row)) for row in rows]
+
+    def totals(self) -> dict[str, float]:
+        """Tokens over every logged call (failed ones too); cost over sources where it is known."""
+        calls = self.db.execute(
+            "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
+            "COALESCE(SUM(completion_tokens), 0) AS completion_tokens FROM llm_calls"
+        ).fetchone()
+        cost = self.db.execute("SELECT COALESCE(SUM(cost), 0) AS cost FROM sources").fetchone()
+        return {**dict(calls), "cost": cost["cost"]}
+
+    # LLM calls and cycles
+
+    def log_calls(self, source_path: str, worker: int | None, calls: list[CallRecord]) -> None:
+        if not calls:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO llm_calls (at, source_path, worker, model, request_hash, prompt_tokens, "
+                "completion_tokens, latency, outcome, error, raw_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.at, source_path, worker, c.model, c.request_hash, c.prompt_tokens, c.completion_tokens,
+                     c.latency, c.outcome, c.error, c.raw_reply)
+                    for c in calls
+                ],
+            )  # fmt: skip
+
+    def start_cycle(self, mode: str) -> int:
+        cursor = self.db.execute("INSERT INTO cycles (started_at, mode) VALUES (?, ?)", (time.time(), mode))
+        return int(cursor.lastrowid or 0)
+
+    def finish_cycle(self, cycle: int, taken: int, done: int, failed: int, note: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE cycles SET finished_at = ?, taken = ?, done = ?, failed = ?, note = ? WHERE id = ?",
+            (time.time(), taken, done, failed, note, cycle),
+        )
+
+    def last_cycle(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    def calls_for(self, source_path: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM llm_calls WHERE source_path = ? ORDER BY id", (source_path,))
+        return [dict(row) for row in rows.fetchall()]
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; it only waits to be reaped
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True

@@ -1,0 +1,168 @@
+"""Worker processes: they compute extractions and never touch the KB's files or git.
+
+Each worker keeps its number (1..N) for life, so provenance names it. A
+worker that hangs past the per-source limit is killed and replaced under the
+same number; the parent decides what happens to its source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import multiprocessing as mp
+import queue
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from extractor.config import Settings
+from extractor.extract import ExtractionResult, extract_source
+from extractor.kb import KBIndex
+from extractor.llm import LLMError, StructuredClient, Usage, make_client
+from extractor.prompts import PromptError
+from extractor.sources import SourceError, load_source
+from extractor.state import CallRecord
+
+
+class Task(BaseModel):
+    source_path: str  # relative to the KB root
+    force: bool = False
+
+
+class TaskResult(BaseModel):
+    source_path: str
+    worker: int
+    result: ExtractionResult | None = None
+    error: str | None = None
+    invalid_source: bool = False
+    content_hash: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    calls: list[CallRecord] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient, worker: int) -> TaskResult:
+    """One extraction, start to finish, as data; every failure is reported, none raised."""
+    started = time.monotonic()
+
+    def result(**values: Any) -> TaskResult:
+        return TaskResult(source_path=task.source_path, worker=worker, seconds=time.monotonic() - started, **values)
+
+    try:
+        source = load_source(kb_root / task.source_path)
+    except SourceError as exc:
+        return result(error=exc.problem, invalid_source=True)
+    digest = content_hash(source.text)
+    try:
+        index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
+        extraction = extract_source(source, task.source_path, settings, llm, index, replace_previous=task.force)
+    except LLMError as exc:
+        return result(error=f"LLM failed: {exc}", content_hash=digest, usage=exc.usage, calls=exc.calls)
+    except (PromptError, OSError) as exc:
+        return result(error=" ".join(str(exc).split()), content_hash=digest)
+    except Exception as exc:  # noqa: BLE001 - a bug must fail one source, not the worker
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return result(error=f"internal error: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})")
+    return result(result=extraction, content_hash=digest, usage=extraction.usage, calls=extraction.calls)
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def worker_main(number: int, kb_root: Path, settings: Settings, tasks: Any, results: Any) -> None:
+    """A worker process's loop: take a task, put a result, until told to stop."""
+    if sys.platform.startswith("linux"):
+        _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    llm = StructuredClient(make_client(settings), settings)
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        results.put(compute(kb_root, task, settings, llm, number))
+
+
+class WorkerPool:
+    """N worker processes, each with its own task queue and a shared result queue."""
+
+    def __init__(self, size: int, kb_root: Path, settings: Settings, context: BaseContext | None = None) -> None:
+        self.size = size
+        self.kb_root = kb_root
+        self.settings = settings
+        self.context = context or mp.get_context("spawn")
+        self.results: Any = self.context.Queue()
+        self.processes: dict[int, Any] = {}
+        self.task_queues: dict[int, Any] = {}
+        self.busy: dict[int, tuple[Task, float]] = {}
+        for number in range(1, size + 1):
+            self._start(number)
+
+    def _start(self, number: int) -> None:
+        tasks = self.context.Queue()
+        process = self.context.Process(
+            target=worker_main,
+            args=(number, self.kb_root, self.settings, tasks, self.results),
+            name=f"extractor-worker-{number}",
+            daemon=True,
+        )
+        process.start()
+        self.processes[number] = process
+        self.task_queues[number] = tasks
+
+    def idle(self) -> list[int]:
+        return [n for n in sorted(self.processes) if n not in self.busy]
+
+    def submit(self, number: int, task: Task) -> None:
+        self.busy[number] = (task, time.monotonic())
+        self.task_queues[number].put(task)
+
+    def next_result(self, timeout: float) -> TaskResult | None:
+        try:
+            result: TaskResult = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.busy.pop(result.worker, None)
+        return result
+
+    def overdue(self, limit: float) -> list[tuple[int, Task]]:
+        now = time.monotonic()
+        return [(n, task) for n, (task, since) in self.busy.items() if now - since > limit]
+
+    def dead(self) -> list[tuple[int, Task]]:
+        return [(n, task) for n, (task, _) in self.busy.items() if not self.processes[n].is_alive()]
+
+    def replace(self, number: int) -> Task | None:
+        """Kill worker ``number`` (hung or dead) and start a fresh one under the same number."""
+        process = self.processes[number]
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=10)
+        task = self.busy.pop(number, (None, 0.0))[0]
+        self._start(number)
+        return task
+
+    def close(self, timeout: float = 10.0) -> None:
+        for number, tasks in self.task_queues.items():
+            if self.processes[number].is_alive():
+                with contextlib.suppress(Exception):
+                    tasks.put(None)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
