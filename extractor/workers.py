@@ -36,6 +36,12 @@ class Task(BaseModel):
     force: bool = False
 
 
+class Ready(BaseModel):
+    """A worker's first message: imported, connected, waiting for tasks."""
+
+    worker: int
+
+
 class TaskResult(BaseModel):
     source_path: str
     worker: int
@@ -89,6 +95,7 @@ def worker_main(number: int, kb_root: Path, settings: Settings, tasks: Any, resu
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     llm = StructuredClient(make_client(settings), settings)
+    results.put(Ready(worker=number))
     while True:
         task = tasks.get()
         if task is None:
@@ -108,6 +115,7 @@ class WorkerPool:
         self.processes: dict[int, Any] = {}
         self.task_queues: dict[int, Any] = {}
         self.busy: dict[int, tuple[Task, float]] = {}
+        self.ready: set[int] = set()
         for number in range(1, size + 1):
             self._start(number)
 
@@ -130,13 +138,26 @@ class WorkerPool:
         self.busy[number] = (task, time.monotonic())
         self.task_queues[number].put(task)
 
+    def wait_ready(self, timeout: float = 120.0) -> int:
+        """Block until every worker has started (or the timeout); returns how many did."""
+        deadline = time.monotonic() + timeout
+        while len(self.ready) < self.size and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                self._take(self.results.get(timeout=0.1))
+        return len(self.ready)
+
+    def _take(self, message: TaskResult | Ready) -> TaskResult | None:
+        if isinstance(message, Ready):
+            self.ready.add(message.worker)
+            return None
+        self.busy.pop(message.worker, None)
+        return message
+
     def next_result(self, timeout: float) -> TaskResult | None:
         try:
-            result: TaskResult = self.results.get(timeout=timeout)
+            return self._take(self.results.get(timeout=timeout))
         except queue.Empty:
             return None
-        self.busy.pop(result.worker, None)
-        return result
 
     def overdue(self, limit: float) -> list[tuple[int, Task]]:
         now = time.monotonic()
@@ -152,6 +173,7 @@ class WorkerPool:
             process.kill()
         process.join(timeout=10)
         task = self.busy.pop(number, (None, 0.0))[0]
+        self.ready.discard(number)
         self._start(number)
         return task
 
