@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -129,13 +130,30 @@ def run_extract(args: argparse.Namespace) -> int:
         settings = load_settings(kb_root, args.config)
     except (GitError, SettingsError) as exc:
         return fail(str(exc), EXIT_CANNOT_START)
-    bar = tqdm(total=1, desc=f"extracting {path.name}", disable=not is_interactive(), file=sys.stderr)
-    with bar, llm_endpoint(settings) as live:
-        outcome = process_source(
-            kb_root, path, live, client_for(live),
-            worker=args.worker, runner=MANUAL_RUNNER, force=args.force, dry_run=args.dry_run,
-        )  # fmt: skip
-        bar.update(1)
+    try:
+        source_path = path.resolve().relative_to(kb_root).as_posix()
+    except ValueError:
+        return fail(f"{path}: not inside the knowledge base {kb_root}")
+    store = StateStore.open(kb_root)
+    previous = store.get(source_path)
+    if not args.dry_run and not store.claim(source_path, os.getpid(), args.worker):
+        holder = previous.owner_pid if previous else "?"
+        store.close()
+        return fail(f"{source_path}: being extracted by another process (pid {holder})")
+    outcome = None
+    try:
+        bar = tqdm(total=1, desc=f"extracting {path.name}", disable=not is_interactive(), file=sys.stderr)
+        with bar, llm_endpoint(settings) as live:
+            outcome = process_source(
+                kb_root, path, live, client_for(live),
+                worker=args.worker, runner=MANUAL_RUNNER, force=args.force, dry_run=args.dry_run,
+            )  # fmt: skip
+            bar.update(1)
+    finally:
+        done = outcome is not None and outcome.kind in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT)
+        if not args.dry_run and not done:
+            store.restore(source_path, previous)
+        store.close()
     if not outcome.ok:
         return fail(f"{outcome.source_path}: {outcome.error}")
     if outcome.kind is OutcomeKind.PLANNED:

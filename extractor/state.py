@@ -227,6 +227,13 @@ class StateStore:
             self.put(SourceRow(path=path, state=changes.get("state", SourceState.DUE)))
         self.update(path, **changes)
 
+    def restore(self, path: str, row: SourceRow | None) -> None:
+        """Put a source's row back as it was (or forget it) after a run that changed nothing."""
+        if row is None:
+            self.db.execute("DELETE FROM sources WHERE path = ?", (path,))
+        else:
+            self.put(row)
+
     def changed_after_processing(self) -> list[str]:
         rows = self.db.execute("SELECT path FROM sources WHERE changed_after_processing = 1 ORDER BY path")
         return [row["path"] for row in rows.fetchall()]

@@ -290,3 +290,22 @@ def test_sigterm_during_a_cycle_finishes_in_flight_work_and_requeues_the_rest(
     assert git(kb, "status", "--porcelain") == ""
     store = StateStore.open(kb)
     assert store.counts() == {"done": len(done), "due": 6 - len(done)}
+
+
+def test_manual_extract_leaves_a_source_another_process_is_running(
+    tmp_path: Path, slow_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kb = make_kb(tmp_path / "kb", 1)
+    path = "inbox/archive/2026-01-00-source-00.md"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store = StateStore.open(kb)
+        assert store.claim(path, sleeper.pid, worker=3)
+        assert main(["extract", str(kb / path)]) == 1
+        assert f"being extracted by another process (pid {sleeper.pid})" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(["extract", str(kb / path)]) == 0  # its holder is gone
+    row = store.get(path)
+    assert row is not None and row.state is SourceState.DONE and row.commit_sha
