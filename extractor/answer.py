@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from extractor.claims import Confidence
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-TITLE_MAX = 250
+TITLE_MAX = 260
 _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
 
 

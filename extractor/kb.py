@@ -1,12 +1,19 @@
-"""The index of existing claims: what a new extraction links to or enriches."""
+"""The index of existing claims: what a new extraction links to, enriches or duplicates.
+
+Claims are found by title and stem; wiki links resolve against the stems of
+every markdown file in the KB. Related claims for a source are ranked with
+BM25 (``bm25s``) over titles and descriptions.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel
+import bm25s
+from bm25s.tokenization import Tokenizer
+from pydantic import BaseModel, Field
 
-from extractor.claims import ClaimParseError, parse_claim
+from extractor.claims import ClaimParseError, parse_claim, wiki_links
 
 SKIP_DIRS = {".git", ".extractor", "node_modules", ".venv"}
 
@@ -16,6 +23,7 @@ class ClaimRef(BaseModel):
     title: str
     domain: str = ""
     description: str = ""
+    links: list[str] = Field(default_factory=list)
 
     @property
     def stem(self) -> str:
@@ -32,12 +40,23 @@ def _link_key(name: str) -> str:
 class KBIndex:
     """Claims by path, title and stem; lookups accept wiki-link spellings."""
 
-    def __init__(self, root: Path, claims: list[ClaimRef]) -> None:
+    def __init__(self, root: Path, claims: list[ClaimRef], files: list[str] | None = None) -> None:
         self.root = root
+        self.files = files if files is not None else [c.path for c in claims]
         self._build(claims)
 
     def _build(self, claims: list[ClaimRef]) -> None:
         self.claims = claims
+        self._retriever: tuple[Tokenizer, bm25s.BM25] | None = None
+        self._stems: dict[str, str] = {}
+        self._stems_folded: dict[str, str] = {}
+        self._paths: dict[str, str] = {}
+        for rel in self.files:
+            stem_path = rel[:-3] if rel.endswith(".md") else rel
+            self._paths.setdefault(stem_path.casefold(), rel)
+            stem = PurePosixPath(stem_path).name
+            self._stems.setdefault(stem, rel)
+            self._stems_folded.setdefault(stem.casefold(), rel)
         self._exact: dict[str, ClaimRef] = {}
         self._folded: dict[str, ClaimRef] = {}
         for claim in claims:
@@ -49,26 +68,80 @@ class KBIndex:
     def load(cls, root: Path, exclude: list[str] | None = None) -> KBIndex:
         excluded = {PurePosixPath(e) for e in (exclude or [])}
         claims: list[ClaimRef] = []
+        files: list[str] = []
         for path in sorted(root.rglob("*.md")):
             rel = PurePosixPath(path.relative_to(root).as_posix())
-            if SKIP_DIRS.intersection(rel.parts) or any(rel.is_relative_to(e) for e in excluded):
+            if SKIP_DIRS.intersection(rel.parts):
+                continue
+            files.append(str(rel))  # every note can be a link target, sources included
+            if any(rel.is_relative_to(e) for e in excluded):
                 continue
             ref = read_claim_ref(path, rel)
             if ref is not None:
                 claims.append(ref)
-        return cls(root, claims)
+        return cls(root, claims, files)
 
     def refresh(self, paths: list[str]) -> None:
         """Re-read these files after a write (new, changed or deleted claims)."""
         touched = set(paths)
         claims = [c for c in self.claims if c.path not in touched]
+        self.files = [f for f in self.files if f not in touched]
         for rel in paths:
             file = self.root / rel
             if file.is_file() and rel.endswith(".md"):
+                self.files.append(rel)
                 ref = read_claim_ref(file, PurePosixPath(rel))
                 if ref is not None:
                     claims.append(ref)
         self._build(claims)
+
+    def resolve_link(self, target: str) -> tuple[str | None, bool]:
+        """The file a wiki link points to, and whether it matched exactly (not by case folding).
+
+        Accepts ``[[stem]]``, ``[[stem.md]]`` and ``[[some/path/stem]]``; a path that
+        matches no file falls back to its last part.
+        """
+        name = target.strip()
+        if name.lower().endswith(".md"):
+            name = name[:-3]
+        if "/" in name and (hit := self._paths.get(name.casefold())):
+            return hit, True
+        stem = PurePosixPath(name).name
+        if hit := self._stems.get(stem):
+            return hit, True
+        if hit := self._stems_folded.get(stem.casefold()):
+            return hit, False
+        claim = self.resolve(stem)  # a link may spell a claim's title rather than its file name
+        return (claim.path, False) if claim else (None, False)
+
+    def related(self, query: str, k: int) -> list[ClaimRef]:
+        """The ``k`` claims whose title and description best match ``query`` (BM25)."""
+        if not self.claims or k <= 0:
+            return []
+        if self._retriever is None:
+            tokenizer = Tokenizer(stopwords="en", stemmer=None)
+            tokens = tokenizer.tokenize(
+                [f"{c.title} {c.description}" for c in self.claims], show_progress=False, return_as="ids"
+            )
+            retriever = bm25s.BM25()
+            retriever.index(tokens, show_progress=False)
+            self._retriever = (tokenizer, retriever)
+        tokenizer, retriever = self._retriever
+        query_tokens = tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
+        if not any(query_tokens[0]):
+            return []
+        found, scores = retriever.retrieve(
+            query_tokens, k=min(len(self.claims), k * 2), show_progress=False, n_threads=1
+        )
+        seen: set[str] = set()
+        ranked = []
+        for position, score in zip(found[0], scores[0], strict=True):
+            claim = self.claims[int(position)]
+            if score <= 0 or claim.title.casefold() in seen:
+                continue
+            seen.add(claim.title.casefold())
+            ranked.append(claim)
+        return ranked[:k]
 
     def resolve(self, name: str) -> ClaimRef | None:
         key = _link_key(name)
@@ -98,4 +171,5 @@ def read_claim_ref(path: Path, rel: PurePosixPath) -> ClaimRef | None:
         title=doc.title,
         domain=str(doc.metadata.get("domain") or ""),
         description=str(doc.metadata.get("description") or ""),
+        links=wiki_links(text),
     )

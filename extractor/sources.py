@@ -151,3 +151,39 @@ def load_source(path: Path) -> Source:
     except UnicodeDecodeError as exc:
         raise SourceError(path, f"not UTF-8 text (byte {exc.start})") from exc
     return parse_source(path, text)
+
+
+KEY_FACTS_HEADING = "## Key Facts"
+
+
+def with_key_facts(text: str, facts: list[str]) -> str:
+    """The source text with exactly one ``## Key Facts`` section at its end, holding ``facts``.
+
+    An existing section (from an earlier extraction) is replaced, never stacked;
+    with no facts the section is removed. The frontmatter and the rest of the
+    body are left as they are.
+    """
+    lines = text.splitlines()
+    closing = _frontmatter_end(lines)
+    kept: list[str] = []
+    skipping = False
+    for number, line in enumerate(lines):
+        if number > closing and line.strip().casefold() == KEY_FACTS_HEADING.casefold():
+            skipping = True
+            continue
+        if skipping and (line.startswith("# ") or line.startswith("## ")):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    while kept and not kept[-1].strip() and len(kept) > closing + 1:
+        kept.pop()
+    result = "\n".join(kept)
+    if facts:
+        result += "\n\n" + KEY_FACTS_HEADING + "\n" + "\n".join(f"- {fact}" for fact in facts)
+    return result + "\n"
+
+
+def _frontmatter_end(lines: list[str]) -> int:
+    """Index of the line that closes the frontmatter (-1 without one)."""
+    fences = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    return fences[1] if len(fences) > 1 and fences[0] == 0 else -1

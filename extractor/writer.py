@@ -32,7 +32,7 @@ from extractor.config import Settings
 from extractor.extract import ExtractionResult, ResolvedClaim, previous_drafts
 from extractor.gitrepo import GitError, Identity, commit_paths, git, head
 from extractor.kb import KBIndex
-from extractor.sources import Source
+from extractor.sources import Source, with_key_facts
 from extractor.state import STATE_DIR, ensure_state_dir
 from extractor.yamlio import replace_frontmatter_keys
 
@@ -148,6 +148,13 @@ def commit_message(result: ExtractionResult, source_file: str, settings: Setting
     )
 
 
+def null_result_reason(result: ExtractionResult) -> str:
+    """Why nothing was written: the model's reason, or the gates' when they dropped every claim."""
+    if result.drafted_claims == 0 and not result.answer.enrichments:
+        return result.answer.null_result_reason or "The model found nothing worth extracting."
+    return one_line(f"No claim passed the checks: {'; '.join(result.dropped) or 'none given'}")
+
+
 def extraction_notes(result: ExtractionResult) -> str:
     parts = [result.answer.notes] if result.answer.notes else []
     if result.dropped:
@@ -220,11 +227,11 @@ def plan_changes(
         "enrichments_applied": enriched_titles,
         "extraction_model": result.model,
         "extraction_notes": extraction_notes(result),
-        "key_facts": result.answer.key_facts,
     }
     if status == "null-result":
-        updates["notes"] = result.answer.null_result_reason or "No claims or enrichments passed validation."
-    texts[result.source_path] = replace_frontmatter_keys(source.text, updates)
+        updates["notes"] = null_result_reason(result)
+    facts = [safe_markdown(fact) for fact in result.answer.key_facts]
+    texts[result.source_path] = with_key_facts(replace_frontmatter_keys(source.text, updates), facts)
 
     changes = [FileChange(path=p, text=t) for p, t in texts.items()]
     for change in changes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from extractor.answer import ClaimDraft, ExtractionAnswer, salvage_answer, unique_items, without_repeated_sentences
-from extractor.validate import split_off_topic
+from extractor.validate import content_stems, gate_on_topic
 from tests.fakeopenai import FakeOpenAI, completion
 from tests.test_llm import GOOD, MESSAGES, client_for
 
@@ -41,9 +41,9 @@ def test_off_topic_claims_are_dropped_by_name() -> None:
             "evidence": ["Boosters landed on barges."],
         }
     )
-    kept, dropped = split_off_topic([on, off], source)
-    assert kept == [on]
-    assert len(dropped) == 1 and "off-topic" in dropped[0] and "Rocket reuse" in dropped[0]
+    assert gate_on_topic(on, content_stems(source)) == []
+    [failure] = gate_on_topic(off, content_stems(source))
+    assert failure.gate == "off-topic" and "of the claim's words occur in the source" in failure.message
 
 
 def test_salvage_keeps_valid_claims_and_names_the_rest() -> None:

@@ -11,7 +11,7 @@ from extractor.extract import candidates_for
 from extractor.kb import KBIndex
 from extractor.llm import response_format
 from extractor.prompts import PromptError, build_messages, default_prompts_dir, prompt_hash
-from extractor.sources import parse_source
+from extractor.sources import load_source, parse_source
 
 SOURCE = parse_source(
     Path("inbox/archive/s.md"),
@@ -54,9 +54,12 @@ def test_unknown_placeholders_are_reported(tmp_path: Path) -> None:
         build_messages(custom, "rio", SOURCE, "s.md", [], None)
 
 
-def test_candidates_come_from_the_sources_own_links(corpus: Path) -> None:
+def test_candidates_are_the_sources_links_then_bm25_matches(corpus: Path) -> None:
     index = KBIndex.load(corpus / "kb")
-    found = candidates_for(SOURCE, index)
-    assert [c.title for c in found] == [
-        "AGI may emerge as a patchwork of coordinating sub-AGI agents rather than a single monolithic system"
-    ]
+    found = candidates_for(SOURCE, index, k=4)
+    assert found[0].title.startswith("AGI may emerge as a patchwork")  # linked from the source
+    assert len(found) == 4 and len({c.path for c in found}) == 4
+    sahoo = load_source(corpus / "inbox/archive/2025-11-00-sahoo-rlhf-alignment-trilemma.md")
+    unlinked = sahoo.model_copy(update={"body": sahoo.body.replace("[[", "").replace("]]", "")})
+    titles = [c.title for c in candidates_for(unlinked, index, k=5)]
+    assert any(t.startswith("RLHF and DPO both fail at preference diversity") for t in titles)  # found by BM25
