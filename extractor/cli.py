@@ -17,6 +17,7 @@ from extractor.config import Settings, SettingsError, load_settings
 from extractor.demo import DemoError, create_demo_kb, report
 from extractor.endpoint import llm_endpoint
 from extractor.gitrepo import GitError, head, toplevel
+from extractor.lint import lint
 from extractor.llm import StructuredClient, make_client
 from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what the state store knows: counts, failures, tokens")
     status.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    validate = commands.add_parser("validate", help="check stored claim and source files against the gates")
+    validate.add_argument("paths", type=Path, nargs="*", help="files or folders (default: the whole KB)")
+    validate.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    validate.add_argument("--fix-links", action="store_true", help="unlink wiki links that resolve to no note")
 
     demo = commands.add_parser("demo", help="build a demo KB from the samples and run one cycle on it")
     demo.add_argument("--dir", type=Path, default=Path("build/demo-kb"), help="where (default build/demo-kb)")
@@ -334,6 +340,29 @@ def run_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_validate(args: argparse.Namespace) -> int:
+    try:
+        kb_root = toplevel(args.kb).resolve()
+        settings = load_settings(kb_root, args.config)
+    except (GitError, SettingsError) as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        return fail(f"{missing[0]}: no such file or folder", EXIT_CANNOT_START)
+    result = lint(kb_root, settings, [p.resolve() for p in args.paths] or None, fix_links=args.fix_links)
+    for problem in result.problems:
+        print(problem)
+    for path, count in sorted(result.links_unlinked.items()):
+        print(f"{path}: unlinked {count} wiki link(s)")
+    totals = ", ".join(f"{n} {check}" for check, n in sorted(result.totals().items())) or "none"
+    print(
+        f"checked {result.files} file(s): {result.claims} claim(s), {result.sources} source(s); "
+        f"{len(result.problems)} problem(s): {totals}"
+        + (f"; unlinked {sum(result.links_unlinked.values())} link(s)" if args.fix_links else "")
+    )
+    return EXIT_FAILED if result.problems else EXIT_OK
+
+
 def run_demo(args: argparse.Namespace) -> int:
     target = args.dir.resolve()
     try:
@@ -359,7 +388,13 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # runs replace it with a graceful stop
-    handlers = {"extract": run_extract, "run": run_run, "status": run_status, "demo": run_demo}
+    handlers = {
+        "extract": run_extract,
+        "run": run_run,
+        "status": run_status,
+        "validate": run_validate,
+        "demo": run_demo,
+    }
     try:
         return handlers[args.command](args)
     except LocalModelError as exc:

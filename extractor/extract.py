@@ -195,7 +195,7 @@ def extract_source(
     usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
     dropped = list(reply.salvaged)
     answer = reply.value
-    source_text = f"{source.title}\n{source.body}"
+    source_text = source.text  # frontmatter too: dates, authors and titles ground figures
     domain = source.domain or ""
 
     def gates(drafts: list[ClaimDraft]) -> GateReport:
@@ -228,7 +228,8 @@ def extract_source(
     if unlinked:
         dropped.append(f"unlinked {unlinked} wiki link(s) that resolve to no note")
     drafted = len(answer.claims)
-    answer = answer.model_copy(update={"claims": kept})
+    reason = answer.null_result_reason or (None if kept or answer.enrichments else "No claim passed the checks.")
+    answer = answer.model_copy(update={"claims": kept, "null_result_reason": reason})
     claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
     dropped += reconciled
     return ExtractionResult(

@@ -38,7 +38,14 @@ FINITE_VERBS = frozenset(
     "outperform outperforms beat beats lead leads drive drives cause causes fail fails require requires "
     "remain remains become becomes make makes create creates reduce reduces increase increases lower lowers "
     "raise raises enable enables prevent prevents shift shifts depend depends explain explains show shows "
-    "mean means grow grows win wins lose loses emerge emerges work works hold holds produce produces".split()
+    "mean means grow grows win wins lose loses emerge emerges work works hold holds produce produces "
+    "applies implies relies varies carries supplies justifies amplifies identifies satisfies intensifies "
+    "qualifies modifies simplifies signifies clarifies specifies diversifies multiplies occupies embodies "
+    "denies defies unifies "
+    # irregular past forms and frequent base forms after plural subjects
+    "grew rose fell became won lost led drove took gave saw found built left began brought kept ran spent sold "
+    "paid bought cut set put hit outgrew confirm confirms excel excels prove proves suggest suggests "
+    "predict predicts determine determines matter matters differ differs compete competes".split()
 )
 NOT_VERBS_ENDING_S = ("ss", "us", "is", "ics", "ous", "ies")
 
@@ -110,45 +117,64 @@ def gate_evidence(draft: ClaimDraft) -> list[GateFailure]:
 
 
 _NUMBER = re.compile(
-    r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)(\s?(?:%|percent\b|per cent\b|x\b|×|bn\b|billion\b|million\b|"
-    r"thousand\b|trillion\b|k\b|m\b))?",
+    r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)(\s?(?:%|percent\b|per cent\b|x\b|×|times\b|bn\b|billion\b|million\b|"
+    r"mn\b|thousand\b|trillion\b|tn\b|k\b|m\b|b\b|t\b))?",
     re.IGNORECASE,
 )
 _QUOTED = re.compile(r'"([^"\n]{12,}?)"')
+SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9,
+         "t": 1e12, "tn": 1e12, "trillion": 1e12}  # fmt: skip
+KIND = {"%": "%", "percent": "%", "per cent": "%", "x": "x", "×": "x", "times": "x"}
 
 
-def numbers_in(text: str) -> list[str]:
-    """Figures worth checking: with a unit or percent, a decimal point, or two or more digits."""
+class Figure(BaseModel, frozen=True):
+    """A number as written, and its value with any scale word applied (90K and 90,000 are one figure)."""
+
+    written: str
+    value: float
+    kind: str  # "%", "x" or ""
+    checked: bool  # worth checking: a unit, a decimal point, or two or more digits
+
+
+def figures_in(text: str) -> list[Figure]:
     found = []
     for match in _NUMBER.finditer(normalise(text)):
-        digits, unit = match.group(1).rstrip(",."), (match.group(2) or "").strip()
-        if not unit and "." not in digits and len(digits.replace(",", "")) < 2:
+        digits, unit = match.group(1).rstrip(",."), (match.group(2) or "").strip().casefold()
+        try:
+            value = float(digits.replace(",", ""))
+        except ValueError:
             continue
-        unit = {"percent": "%", "per cent": "%", "×": "x"}.get(unit, unit)
-        found.append(digits + unit)
+        value *= SCALE.get(unit, 1.0)
+        checked = bool(unit) or "." in digits or len(digits.replace(",", "")) >= 2
+        found.append(Figure(written=match.group(0).strip(), value=value, kind=KIND.get(unit, ""), checked=checked))
     return found
 
 
-def _figure_in(figure: str, source: str) -> bool:
-    digits = re.match(r"[\d,.]+", figure)
-    assert digits is not None
-    number, unit = digits.group(0), figure[len(digits.group(0)) :]
-    if not re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", source):
-        return False
-    if not unit:
-        return True
-    spelled = {"%": r"(?:%|\s?percent|\s?per cent)", "x": r"\s?(?:x|×|times)"}.get(unit, re.escape(unit))
-    return re.search(rf"(?<![\d.]){re.escape(number)}\s?{spelled}", source) is not None
+def numbers_in(text: str) -> list[str]:
+    """The figures a grounding check looks at, as written."""
+    return [f.written for f in figures_in(text) if f.checked]
+
+
+def _known(figures: list[Figure]) -> set[tuple[float, str]]:
+    known = set()
+    for figure in figures:
+        known.add((round(figure.value, 6), figure.kind))
+        if figure.kind:  # "65%" also grounds a bare 65 ("65 of 100", "fell 65 points")
+            known.add((round(figure.value, 6), ""))
+    return known
 
 
 def gate_grounding(texts: Iterable[str], source_text: str) -> list[GateFailure]:
     """Every figure and every quoted span must occur in the source: invented numbers fail here."""
     source = normalise(source_text)
+    known = _known(figures_in(source_text))
     problems = []
     for text in texts:
-        for figure in numbers_in(text):
-            if not _figure_in(figure, source):
-                problems.append(GateFailure(gate="grounding", message=f"the figure {figure} is not in the source"))
+        for figure in figures_in(text):
+            if figure.checked and (round(figure.value, 6), figure.kind) not in known:
+                problems.append(
+                    GateFailure(gate="grounding", message=f"the figure {figure.written} is not in the source")
+                )
         for quote in _QUOTED.findall(normalise(text)):
             if quote.strip(" .,") not in source:
                 short = quote if len(quote) <= 60 else quote[:57] + "..."

@@ -1,0 +1,105 @@
+"""Replay: the corpus's recorded runs, their reviewed claims fed back as the LLM's answer.
+
+Each run's ``added/domains`` claims become the scripted server's reply for that
+run's ``before.md`` source; the pipeline then extracts as usual (real HTTP,
+real SDK), and the gates judge the claims. People reviewed these claims, so
+most should pass; the ones that fail are counted by gate, not hidden.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from extractor.answer import ClaimDraft
+from extractor.claims import ClaimParseError, parse_claim
+from extractor.config import Settings
+from extractor.extract import extract_source
+from extractor.kb import KBIndex
+from extractor.llm import StructuredClient, make_client
+from extractor.sources import SourceError, load_source
+from extractor.validate import check_claims
+from tests.fakeopenai import FakeOpenAI, answer
+
+
+def as_answer_claim(text: str) -> dict:
+    document = parse_claim(text)
+    return {
+        "evidence": document.evidence or [document.argument[:300]],
+        "argument": document.argument,
+        "limitations": document.limitations,
+        "title": document.title,
+        "description": str(document.metadata.get("description", "")),
+        "confidence": str(document.metadata.get("confidence", "")),
+        "secondary_domains": [],
+        "related": [],
+    }
+
+
+def test_recorded_runs_replayed_through_the_gates(corpus: Path, fake_llm: FakeOpenAI) -> None:
+    full = KBIndex.load(corpus / "kb")
+    settings = Settings(base_url=fake_llm.base_url, model="replay", max_reasks=0, gate_reasks=0, timeout=10)
+    llm = StructuredClient(make_client(settings), settings)
+    runs = claims = passed = 0
+    by_gate: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for run in sorted((corpus / "extractions").iterdir()):
+        added = sorted((run / "added" / "domains").rglob("*.md")) if (run / "added" / "domains").is_dir() else []
+        if not added:
+            continue
+        try:
+            source = load_source(run / "before.md")
+        except SourceError:
+            continue
+        drafts = []
+        for path in added:
+            try:
+                drafts.append(as_answer_claim(path.read_text(encoding="utf-8")))
+            except ClaimParseError:
+                by_gate["unreadable"] += 1
+        if not drafts:
+            continue
+        own = {p.stem.casefold() for p in added} | {d["title"].casefold() for d in drafts}
+        index = KBIndex(full.root, [c for c in full.claims if c.stem.casefold() not in own and c.title.casefold()
+                                    not in own], full.files)  # fmt: skip
+        fake_llm.push(answer({"key_facts": [], "claims": drafts, "enrichments": [], "null_result_reason": None,
+                              "notes": ""}))  # fmt: skip
+        domain = source.domain or "internet-finance"
+        result = extract_source(source.model_copy(update={"domain": domain}),
+                                f"inbox/archive/{run.name.split('@')[0]}.md", settings, llm, index)  # fmt: skip
+        runs += 1
+        claims += len(drafts)
+        passed += len(result.claims)
+        valid = [ClaimDraft.model_validate(d) for d in drafts if _valid(d)]
+        claims_schema_failures = len(drafts) - len(valid)
+        by_gate["schema"] += claims_schema_failures
+        report = check_claims(valid, source.text, domain, settings.domains, index)
+        for position, problems in report.failures.items():
+            for gate in {p.gate for p in problems}:
+                by_gate[gate] += 1
+                examples.setdefault(gate, f"{valid[position].title[:80]}: {problems[0].message}")
+    rate = passed / claims
+    print(f"\nreplayed {runs} runs, {claims} claims: {passed} passed the gates ({rate:.0%})")
+    print("failures by gate:", json.dumps(dict(by_gate.most_common())))
+    for gate, note in examples.items():
+        print(f"  e.g. {gate}: {note}")
+    assert runs >= 60 and claims >= 150
+    # Measured: about half pass. Most failures are grounding: figures the older job derived or
+    # invented and quotations of wording that is not in the source. Reported, not loosened.
+    assert rate >= 0.4, "see the failures by gate above"
+
+
+def _valid(draft: dict) -> bool:
+    try:
+        ClaimDraft.model_validate(draft)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _quiet_bm25(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING")
