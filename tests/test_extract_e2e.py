@@ -278,3 +278,40 @@ def test_force_with_the_same_title_rewrites_the_draft_in_place(kb: Path, fake_ll
     source_meta, _ = split_document((kb / SOURCE_REL).read_text())
     assert source_meta["claims_extracted"] == [TITLE_1, TITLE_2]
     assert "already in the KB" not in source_meta["extraction_notes"]
+
+
+def test_a_failing_claim_is_reasked_once_then_dropped_alone(kb: Path, fake_llm: FakeOpenAI) -> None:
+    invented = json.loads(json.dumps(GOOD))
+    invented["claims"][1]["evidence"] = ["RLHF loses 37% of minority preferences"]  # not in the source
+    fake_llm.push(answer(invented), answer(invented))
+    assert main(["extract", str(kb / SOURCE_REL)]) == 0
+    feedback = fake_llm.requests[1]["messages"][-1]["content"]
+    assert "claims[1]" in feedback and "the figure 37% is not in the source" in feedback
+    assert "claims[0]" not in feedback
+    assert len(fake_llm.requests) == 2  # one re-ask for the gates, no more
+    meta, _ = split_document((kb / SOURCE_REL).read_text())
+    assert meta["claims_extracted"] == [TITLE_1]
+    assert f'dropped claim "{TITLE_2}" (grounding: the figure 37% is not in the source)' in meta["extraction_notes"]
+
+
+def test_a_fixed_claim_survives_the_gate_reask(kb: Path, fake_llm: FakeOpenAI) -> None:
+    invented = json.loads(json.dumps(GOOD))
+    invented["claims"][1]["evidence"] = ["RLHF loses 37% of minority preferences"]
+    fake_llm.push(answer(invented), answer(GOOD))
+    assert main(["extract", str(kb / SOURCE_REL)]) == 0
+    meta, _ = split_document((kb / SOURCE_REL).read_text())
+    assert meta["claims_extracted"] == [TITLE_1, TITLE_2]
+
+
+def test_every_claim_dropped_is_a_null_result_with_the_reasons(kb: Path, fake_llm: FakeOpenAI) -> None:
+    topics = json.loads(json.dumps(GOOD))
+    topics["enrichments"] = []
+    for draft in topics["claims"]:
+        draft["title"] = "The economics of preference learning at global scale"
+    fake_llm.push(answer(topics), answer(topics))
+    assert main(["extract", str(kb / SOURCE_REL)]) == 0
+    meta, _ = split_document((kb / SOURCE_REL).read_text())
+    assert meta["status"] == "null-result"
+    assert meta["notes"].startswith("No claim passed the checks: dropped claim")
+    assert "the title has no verb" in meta["notes"]
+    assert changed_in_head(kb) == {SOURCE_REL: "M"}

@@ -141,3 +141,17 @@ def test_validate_reports_problems_and_fixes_links(
     assert main(["validate", "--kb", str(kb), str(kb / "kb")]) == 1
     assert " links" not in capsys.readouterr().out.splitlines()[-1]
     assert json.dumps(out)  # output is plain text lines
+
+
+def test_allowed_sets_and_evidence() -> None:
+    from extractor.validate import gate_allowed, gate_evidence
+
+    draft = ClaimDraft.model_construct(
+        evidence=[" "], argument="a", limitations=[], title="t", description="d", confidence="likely",
+        secondary_domains=[], related=[],
+    )  # fmt: skip
+    assert gate_evidence(draft)[0].message == "the claim has no evidence item"
+    assert gate_allowed(draft, "ai-alignment", DEFAULT_DOMAINS) == []
+    assert "not one of the KB's domains" in gate_allowed(draft, "astrology", DEFAULT_DOMAINS)[0].message
+    unsure = draft.model_copy(update={"confidence": "certain"})
+    assert "confidence 'certain' is not allowed" in gate_allowed(unsure, "ai-alignment", DEFAULT_DOMAINS)[0].message
