@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,32 +25,14 @@ from extractor.scheduler import Runner, scan_inbox  # noqa: E402
 from extractor.state import StateStore  # noqa: E402
 from extractor.workers import WorkerPool  # noqa: E402
 from tests.fakeopenai import FakeOpenAI, Reply, answer  # noqa: E402
+from tests.kbfactory import make_inbox_kb  # noqa: E402
 
 NULL = {"key_facts": [], "claims": [], "enrichments": [], "null_result_reason": "Nothing new.", "notes": ""}
 
 
-def make_kb(root: Path, sources: int) -> Path:
-    inbox = root / "inbox" / "archive"
-    inbox.mkdir(parents=True)
-    for number in range(sources):
-        (inbox / f"2026-01-01-source-{number:05d}.md").write_text(
-            f"---\ntype: source\ntitle: Source {number}\ndate: 2026-01-00\ndomain: ai-alignment\n"
-            f"status: unprocessed\n---\n\nBody {number}.\n",
-            encoding="utf-8",
-        )
-    (root / "claims").mkdir()
-    for command in (
-        ["init", "-q"],
-        ["add", "-A"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "kb"],
-    ):
-        subprocess.run(["git", *command], cwd=root, check=True)
-    return root
-
-
 def poll_figures(sources: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        kb = make_kb(Path(tmp) / "kb", sources)
+        kb = make_inbox_kb(Path(tmp) / "kb", sources)
         store = StateStore.open(kb)
         settings = Settings()
         started = time.perf_counter()
@@ -71,7 +52,7 @@ def poll_figures(sources: int) -> None:
 def throughput(workers: int, per_worker: int, server: FakeOpenAI) -> None:
     sources = workers * per_worker
     with tempfile.TemporaryDirectory() as tmp:
-        kb = make_kb(Path(tmp) / "kb", sources)
+        kb = make_inbox_kb(Path(tmp) / "kb", sources)
         settings = Settings(base_url=server.base_url, workers=workers, max_per_cycle=sources, timeout=30)
         store = StateStore.open(kb)
         started = time.perf_counter()

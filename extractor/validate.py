@@ -17,7 +17,7 @@ from rapidfuzz import fuzz
 
 from extractor.answer import ClaimDraft, letter_words
 from extractor.claims import WIKI_LINK, Confidence
-from extractor.kb import ClaimRef, KBIndex
+from extractor.kb import KBIndex
 
 _WORD = re.compile(r"[^\W\d_]{4,}")
 STOPWORDS = frozenset(
@@ -294,7 +294,3 @@ def unlink_unresolved(text: str, index: KBIndex) -> tuple[str, int]:
         return label or target
 
     return WIKI_LINK.sub(replace, text), count
-
-
-def refs_titles(refs: list[ClaimRef]) -> list[str]:
-    return [ref.title for ref in refs]

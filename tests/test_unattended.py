@@ -21,28 +21,15 @@ from extractor.locks import kb_lock
 from extractor.scheduler import retry_delay, scan_inbox
 from extractor.state import SourceState, StateStore
 from extractor.writer import recover_interrupted_write
-from tests.conftest import commit_all, git, init_repo
+from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, Reply, answer, completion
+from tests.kbfactory import make_inbox_kb
 
 NULL = {"key_facts": [], "claims": [], "enrichments": [], "null_result_reason": "Nothing new.", "notes": ""}
 
 
 def make_kb(root: Path, sources: int, settings: str = "") -> Path:
-    kb = init_repo(root)
-    inbox = kb / "inbox" / "archive"
-    inbox.mkdir(parents=True)
-    for number in range(sources):
-        (inbox / f"2026-01-{number:02d}-source-{number:02d}.md").write_text(
-            f"---\ntype: source\ntitle: Source number {number}\nauthor: A\ndate: 2026-01-00\n"
-            f"domain: ai-alignment\nstatus: unprocessed\n---\n\nBody of source {number} about alignment.\n",
-            encoding="utf-8",
-        )
-    (kb / "claims").mkdir()
-    (kb / "extractor.toml").write_text(
-        "retry_initial_wait = 0.01\nretry_max_wait = 0.1\ntimeout = 20\n" + settings, encoding="utf-8"
-    )
-    commit_all(kb)
-    return kb
+    return make_inbox_kb(root, sources, "retry_initial_wait = 0.01\nretry_max_wait = 0.1\ntimeout = 20\n" + settings)
 
 
 def commits_per_source(kb: Path) -> Counter[str]:
