@@ -83,8 +83,9 @@ def describe(outcome: Outcome) -> str:
     changes = outcome.changes
     assert changes is not None
     commit = (outcome.commit or "(dry run)")[:12]
+    where = f" on {outcome.branch}" if outcome.branch else ""
     return (
-        f"{commit} {outcome.source_path}: {outcome.kind.value}, "
+        f"{commit}{where} {outcome.source_path}: {outcome.kind.value}, "
         f"{len(changes.claim_titles)} claim(s), {len(changes.enriched_titles)} enrichment(s); "
         f"{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, {outcome.seconds:.1f}s"
     )
@@ -114,9 +115,10 @@ def record_manual(kb_root: Path, outcome: Outcome, worker: int, settings: Settin
     if outcome.kind not in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT):
         return
     store = StateStore.open(kb_root)
+    state = SourceState.AWAITING_REVIEW if outcome.branch else SourceState.DONE
     try:
         store.update_or_insert(
-            outcome.source_path, state=SourceState.DONE, file_status=outcome.kind.value, attempts=0,
+            outcome.source_path, state=state, file_status=outcome.kind.value, attempts=0,
             last_error=None, next_retry_at=None, owner_pid=None, worker=worker, commit_sha=outcome.commit,
             model=settings.model, duration=outcome.seconds, mtime_ns=None, size=None,
             prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,

@@ -12,7 +12,7 @@ import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     claims_dir: str = "claims"
     enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
     prompts_dir: Path | None = None
+
+    # Where drafts are committed
+    commit_mode: Literal["branch", "main"] = Field(
+        default="branch", description="branch: extract/<source> from main_branch, for review; main: onto HEAD"
+    )
+    main_branch: str = "main"
 
     # Routing and provenance
     domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))

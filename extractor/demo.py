@@ -35,7 +35,7 @@ def create_demo_kb(target: Path, samples: Path | None = None) -> Path:
     shutil.copytree(samples / "inbox" / "archive", target / "inbox" / "archive")
     shutil.copytree(samples / "claims", target / "claims")
     (target / MARKER).write_text("created by `extractor demo`; safe to delete\n", encoding="utf-8")
-    git(target, "init", "-q")
+    git(target, "init", "-q", "-b", "main")
     paths = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() and ".git" not in p.parts)
     commit_paths(
         target,
@@ -47,10 +47,13 @@ def create_demo_kb(target: Path, samples: Path | None = None) -> Path:
 
 
 def report(kb: Path, since: str) -> str:
-    """What the cycle made: its commits with their trailers, and the claim files."""
-    log = git(kb, "log", "--reverse", f"{since}..HEAD", "--format=%h %s%n%(trailers:only,unfold)", "--name-status")
+    """What the cycle made, on any branch: its commits with their trailers, and the claim files."""
+    log = git(kb, "log", "--reverse", "--branches", "--not", since, "--format=%h %D%n%s%n%(trailers:only,unfold)",
+              "--name-status")  # fmt: skip
     lines = ["Commits:", log.strip() or "(none)", ""]
-    added = git(kb, "diff", "--name-only", "--diff-filter=A", since, "HEAD", "--", "claims").split()
-    for path in added:
-        lines += [f"==> {path}", (kb / path).read_text(encoding="utf-8"), ""]
+    commits = git(kb, "log", "--reverse", "--branches", "--not", since, "--format=%H").split()
+    for commit in commits:
+        added = git(kb, "diff-tree", "--no-commit-id", "--name-only", "--diff-filter=A", "-r", commit, "--", "claims")
+        for path in added.split():
+            lines += [f"==> {path} ({commit[:7]})", git(kb, "show", f"{commit}:{path}"), ""]
     return "\n".join(lines)

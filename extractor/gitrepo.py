@@ -89,3 +89,61 @@ def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -
     with contextlib.suppress(GitError):
         git(repo, "reset", "-q", commit, "--", *paths)
     return commit
+
+
+ZERO = "0" * 40
+
+
+def read_at(repo: Path, rev: str, path: str) -> str | None:
+    """A file's text at a revision, or None where it does not exist."""
+    result = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def names_at(repo: Path, rev: str, folder: str) -> set[str]:
+    """File names directly inside ``folder`` at a revision."""
+    out = git(repo, "ls-tree", "--name-only", rev, f"{folder.rstrip('/')}/")
+    return {line.rsplit("/", 1)[-1] for line in out.splitlines() if line}
+
+
+def rev_parse(repo: Path, rev: str) -> str | None:
+    try:
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip() or None
+    except GitError:
+        return None
+
+
+def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message: str, author: Identity) -> str:
+    """A commit whose tree is ``base``'s with ``files`` replaced (None deletes), without a work tree.
+
+    Nothing outside the object store changes: the user's checkout, index and
+    current branch are never touched.
+    """
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    fd, index_file = tempfile.mkstemp(prefix="extractor-index-", dir=git_dir)
+    os.close(fd)
+    os.unlink(index_file)
+    private = {"GIT_INDEX_FILE": index_file}
+    try:
+        git(repo, "read-tree", base, env=private)
+        for path, text in files.items():
+            if text is None:
+                git(repo, "update-index", "--force-remove", "--", path, env=private)
+            else:
+                blob = git(repo, "hash-object", "-w", "--stdin", "--path", path, input=text).strip()
+                git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=private)
+        tree = git(repo, "write-tree", env=private).strip()
+    finally:
+        Path(index_file).unlink(missing_ok=True)
+    identity = {
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_COMMITTER_NAME": author.name,
+        "GIT_COMMITTER_EMAIL": author.email,
+    }
+    return git(repo, "commit-tree", tree, "-p", base, "-F", "-", env=identity, input=message).strip()
+
+
+def move_ref(repo: Path, ref: str, new: str, old: str | None) -> None:
+    """Point ``ref`` at ``new`` if it still points at ``old`` (None: it must not exist yet)."""
+    git(repo, "update-ref", "-m", "extractor", ref, new, old or ZERO)

@@ -15,14 +15,14 @@ from pydantic import BaseModel
 
 from extractor.config import Settings
 from extractor.extract import extract_source
-from extractor.gitrepo import GitError, Identity
+from extractor.gitrepo import GitError
 from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage
 from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
 from extractor.prompts import PromptError
-from extractor.sources import SourceError, load_source
-from extractor.writer import ChangeSet, WriteError, apply_changes, plan_changes, recover_interrupted_write
+from extractor.sources import SourceError, load_source, parse_source
+from extractor.writer import ChangeSet, WriteError, commit_extraction, plan_changes, planning_view
 
 MANUAL_RUNNER = "manual extraction"
 WRITE_LOCK_WAIT = 120.0
@@ -41,6 +41,7 @@ class Outcome(BaseModel):
     kind: OutcomeKind
     error: str | None = None
     commit: str | None = None
+    branch: str | None = None  # the extraction branch, in branch mode
     changes: ChangeSet | None = None
     usage: Usage = Usage()
     seconds: float = 0.0
@@ -78,8 +79,16 @@ def process_source(
 
     try:
         source = load_source(path)
+        view, base = planning_view(kb_root, settings)
+        if base is not None:  # branch mode: the source as it is on the main branch
+            text = view.read(source_path)
+            if text is None:
+                return done(OutcomeKind.FAILED, error=f"not on the {settings.main_branch} branch")
+            source = parse_source(path, text)
     except SourceError as exc:
         return done(OutcomeKind.FAILED, error=exc.problem)
+    except WriteError as exc:
+        return done(OutcomeKind.FAILED, error=str(exc))
     if source.is_done and not force:
         return done(OutcomeKind.REFUSED, error=f"already {source.status.value}; use --force to re-extract")
 
@@ -98,16 +107,15 @@ def process_source(
             worker=worker,
             runner=runner,
             replace_previous=force,
+            view=view,
         )
         if dry_run:
             return done(OutcomeKind.PLANNED, changes=changes, usage=usage)
         with kb_lock(kb_root, "write", wait=WRITE_LOCK_WAIT):
-            recover_interrupted_write(kb_root)
-            identity = Identity(name=settings.author_name, email=settings.author_email)
-            commit = apply_changes(kb_root, changes, identity, source_path=source_path)
+            commit, branch = commit_extraction(kb_root, changes, settings, source_path, source.slug, base, force)
     except LLMError as exc:
         return done(OutcomeKind.FAILED, error=f"LLM failed: {exc}", usage=exc.usage)
     except (WriteError, GitError, PromptError, LocalModelError, LockHeldError, OSError) as exc:
         return done(OutcomeKind.FAILED, error=" ".join(str(exc).split()), usage=usage)
     kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
-    return done(kind, commit=commit, changes=changes, usage=usage)
+    return done(kind, commit=commit, branch=branch, changes=changes, usage=usage)

@@ -18,13 +18,20 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from extractor.config import Settings
-from extractor.gitrepo import GitError, Identity
+from extractor.gitrepo import GitError, Identity, git
 from extractor.kb import KBIndex
 from extractor.locks import kb_lock
 from extractor.sources import SourceError, SourceStatus, parse_source
 from extractor.state import SourceRow, SourceState, StateStore
 from extractor.workers import Task, TaskResult, WorkerPool, content_hash
-from extractor.writer import WriteError, apply_changes, plan_changes, recover_interrupted_write
+from extractor.writer import (
+    WriteError,
+    commit_extraction,
+    extraction_branch,
+    plan_changes,
+    planning_view,
+    recover_interrupted_write,
+)
 
 CYCLE_RUNNER = "headless extraction cron"
 WRITE_LOCK_WAIT = 120.0
@@ -143,7 +150,29 @@ def scan_inbox(kb_root: Path, settings: Settings, store: StateStore) -> ScanRepo
         if old.changed_after_processing:
             report.changed_after_processing.append(rel)
     store.put_many(changed)
+    reconcile_review_branches(kb_root, settings, store)
     return report
+
+
+def review_branches(kb_root: Path) -> set[str]:
+    """Names of the extraction branches that exist (``extract/...``)."""
+    try:
+        out = git(kb_root, "for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads/extract/")
+    except GitError:
+        return set()
+    return set(out.split())
+
+
+def reconcile_review_branches(kb_root: Path, settings: Settings, store: StateStore) -> None:
+    """A source with an extraction branch awaits review; one whose branch is gone is due or done again."""
+    branches = review_branches(kb_root)
+    for row in store.all_sources().values():
+        has_branch = extraction_branch(Path(row.path).stem) in branches
+        if has_branch and row.state in (SourceState.DUE, SourceState.FAILED, SourceState.PARKED):
+            store.update(row.path, state=SourceState.AWAITING_REVIEW)
+        elif not has_branch and row.state is SourceState.AWAITING_REVIEW:
+            done = row.file_status in (SourceStatus.PROCESSED.value, SourceStatus.NULL_RESULT.value)
+            store.update(row.path, state=SourceState.DONE if done else SourceState.DUE)
 
 
 def choose_due(store: StateStore, limit: int, now: float | None = None, include_parked: bool = False) -> list[str]:
@@ -201,6 +230,7 @@ class Runner:
         if on_start is not None:
             on_start(len(pending))
         self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir])
+        base = planning_view(self.kb_root, self.settings)[1] if pending else None
         shutdown_deadline: float | None = None
         while pending or self.pool.busy:
             if self.stop.is_set():
@@ -220,7 +250,7 @@ class Runner:
                     break
                 path = pending.pop(0)
                 self.store.update(path, worker=number)
-                self.pool.submit(number, Task(source_path=path, force=force_parked))
+                self.pool.submit(number, Task(source_path=path, force=force_parked, base=base))
             result = self.pool.next_result(timeout=0.2)
             if result is not None:
                 report.outcomes.append(self._finish(result))
@@ -266,31 +296,41 @@ class Runner:
                               invalid=result.invalid_source)  # fmt: skip
         extraction = result.result
         try:
-            source = parse_source(Path(path), (self.kb_root / path).read_text(encoding="utf-8"))
-            source = source.model_copy(update={"path": self.kb_root / path})
+            view, base = planning_view(self.kb_root, self.settings)
+            text = view.read(path)
+            if text is None:
+                raise WriteError(f"not on the {self.settings.main_branch} branch")
+            source = parse_source(self.kb_root / path, text)
             if content_hash(source.text) != result.content_hash:
                 raise WriteError("the source changed while it was being extracted")
             assert self.index is not None
             changes = plan_changes(
                 self.kb_root, source, extraction, self.settings, self.index,
                 today=datetime.date.today().isoformat(), worker=result.worker, runner=CYCLE_RUNNER,
-                replace_previous=False,
+                replace_previous=False, view=view,
             )  # fmt: skip
             with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
-                commit = apply_changes(self.kb_root, changes, self.author, source_path=path)
+                commit, branch = commit_extraction(
+                    self.kb_root, changes, self.settings, path, source.slug, base, replace=False
+                )
         except (OSError, SourceError, WriteError, GitError) as exc:
             self.store.update(path, **usage)
             return self._fail(path, result.worker, " ".join(str(exc).split()), result.seconds)
-        self.index.refresh([c.path for c in changes.changes])
-        new_text = (self.kb_root / path).read_text(encoding="utf-8")
-        stat = (self.kb_root / path).stat()
-        self.store.update(
-            path, state=SourceState.DONE, file_status=changes.status, attempts=0, last_error=None,
-            next_retry_at=None, owner_pid=None, worker=result.worker, finished_at=time.time(),
-            duration=result.seconds, commit_sha=commit, model=extraction.model, prompt_hash=extraction.prompt_hash,
-            content_hash=content_hash(new_text), processed_hash=content_hash(new_text),
-            mtime_ns=stat.st_mtime_ns, size=stat.st_size, changed_after_processing=False, **usage,
+        self.index.refresh([c.path for c in changes.changes] if branch is None else [])
+        common = dict(
+            attempts=0, last_error=None, next_retry_at=None, owner_pid=None, worker=result.worker,
+            finished_at=time.time(), duration=result.seconds, commit_sha=commit, model=extraction.model,
+            prompt_hash=extraction.prompt_hash, changed_after_processing=False, **usage,
         )  # fmt: skip
+        if branch is not None:
+            self.store.update(path, state=SourceState.AWAITING_REVIEW, **common)
+        else:
+            new_text = (self.kb_root / path).read_text(encoding="utf-8")
+            stat = (self.kb_root / path).stat()
+            self.store.update(
+                path, state=SourceState.DONE, file_status=changes.status, content_hash=content_hash(new_text),
+                processed_hash=content_hash(new_text), mtime_ns=stat.st_mtime_ns, size=stat.st_size, **common,
+            )  # fmt: skip
         return self._emit(SourceOutcome(
             source_path=path, worker=result.worker, ok=True, status=changes.status, commit=commit,
             claims=len(changes.claim_titles), enrichments=len(changes.enriched_titles),

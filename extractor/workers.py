@@ -24,16 +24,18 @@ from pydantic import BaseModel, Field
 
 from extractor.config import Settings
 from extractor.extract import ExtractionResult, extract_source
+from extractor.gitrepo import read_at
 from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage, make_client
 from extractor.prompts import PromptError
-from extractor.sources import SourceError, load_source
+from extractor.sources import SourceError, load_source, parse_source
 from extractor.state import CallRecord
 
 
 class Task(BaseModel):
     source_path: str  # relative to the KB root
     force: bool = False
+    base: str | None = None  # branch mode: read the source as it is in this commit
 
 
 class Ready(BaseModel):
@@ -66,7 +68,13 @@ def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient
         return TaskResult(source_path=task.source_path, worker=worker, seconds=time.monotonic() - started, **values)
 
     try:
-        source = load_source(kb_root / task.source_path)
+        if task.base is None:
+            source = load_source(kb_root / task.source_path)
+        else:
+            text = read_at(kb_root, task.base, task.source_path)
+            if text is None:
+                return result(error="not on the main branch")
+            source = parse_source(kb_root / task.source_path, text)
     except SourceError as exc:
         return result(error=exc.problem, invalid_source=True)
     digest = content_hash(source.text)

@@ -30,8 +30,9 @@ from extractor.claims import (
 )
 from extractor.config import Settings
 from extractor.extract import ExtractionResult, ResolvedClaim, previous_drafts
-from extractor.gitrepo import GitError, Identity, commit_paths, git, head
+from extractor.gitrepo import GitError, Identity, commit_paths, commit_tree_on, git, head, move_ref, rev_parse
 from extractor.kb import KBIndex
+from extractor.kbview import KBView, RevisionView, WorktreeView
 from extractor.sources import Source, with_key_facts
 from extractor.state import STATE_DIR, ensure_state_dir
 from extractor.yamlio import replace_frontmatter_keys
@@ -172,18 +173,21 @@ def plan_changes(
     worker: int,
     runner: str,
     replace_previous: bool,
+    view: KBView | None = None,
 ) -> ChangeSet:
-    """Every file this extraction writes, as full texts, plus the commit message."""
+    """Every file this extraction writes, as full texts, plus the commit message.
+
+    ``view`` is what the KB looks like to the plan (the work tree by default;
+    the main branch's tree in branch mode).
+    """
+    view = view or WorktreeView(kb_root)
     domain = domain_folder(result.domain)
     claims_root = PurePosixPath(settings.claims_dir)
     folder = claims_root / domain
     texts: dict[str, str | None] = {}
 
     def current(path: str) -> str | None:
-        if path in texts:
-            return texts[path]
-        file = kb_root / path
-        return file.read_text(encoding="utf-8") if file.is_file() else None
+        return texts[path] if path in texts else view.read(path)
 
     if replace_previous:
         for path in previous_drafts(source, index, settings.claims_dir):
@@ -193,12 +197,12 @@ def plan_changes(
             if ref is not None and (text := current(ref.path)) is not None:
                 texts[ref.path] = remove_enrichment_blocks(text, source.slug)
 
-    disk = kb_root / folder
-    taken = {p.name.casefold() for p in disk.glob("*.md")} if disk.is_dir() else set()
+    existing = view.names(str(folder))
+    taken = {name.casefold() for name in existing if name.endswith(".md")}
     taken -= {
         PurePosixPath(p).name.casefold() for p, t in texts.items() if t is None and PurePosixPath(p).parent == folder
     }
-    topics = ["[[_map]]"] if (disk / "_map.md").is_file() else []
+    topics = ["[[_map]]"] if "_map.md" in existing else []
     claim_titles, claim_paths = [], []
     for resolved in result.claims:
         path = str(folder / unique_name(slug_for(resolved.draft.title), taken))
@@ -231,7 +235,10 @@ def plan_changes(
     if status == "null-result":
         updates["notes"] = null_result_reason(result)
     facts = [safe_markdown(fact) for fact in result.answer.key_facts]
-    texts[result.source_path] = with_key_facts(replace_frontmatter_keys(source.text, updates), facts)
+    source_text = view.read(result.source_path)
+    if source_text is None:
+        raise WriteError(f"{result.source_path} is not on the branch the drafts are based on")
+    texts[result.source_path] = with_key_facts(replace_frontmatter_keys(source_text, updates), facts)
 
     changes = [FileChange(path=p, text=t) for p, t in texts.items()]
     for change in changes:
@@ -367,3 +374,52 @@ def _restore(kb_root: Path, originals: dict[str, str | None], new_dirs: list[Pat
     for folder in sorted(new_dirs, key=lambda d: len(d.parts), reverse=True):
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def extraction_branch(source_slug: str) -> str:
+    return f"extract/{slug_for(source_slug)}"
+
+
+def commit_to_branch(
+    kb_root: Path, changeset: ChangeSet, author: Identity, base: str, branch: str, replace: bool
+) -> str:
+    """Commit the drafts on ``branch``, made from ``base``; the work tree is not touched.
+
+    A branch that already exists is an extraction awaiting review: it is only
+    replaced (a new tip from ``base``) when ``replace`` is set.
+    """
+    old = rev_parse(kb_root, f"refs/heads/{branch}")
+    if old is not None and not replace:
+        raise WriteError(f"{branch} already awaits review; use --force to replace it")
+    files = {change.path: change.text for change in changeset.changes}
+    commit = commit_tree_on(kb_root, base, files, changeset.message, author)
+    move_ref(kb_root, f"refs/heads/{branch}", commit, old)
+    return commit
+
+
+def planning_view(kb_root: Path, settings: Settings) -> tuple[KBView, str | None]:
+    """What to plan against, and the base commit: main's tip in branch mode, the work tree otherwise."""
+    if settings.commit_mode == "main":
+        return WorktreeView(kb_root), None
+    base = rev_parse(kb_root, f"refs/heads/{settings.main_branch}")
+    if base is None:
+        raise WriteError(f"branch mode needs the main branch {settings.main_branch!r}, which does not exist")
+    return RevisionView(kb_root, base), base
+
+
+def commit_extraction(
+    kb_root: Path,
+    changeset: ChangeSet,
+    settings: Settings,
+    source_path: str,
+    source_slug: str,
+    base: str | None,
+    replace: bool,
+) -> tuple[str, str | None]:
+    """Commit planned drafts the configured way; returns the commit and the branch (None on main)."""
+    author = Identity(name=settings.author_name, email=settings.author_email)
+    if base is None:
+        recover_interrupted_write(kb_root)
+        return apply_changes(kb_root, changeset, author, source_path=source_path), None
+    branch = extraction_branch(source_slug)
+    return commit_to_branch(kb_root, changeset, author, base, branch, replace), branch

@@ -65,6 +65,6 @@ def corpus_kb(tmp_path: Path, corpus: Path) -> Path:
     for folder in ("domains", "core", "foundations"):
         shutil.copytree(corpus / "kb" / folder, kb / folder)
     (kb / "inbox" / "archive").mkdir(parents=True)
-    (kb / "extractor.toml").write_text('claims_dir = "domains"\n', encoding="utf-8")
+    (kb / "extractor.toml").write_text('claims_dir = "domains"\ncommit_mode = "main"\n', encoding="utf-8")
     commit_all(kb)
     return kb

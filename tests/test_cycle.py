@@ -9,6 +9,7 @@ import pytest
 
 from extractor.cli import main
 from extractor.demo import create_demo_kb
+from extractor.state import SourceState, StateStore
 from extractor.yamlio import split_document
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, answer, completion
@@ -81,22 +82,29 @@ def test_one_cycle_commits_each_source_and_reports_failures(
     ]
     assert failed[0]["status"] == "failed" and failed[0]["error"].startswith("LLM failed: invalid")
 
-    subjects = git(kb, "log", "--format=%s", f"{start}..HEAD").splitlines()
-    assert len(subjects) == 3
-    assert all(s.startswith(("rio:", "vida:", "theseus:")) for s in subjects)
-    assert "Extracted by: headless extraction cron (worker 1)" in git(kb, "log", "-1", "--format=%B")
-    bai = split_document(
-        (kb / "inbox/archive/2022-12-00-bai-constitutional-ai-harmlessness-from-ai-feedback.md").read_text()
-    )
-    assert bai[0]["status"] == "unprocessed"
-    fullstack, _ = split_document((kb / FULLSTACK).read_text())
-    assert fullstack["status"] == "processed"
-    assert fullstack["enrichments_applied"] == [
+    # Branch mode (the default): one branch per source, each holding exactly its own commit on main's tip.
+    assert git(kb, "rev-parse", "HEAD").strip() == start and git(kb, "branch", "--show-current").strip() == "main"
+    assert git(kb, "status", "--porcelain") == ""
+    branches = git(kb, "for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads/extract/").split()
+    assert len(branches) == 3
+    for branch in branches:
+        assert git(kb, "rev-list", "--count", f"main..{branch}").strip() == "1"
+        assert git(kb, "rev-parse", f"{branch}~1").strip() == start
+    fullstack_branch = "extract/2025-12-00-fullstack-alignment-co-aligning-ai-and-institutions"
+    assert "Extracted by: headless extraction cron (worker 1)" in git(kb, "log", "-1", "--format=%B", fullstack_branch)
+    on_branch, _ = split_document(git(kb, "show", f"{fullstack_branch}:{FULLSTACK}"))
+    assert on_branch["status"] == "processed"
+    assert on_branch["enrichments_applied"] == [
         "Preference-based training compresses diverse human values into a single reward signal"
     ]
-    assert git(kb, "status", "--porcelain") == ""
+    on_main, _ = split_document((kb / FULLSTACK).read_text())
+    assert on_main["status"] == "unprocessed"  # the work tree is untouched
+    store = StateStore.open(kb)
+    assert store.get(FULLSTACK).state is SourceState.AWAITING_REVIEW  # type: ignore[union-attr]
+    bai = "inbox/archive/2022-12-00-bai-constitutional-ai-harmlessness-from-ai-feedback.md"
+    assert store.get(bai).state is SourceState.FAILED  # type: ignore[union-attr]
 
-    # The failed source waits for its retry time; nothing else is due.
+    # Awaiting review is not due; the failed source waits for its retry time.
     assert main(["run", "--once", "--kb", str(kb)]) == 0
     assert "cycle: 0 source(s)" in capsys.readouterr().out
 
@@ -111,7 +119,7 @@ def test_demo_runs_twice_and_never_touches_other_folders(
         out = capsys.readouterr().out
         assert "Pentagon-Agent: Theseus <HEADLESS>" in out
         assert "==> claims/ai-alignment/aligning-ai-systems-with-their-operators-is-not-enough" in out
-        assert len(git(target, "log", "--format=%h").split()) == 5
+        assert len(git(target, "log", "--branches", "--format=%h").split()) == 5
     precious = tmp_path / "my-kb"
     precious.mkdir()
     (precious / "keep.md").write_text("mine")

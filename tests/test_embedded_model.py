@@ -53,22 +53,25 @@ def test_embedded_model_extracts_one_sample_end_to_end(tmp_path: Path, capsys: p
         pytest.xfail(f"the embedded model gave no usable answer: {captured.err.strip()}")
 
     alias = model.name.removesuffix(".gguf")
-    assert git(kb, "log", "-1", "--format=%(trailers:key=Pentagon-Agent,valueonly)").strip() == "Theseus <HEADLESS>"
-    assert git(kb, "log", "-1", "--format=%(trailers:key=Extraction-Model,valueonly)").strip() == alias
-    assert "Extracted by: manual extraction (worker 2)" in git(kb, "log", "-1", "--format=%B")
+    branch = "extract/2025-12-00-fullstack-alignment-co-aligning-ai-and-institutions"
+    assert git(kb, "rev-parse", "HEAD").strip() == start  # branch mode: main and the work tree untouched
     assert git(kb, "status", "--porcelain") == ""
+    trailer = git(kb, "log", "-1", "--format=%(trailers:key=Pentagon-Agent,valueonly)", branch).strip()
+    assert trailer == "Theseus <HEADLESS>"
+    assert git(kb, "log", "-1", "--format=%(trailers:key=Extraction-Model,valueonly)", branch).strip() == alias
+    assert "Extracted by: manual extraction (worker 2)" in git(kb, "log", "-1", "--format=%B", branch)
 
-    meta, _ = split_document((kb / FULLSTACK).read_text())
+    meta, _ = split_document(git(kb, "show", f"{branch}:{FULLSTACK}"))
     assert meta["status"] in ("processed", "null-result")
     assert meta["processed_by"] == "theseus" and meta["extraction_model"] == alias
     if meta["status"] == "null-result":
         assert meta["notes"]
-    changed = git(kb, "show", "--name-status", "--format=", "HEAD").splitlines()
+    changed = git(kb, "diff-tree", "--no-commit-id", "--name-status", "-r", branch).splitlines()
     for line in changed:
         status, path = line.split("\t", 1)
         assert path == FULLSTACK or path.startswith("claims/")
         if status == "A":
-            claim = parse_claim((kb / path).read_text())
+            claim = parse_claim(git(kb, "show", f"{branch}:{path}"))
             claim.frontmatter()  # schema-valid
             assert claim.evidence and claim.title in meta["claims_extracted"]
 

@@ -29,7 +29,8 @@ NULL = {"key_facts": [], "claims": [], "enrichments": [], "null_result_reason": 
 
 
 def make_kb(root: Path, sources: int, settings: str = "") -> Path:
-    return make_inbox_kb(root, sources, "retry_initial_wait = 0.01\nretry_max_wait = 0.1\ntimeout = 20\n" + settings)
+    base = 'retry_initial_wait = 0.01\nretry_max_wait = 0.1\ntimeout = 20\ncommit_mode = "main"\n'
+    return make_inbox_kb(root, sources, base + settings)
 
 
 def commits_per_source(kb: Path) -> Counter[str]:

@@ -1,0 +1,43 @@
+"""What the writer reads while planning: the work tree, or the main branch's tree.
+
+Branch mode plans against the tip of the main branch, whatever the user has
+checked out or is editing, so drafts never pick up someone's unfinished work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from extractor.gitrepo import names_at, read_at
+
+
+class KBView(Protocol):
+    def read(self, path: str) -> str | None: ...
+
+    def names(self, folder: str) -> set[str]: ...
+
+
+class WorktreeView:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read(self, path: str) -> str | None:
+        file = self.root / path
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+
+    def names(self, folder: str) -> set[str]:
+        directory = self.root / folder
+        return {p.name for p in directory.iterdir() if p.is_file()} if directory.is_dir() else set()
+
+
+class RevisionView:
+    def __init__(self, root: Path, rev: str) -> None:
+        self.root = root
+        self.rev = rev
+
+    def read(self, path: str) -> str | None:
+        return read_at(self.root, self.rev, str(PurePosixPath(path)))
+
+    def names(self, folder: str) -> set[str]:
+        return names_at(self.root, self.rev, folder)
