@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from extractor import __version__
+from extractor import __version__, review
 from extractor.config import Settings, SettingsError, load_settings
 from extractor.demo import DemoError, create_demo_kb, report
 from extractor.endpoint import llm_endpoint
@@ -62,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", type=Path, nargs="*", help="files or folders (default: the whole KB)")
     validate.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
     validate.add_argument("--fix-links", action="store_true", help="unlink wiki links that resolve to no note")
+
+    review = commands.add_parser("review", help="extraction branches awaiting review")
+    review.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    actions = review.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="pending extraction branches")
+    listing.add_argument("--json", action="store_true")
+    showing = actions.add_parser("show", help="the drafts of one branch")
+    showing.add_argument("slug")
+    accepting = actions.add_parser("accept", help="merge branches into the main branch")
+    accepting.add_argument("slugs", nargs="+")
+    rejecting = actions.add_parser("reject", help="delete a branch and record why on the source")
+    rejecting.add_argument("slug")
+    rejecting.add_argument("--reason", help="why the drafts are rejected (recorded on the source)")
+    rejecting.add_argument("--retry", action="store_true", help="instead make the source due again")
 
     demo = commands.add_parser("demo", help="build a demo KB from the samples and run one cycle on it")
     demo.add_argument("--dir", type=Path, default=Path("build/demo-kb"), help="where (default build/demo-kb)")
@@ -365,6 +379,61 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.problems else EXIT_OK
 
 
+def age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def run_review(args: argparse.Namespace) -> int:
+    try:
+        kb_root = toplevel(args.kb).resolve()
+        settings = load_settings(kb_root, args.config)
+    except (GitError, SettingsError) as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    try:
+        if args.action == "list":
+            items = review.pending(kb_root, settings)
+            if args.json:
+                print(json.dumps([item.model_dump() for item in items]))
+                return EXIT_OK
+            for item in items:
+                print(
+                    f"{item.slug}  {item.source}  {item.agent} (worker {item.worker}) {item.model}  "
+                    f"{len(item.claims)} claim(s), {len(item.enrichments)} enrichment(s), "
+                    f"{len(item.warnings)} warning(s), {age(item.age_seconds)} old"
+                )
+            print(f"{len(items)} extraction(s) awaiting review")
+        elif args.action == "show":
+            print(review.show(kb_root, args.slug, settings), end="")
+        elif args.action == "accept":
+            for slug in args.slugs:
+                item = review.describe_branch(kb_root, review.branch_for(slug), settings)
+                with kb_lock(kb_root, "write", wait=120):
+                    commit = review.accept(kb_root, slug, settings)
+                record_review(kb_root, item.source, SourceState.DONE)
+                print(f"accepted {item.branch} into {settings.main_branch} ({commit[:12]})")
+        elif args.action == "reject":
+            item = review.describe_branch(kb_root, review.branch_for(args.slug), settings)
+            with kb_lock(kb_root, "write", wait=120):
+                commit = review.reject(kb_root, args.slug, settings, args.reason, args.retry)
+            record_review(kb_root, item.source, SourceState.DUE if args.retry else SourceState.DONE)
+            print(f"deleted {item.branch}; " + ("the source is due again" if args.retry else
+                  f"rejection recorded on {item.source} ({(commit or '')[:12]})"))  # fmt: skip
+    except (review.ReviewError, GitError, LockHeldError) as exc:
+        return fail(str(exc))
+    return EXIT_OK
+
+
+def record_review(kb_root: Path, source_path: str, state: SourceState) -> None:
+    store = StateStore.open(kb_root)
+    try:
+        store.update_or_insert(source_path, state=state, attempts=0, next_retry_at=None, last_error=None)
+    finally:
+        store.close()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     target = args.dir.resolve()
     try:
@@ -395,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": run_run,
         "status": run_status,
         "validate": run_validate,
+        "review": run_review,
         "demo": run_demo,
     }
     try:

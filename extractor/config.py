@@ -99,6 +99,7 @@ class Settings(BaseSettings):
         default="branch", description="branch: extract/<source> from main_branch, for review; main: onto HEAD"
     )
     main_branch: str = "main"
+    merge_mode: Literal["merge", "fast-forward"] = "merge"
 
     # Routing and provenance
     domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))

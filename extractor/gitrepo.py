@@ -25,6 +25,16 @@ class Identity(BaseModel):
     email: str
 
 
+def identity_env(author: Identity) -> dict[str, str]:
+    """Author and committer for git commands, whatever the user's git config says."""
+    return {
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_COMMITTER_NAME": author.name,
+        "GIT_COMMITTER_EMAIL": author.email,
+    }
+
+
 def git(repo: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
     result = subprocess.run(
         ["git", *args],
@@ -75,12 +85,7 @@ def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -
         tree = git(repo, "write-tree", env=private).strip()
     finally:
         Path(index_file).unlink(missing_ok=True)
-    identity = {
-        "GIT_AUTHOR_NAME": author.name,
-        "GIT_AUTHOR_EMAIL": author.email,
-        "GIT_COMMITTER_NAME": author.name,
-        "GIT_COMMITTER_EMAIL": author.email,
-    }
+    identity = identity_env(author)
     parents = ["-p", parent] if parent else []
     commit = git(repo, "commit-tree", tree, *parents, "-F", "-", env=identity, input=message).strip()
     git(repo, "update-ref", "-m", "extractor: commit", "HEAD", commit, parent or "0" * 40)
@@ -135,12 +140,7 @@ def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message:
         tree = git(repo, "write-tree", env=private).strip()
     finally:
         Path(index_file).unlink(missing_ok=True)
-    identity = {
-        "GIT_AUTHOR_NAME": author.name,
-        "GIT_AUTHOR_EMAIL": author.email,
-        "GIT_COMMITTER_NAME": author.name,
-        "GIT_COMMITTER_EMAIL": author.email,
-    }
+    identity = identity_env(author)
     return git(repo, "commit-tree", tree, "-p", base, "-F", "-", env=identity, input=message).strip()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from extractor.config import Settings
-from extractor.gitrepo import GitError, Identity, git
+from extractor.gitrepo import GitError, Identity, git, read_at
 from extractor.kb import KBIndex
 from extractor.locks import kb_lock
 from extractor.sources import SourceError, SourceStatus, parse_source
@@ -171,7 +171,13 @@ def reconcile_review_branches(kb_root: Path, settings: Settings, store: StateSto
         if has_branch and row.state in (SourceState.DUE, SourceState.FAILED, SourceState.PARKED):
             store.update(row.path, state=SourceState.AWAITING_REVIEW)
         elif not has_branch and row.state is SourceState.AWAITING_REVIEW:
-            done = row.file_status in (SourceStatus.PROCESSED.value, SourceStatus.NULL_RESULT.value)
+            # Accepted or rejected (done) or deleted to retry (due): main's copy of the source says which.
+            text = read_at(kb_root, settings.main_branch, row.path)
+            try:
+                status = parse_source(Path(row.path), text).status if text is not None else None
+            except SourceError:
+                status = None
+            done = status in (SourceStatus.PROCESSED, SourceStatus.NULL_RESULT)
             store.update(row.path, state=SourceState.DONE if done else SourceState.DUE)
 
 

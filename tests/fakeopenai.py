@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,6 +62,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.script: deque[Reply] = deque()
         self.default: Reply | None = None  # answered when the script is empty
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None  # chooses a reply per request
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
@@ -78,6 +80,8 @@ class FakeOpenAI:
                     server.request_times.append(time.monotonic())
                     if server.script:
                         reply = server.script.popleft()
+                    elif server.responder is not None:
+                        reply = server.responder(server.requests[-1])
                     else:
                         reply = server.default or error(500, "script exhausted")
                 if reply.delay:

@@ -1,0 +1,194 @@
+"""Review in git: pending extraction branches, what they hold, accepting and rejecting them.
+
+A reviewer never needs the pipeline's internals: every extraction is a branch
+``extract/<source>`` with one commit on the main branch's tip. Accepting merges
+it; rejecting deletes it and records the decision on the source in main, so
+it is not extracted again by itself.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
+
+from extractor.config import Settings
+from extractor.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, rev_parse
+from extractor.writer import ChangeSet, FileChange, WriteError, apply_changes
+from extractor.yamlio import replace_frontmatter_keys, split_document
+
+PREFIX = "extract/"
+
+
+class ReviewError(RuntimeError):
+    """A review command cannot be carried out; main is left as it was."""
+
+
+class PendingReview(BaseModel):
+    slug: str
+    branch: str
+    commit: str
+    source: str
+    agent: str
+    worker: int | None
+    model: str
+    prompt_hash: str
+    claims: list[str]
+    enrichments: list[str]
+    warnings: list[str]
+    age_seconds: float
+
+
+def branch_for(slug: str) -> str:
+    slug = slug.removeprefix(PREFIX)
+    if not slug or "/" in slug or slug.startswith("."):
+        raise ReviewError(f"not an extraction slug: {slug!r}")
+    return PREFIX + slug
+
+
+def _trailer(kb: Path, commit: str, key: str) -> str:
+    return git(kb, "log", "-1", f"--format=%(trailers:key={key},valueonly,unfold)", commit).strip()
+
+
+def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
+    commit = rev_parse(kb, f"refs/heads/{branch}")
+    if commit is None:
+        raise ReviewError(f"no extraction branch {branch}")
+    message = git(kb, "log", "-1", "--format=%B", commit)
+    source = re.search(r"^- Source: (.+)$", message, re.M)
+    worker = re.search(r"\(worker (\d+)\)", message)
+    base = git(kb, "merge-base", settings.main_branch, commit).strip()
+    changes = [line.split("\t", 1) for line in git(kb, "diff", "--name-status", base, commit).splitlines() if line]
+    claims_dirs = [PurePosixPath(d) for d in settings.writable_claim_dirs]
+
+    def in_claims(path: str) -> bool:
+        return any(PurePosixPath(path).is_relative_to(d) for d in claims_dirs)
+
+    warnings: list[str] = []
+    if source:
+        text = git(kb, "show", f"{commit}:{source.group(1)}")
+        notes = str(split_document(text)[0].get("extraction_notes") or "")
+        if "Dropped: " in notes:
+            warnings = [w.strip() for w in notes.split("Dropped: ", 1)[1].split("; ") if w.strip()]
+    return PendingReview(
+        slug=branch.removeprefix(PREFIX),
+        branch=branch,
+        commit=commit,
+        source=source.group(1) if source else "",
+        agent=message.split(":", 1)[0].strip(),
+        worker=int(worker.group(1)) if worker else None,
+        model=_trailer(kb, commit, "Extraction-Model"),
+        prompt_hash=_trailer(kb, commit, "Extraction-Prompt"),
+        claims=[path for status, path in changes if status == "A" and in_claims(path)],
+        enrichments=[path for status, path in changes if status == "M" and in_claims(path)],
+        warnings=warnings,
+        age_seconds=time.time() - int(git(kb, "log", "-1", "--format=%ct", commit).strip()),
+    )
+
+
+def pending(kb: Path, settings: Settings) -> list[PendingReview]:
+    out = git(kb, "for-each-ref", "--sort=committerdate", "--format=%(refname:lstrip=2)", f"refs/heads/{PREFIX}")
+    return [describe_branch(kb, branch, settings) for branch in out.split()]
+
+
+def show(kb: Path, slug: str, settings: Settings) -> str:
+    """The drafts as a reviewer reads them: claim files in full, enrichments and the source as diffs."""
+    item = describe_branch(kb, branch_for(slug), settings)
+    lines = [
+        f"{item.branch}: {item.source}",
+        f"agent {item.agent}, worker {item.worker}, model {item.model}, prompt {item.prompt_hash}",
+    ]
+    lines += [f"warning: {w}" for w in item.warnings]
+    for path in item.claims:
+        lines += ["", f"==> {path}", git(kb, "show", f"{item.commit}:{path}").rstrip()]
+    base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
+    modified = [*item.enrichments, item.source] if item.source else item.enrichments
+    if modified:
+        lines += ["", git(kb, "diff", base, item.commit, "--", *modified).rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _on_main(kb: Path, settings: Settings) -> bool:
+    try:
+        return git(kb, "symbolic-ref", "-q", "HEAD").strip() == f"refs/heads/{settings.main_branch}"
+    except GitError:
+        return False
+
+
+def _identity(settings: Settings) -> Identity:
+    return Identity(name=settings.author_name, email=settings.author_email)
+
+
+def accept(kb: Path, slug: str, settings: Settings) -> str:
+    """Merge an extraction branch into main (merge commit or fast-forward); a conflict changes nothing."""
+    branch = branch_for(slug)
+    tip = rev_parse(kb, f"refs/heads/{branch}")
+    main = rev_parse(kb, f"refs/heads/{settings.main_branch}")
+    if tip is None or main is None:
+        raise ReviewError(f"no branch {branch if tip is None else settings.main_branch}")
+    fast_forward = settings.merge_mode == "fast-forward"
+    message = f"Accept {branch}\n\nMerge the drafts extracted from {describe_branch(kb, branch, settings).source}.\n"
+    if _on_main(kb, settings):
+        flags = ["--ff-only"] if fast_forward else ["--no-ff", "-m", message]
+        env = identity_env(_identity(settings))
+        try:
+            git(kb, "merge", "--no-edit", *flags, branch, env=env)
+        except GitError as exc:
+            if (kb / ".git" / "MERGE_HEAD").exists():
+                subprocess.run(["git", "merge", "--abort"], cwd=kb, capture_output=True)
+            raise ReviewError(f"cannot merge {branch}: {exc}") from exc
+    else:
+        if fast_forward:
+            if git(kb, "merge-base", main, tip).strip() != main:
+                raise ReviewError(f"{branch} cannot be fast-forwarded onto {settings.main_branch}")
+            new = tip
+        else:
+            merged = subprocess.run(["git", "merge-tree", "--write-tree", main, tip], cwd=kb,
+                                    capture_output=True, text=True)  # fmt: skip
+            if merged.returncode != 0:
+                conflicts = " ".join(merged.stdout.split()[1:])[:300]
+                raise ReviewError(f"{branch} conflicts with {settings.main_branch}: {conflicts}")
+            tree = merged.stdout.split()[0]
+            env = identity_env(_identity(settings))
+            new = git(kb, "commit-tree", tree, "-p", main, "-p", tip, "-F", "-", env=env, input=message).strip()
+        move_ref(kb, f"refs/heads/{settings.main_branch}", new, main)
+    git(kb, "update-ref", "-d", f"refs/heads/{branch}", tip)
+    return rev_parse(kb, f"refs/heads/{settings.main_branch}") or ""
+
+
+def reject(kb: Path, slug: str, settings: Settings, reason: str | None, retry: bool) -> str | None:
+    """Delete an extraction branch; record the rejection on the source in main unless ``retry``."""
+    branch = branch_for(slug)
+    item = describe_branch(kb, branch, settings)
+    if retry:
+        git(kb, "update-ref", "-d", f"refs/heads/{branch}", item.commit)
+        return None
+    if not reason or not reason.strip():
+        raise ReviewError("reject needs --reason TEXT (or --retry)")
+    main = rev_parse(kb, f"refs/heads/{settings.main_branch}")
+    assert main is not None
+    text = git(kb, "show", f"{main}:{item.source}")
+    updated = replace_frontmatter_keys(text, {
+        "status": "null-result",
+        "review": "rejected",
+        "notes": "Rejected in review: " + " ".join(reason.split()),
+    })  # fmt: skip
+    message = (
+        f"{item.agent}: reject extraction of {PurePosixPath(item.source).name}\n\n"
+        f"- Source: {item.source}\n- Rejected: {' '.join(reason.split())}\n"
+    )
+    if _on_main(kb, settings):
+        changeset = ChangeSet(changes=[FileChange(path=item.source, text=updated)], message=message,
+                              claim_titles=[], claim_paths=[], enriched_titles=[], status="null-result")  # fmt: skip
+        try:
+            commit = apply_changes(kb, changeset, _identity(settings), source_path=item.source)
+        except (WriteError, GitError) as exc:
+            raise ReviewError(f"cannot record the rejection: {exc}") from exc
+    else:
+        commit = commit_tree_on(kb, main, {item.source: updated}, message, _identity(settings))
+        move_ref(kb, f"refs/heads/{settings.main_branch}", commit, main)
+    git(kb, "update-ref", "-d", f"refs/heads/{branch}", item.commit)
+    return commit
