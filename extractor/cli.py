@@ -23,6 +23,8 @@ from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
 from extractor.output import configure_json_logging, is_interactive
 from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_source
+from extractor.provenance import ProvenanceError, claim_provenance
+from extractor.publish import PublishError, publish
 from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon
 from extractor.state import SourceState, StateStore
 from extractor.workers import WorkerPool
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     rejecting.add_argument("slug")
     rejecting.add_argument("--reason", help="why the drafts are rejected (recorded on the source)")
     rejecting.add_argument("--retry", action="store_true", help="instead make the source due again")
+
+    provenance = commands.add_parser("provenance", help="who and what made a claim file")
+    provenance.add_argument("path", type=Path)
+    provenance.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="build a demo KB from the samples and run one cycle on it")
     demo.add_argument("--dir", type=Path, default=Path("build/demo-kb"), help="where (default build/demo-kb)")
@@ -132,11 +138,26 @@ def record_manual(kb_root: Path, outcome: Outcome, worker: int, settings: Settin
     state = SourceState.AWAITING_REVIEW if outcome.branch else SourceState.DONE
     try:
         store.update_or_insert(
-            outcome.source_path, state=state, file_status=outcome.kind.value, attempts=0,
+            outcome.source_path, state=state, branch=outcome.branch, file_status=outcome.kind.value, attempts=0,
             last_error=None, next_retry_at=None, owner_pid=None, worker=worker, commit_sha=outcome.commit,
             model=settings.model, duration=outcome.seconds, mtime_ns=None, size=None,
             prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
         )  # fmt: skip
+    finally:
+        store.close()
+
+
+def publish_manual(kb_root: Path, source_path: str, branch: str, settings: Settings) -> None:
+    """Push and open the pull request; a failure is reported and left for the next cycle to retry."""
+    store = StateStore.open(kb_root)
+    try:
+        url = publish(kb_root, branch, settings)
+    except PublishError as exc:
+        store.update(source_path, branch=branch, published=False, publish_error=str(exc))
+        print(f"extractor: {exc} (will be retried by the next cycle)", file=sys.stderr)
+    else:
+        store.update(source_path, branch=branch, published=True, publish_error=None, pull_request=url)
+        print(f"published {branch}" + (f": {url}" if url else ""))
     finally:
         store.close()
 
@@ -182,6 +203,8 @@ def run_extract(args: argparse.Namespace) -> int:
         print_dry_run(outcome)
         return EXIT_OK
     record_manual(kb_root, outcome, args.worker, live)
+    if outcome.branch and (settings.remote or settings.forge):
+        publish_manual(kb_root, outcome.source_path, outcome.branch, settings)
     print(describe(outcome))
     assert outcome.changes is not None
     for change in outcome.changes.changes:
@@ -434,6 +457,25 @@ def record_review(kb_root: Path, source_path: str, state: SourceState) -> None:
         store.close()
 
 
+def run_provenance(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    try:
+        kb_root = toplevel(path if path.exists() else Path(".")).resolve()
+        rel = (path.resolve() if path.exists() else (kb_root / path)).relative_to(kb_root).as_posix()
+    except (GitError, ValueError) as exc:
+        return fail(f"{path}: {exc}", EXIT_CANNOT_START)
+    try:
+        record = claim_provenance(kb_root, rel)
+    except ProvenanceError as exc:
+        return fail(str(exc))
+    if args.json:
+        print(record.model_dump_json())
+    else:
+        for key, value in record.model_dump().items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
 def run_demo(args: argparse.Namespace) -> int:
     target = args.dir.resolve()
     try:
@@ -465,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": run_status,
         "validate": run_validate,
         "review": run_review,
+        "provenance": run_provenance,
         "demo": run_demo,
     }
     try:

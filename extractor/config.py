@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     )
     main_branch: str = "main"
     merge_mode: Literal["merge", "fast-forward"] = "merge"
+    remote: str | None = Field(default=None, description="git remote to push extraction branches to")
+    forge: Literal["gitea", "github"] | None = None
+    forge_url: str | None = Field(default=None, description="REST API base, e.g. https://api.github.com")
+    forge_repo: str | None = Field(default=None, description="owner/name")
 
     # Routing and provenance
     domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))

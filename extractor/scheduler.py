@@ -18,9 +18,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from extractor.config import Settings
-from extractor.gitrepo import GitError, Identity, git, read_at
+from extractor.gitrepo import GitError, Identity, git, read_at, rev_parse
 from extractor.kb import KBIndex
 from extractor.locks import kb_lock
+from extractor.publish import PublishError, publish
 from extractor.sources import SourceError, SourceStatus, parse_source
 from extractor.state import SourceRow, SourceState, StateStore
 from extractor.workers import Task, TaskResult, WorkerPool, content_hash
@@ -226,6 +227,7 @@ class Runner:
         started = time.monotonic()
         report = CycleReport(recovered=self.recover())
         report.scan = scan_inbox(self.kb_root, self.settings, self.store)
+        self.retry_publishing()
         chosen = (
             []
             if self.stop.is_set()
@@ -267,6 +269,23 @@ class Runner:
         report.stopped = self.stop.is_set()
         report.seconds = time.monotonic() - started
         return report
+
+    def publish(self, path: str, branch: str) -> None:
+        """Push and open a pull request, if configured; a failure is kept for the next cycle's retry."""
+        if not (self.settings.remote or self.settings.forge):
+            return
+        try:
+            url = publish(self.kb_root, branch, self.settings)
+        except PublishError as exc:
+            self.store.update(path, publish_error=str(exc))
+            log.info("publish failed", extra={"source": path, "error": str(exc)})
+            return
+        self.store.update(path, published=True, publish_error=None, pull_request=url)
+
+    def retry_publishing(self) -> None:
+        for row in self.store.unpublished():
+            if row.branch and rev_parse(self.kb_root, f"refs/heads/{row.branch}"):
+                self.publish(row.path, row.branch)
 
     def _requeue(self, paths: list[str], why: str) -> None:
         for path in paths:
@@ -329,7 +348,8 @@ class Runner:
             prompt_hash=extraction.prompt_hash, changed_after_processing=False, **usage,
         )  # fmt: skip
         if branch is not None:
-            self.store.update(path, state=SourceState.AWAITING_REVIEW, **common)
+            self.store.update(path, state=SourceState.AWAITING_REVIEW, branch=branch, published=False, **common)
+            self.publish(path, branch)
         else:
             new_text = (self.kb_root / path).read_text(encoding="utf-8")
             stat = (self.kb_root / path).stat()

@@ -79,6 +79,13 @@ MIGRATIONS: list[str] = [
         note TEXT
     );
     """,
+    # 2: publishing extraction branches (push, pull request)
+    """
+    ALTER TABLE sources ADD COLUMN branch TEXT;
+    ALTER TABLE sources ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sources ADD COLUMN publish_error TEXT;
+    ALTER TABLE sources ADD COLUMN pull_request TEXT;
+    """,
 ]
 
 
@@ -116,6 +123,10 @@ class SourceRow(BaseModel):
     commit_sha: str | None = None
     model: str | None = None
     prompt_hash: str | None = None
+    branch: str | None = None
+    published: bool = False
+    publish_error: str | None = None
+    pull_request: str | None = None
     updated_at: float = 0.0
 
 
@@ -233,6 +244,13 @@ class StateStore:
             self.db.execute("DELETE FROM sources WHERE path = ?", (path,))
         else:
             self.put(row)
+
+    def unpublished(self) -> list[SourceRow]:
+        rows = self.db.execute(
+            "SELECT * FROM sources WHERE state = ? AND branch IS NOT NULL AND published = 0",
+            (SourceState.AWAITING_REVIEW,),
+        ).fetchall()
+        return [SourceRow.model_validate(dict(row)) for row in rows]
 
     def changed_after_processing(self) -> list[str]:
         rows = self.db.execute("SELECT path FROM sources WHERE changed_after_processing = 1 ORDER BY path")
