@@ -90,7 +90,8 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
 
 
 def pending(kb: Path, settings: Settings) -> list[PendingReview]:
-    out = git(kb, "for-each-ref", "--sort=committerdate", "--format=%(refname:lstrip=2)", f"refs/heads/{PREFIX}")
+    out = git(kb, "for-each-ref", "--sort=committerdate", f"--no-merged=refs/heads/{settings.main_branch}",
+              "--format=%(refname:lstrip=2)", f"refs/heads/{PREFIX}")  # fmt: skip
     return [describe_branch(kb, branch, settings) for branch in out.split()]
 
 

@@ -155,10 +155,11 @@ def scan_inbox(kb_root: Path, settings: Settings, store: StateStore) -> ScanRepo
     return report
 
 
-def review_branches(kb_root: Path) -> set[str]:
-    """Names of the extraction branches that exist (``extract/...``)."""
+def review_branches(kb_root: Path, main_branch: str = "main") -> set[str]:
+    """Extraction branches still awaiting review: not yet merged into the main branch (say, via a PR)."""
+    unmerged = [f"--no-merged=refs/heads/{main_branch}"] if rev_parse(kb_root, f"refs/heads/{main_branch}") else []
     try:
-        out = git(kb_root, "for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads/extract/")
+        out = git(kb_root, "for-each-ref", *unmerged, "--format=%(refname:lstrip=2)", "refs/heads/extract/")
     except GitError:
         return set()
     return set(out.split())
@@ -166,7 +167,7 @@ def review_branches(kb_root: Path) -> set[str]:
 
 def reconcile_review_branches(kb_root: Path, settings: Settings, store: StateStore) -> None:
     """A source with an extraction branch awaits review; one whose branch is gone is due or done again."""
-    branches = review_branches(kb_root)
+    branches = review_branches(kb_root, settings.main_branch)
     for row in store.all_sources().values():
         has_branch = extraction_branch(Path(row.path).stem) in branches
         if has_branch and row.state in (SourceState.DUE, SourceState.FAILED, SourceState.PARKED):

@@ -143,3 +143,15 @@ def test_extraction_leaves_the_users_checkout_and_edits_alone(kb: Path) -> None:
     on_branch = git(kb, "show", f"extract/{FULLSTACK_SLUG}:{FULLSTACK}")
     assert "my unsaved note" not in on_branch  # planned from main, not from the work tree
     assert git(kb, "rev-parse", f"extract/{FULLSTACK_SLUG}~1").strip() == git(kb, "rev-parse", "main").strip()
+
+
+def test_a_branch_merged_elsewhere_no_longer_awaits_review(kb: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract", str(kb / HANSON)]) == 0
+    git(kb, "merge", "-q", "--no-edit", f"extract/{HANSON_SLUG}")  # as if its pull request was merged and pulled
+    capsys.readouterr()
+    assert main(["review", "--kb", str(kb), "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    from extractor.state import SourceState, StateStore
+
+    assert StateStore.open(kb).get(HANSON).state is SourceState.DONE  # type: ignore[union-attr]
