@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -66,15 +67,23 @@ def head(repo: Path) -> str | None:
         return None
 
 
-def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -> str:
-    """Commit the working-tree state of ``paths`` (present or deleted) onto HEAD."""
-    parent = head(repo)
+@contextlib.contextmanager
+def private_index(repo: Path) -> Iterator[dict[str, str]]:
+    """Environment for git commands that use an index of their own, never the user's."""
     git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
     fd, index_file = tempfile.mkstemp(prefix="extractor-index-", dir=git_dir)
     os.close(fd)
-    os.unlink(index_file)
-    private = {"GIT_INDEX_FILE": index_file}
+    os.unlink(index_file)  # git creates it; an empty file is not a valid index
     try:
+        yield {"GIT_INDEX_FILE": index_file}
+    finally:
+        Path(index_file).unlink(missing_ok=True)
+
+
+def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -> str:
+    """Commit the working-tree state of ``paths`` (present or deleted) onto HEAD."""
+    parent = head(repo)
+    with private_index(repo) as private:
         git(repo, "read-tree", parent or "--empty", env=private)
         present = [p for p in paths if (repo / p).exists()]
         missing = [p for p in paths if not (repo / p).exists()]
@@ -83,8 +92,6 @@ def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -
         if missing:
             git(repo, "update-index", "--force-remove", "--", *missing, env=private)
         tree = git(repo, "write-tree", env=private).strip()
-    finally:
-        Path(index_file).unlink(missing_ok=True)
     identity = identity_env(author)
     parents = ["-p", parent] if parent else []
     commit = git(repo, "commit-tree", tree, *parents, "-F", "-", env=identity, input=message).strip()
@@ -124,12 +131,7 @@ def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message:
     Nothing outside the object store changes: the user's checkout, index and
     current branch are never touched.
     """
-    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
-    fd, index_file = tempfile.mkstemp(prefix="extractor-index-", dir=git_dir)
-    os.close(fd)
-    os.unlink(index_file)
-    private = {"GIT_INDEX_FILE": index_file}
-    try:
+    with private_index(repo) as private:
         git(repo, "read-tree", base, env=private)
         for path, text in files.items():
             if text is None:
@@ -138,8 +140,6 @@ def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message:
                 blob = git(repo, "hash-object", "-w", "--stdin", "--path", path, input=text).strip()
                 git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=private)
         tree = git(repo, "write-tree", env=private).strip()
-    finally:
-        Path(index_file).unlink(missing_ok=True)
     identity = identity_env(author)
     return git(repo, "commit-tree", tree, "-p", base, "-F", "-", env=identity, input=message).strip()
 
