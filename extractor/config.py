@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(default=None, ge=1)
     local_max_tokens: int = Field(default=3072, ge=64)
     local_max_reasks: int = Field(default=1, ge=0, le=5, description="a tiny model rarely fixes its reply")
+    local_gate_reasks: int = Field(default=0, ge=0, le=1, description="nor fixes what the gates found")
     local_startup_timeout: float = Field(default=180.0, gt=0)
 
     # Cycles, workers and the daemon

@@ -36,5 +36,6 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
                 "structured_mode": StructuredMode.JSON_OBJECT_SCHEMA,
                 "max_tokens": settings.local_max_tokens,
                 "max_reasks": settings.local_max_reasks,
+                "gate_reasks": settings.local_gate_reasks,
             }
         )
