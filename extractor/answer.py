@@ -191,10 +191,6 @@ class ExtractionAnswer(BaseModel):
             )
         return self
 
-    @property
-    def is_null_result(self) -> bool:
-        return not self.claims and not self.enrichments
-
     @classmethod
     def grammar_schema(cls) -> dict:
         """Schema for grammar-constrained endpoints, with bounds a looping model stops at."""

@@ -57,10 +57,6 @@ class ExtractionResult(BaseModel):
     raw_replies: list[str] = Field(default_factory=list)
     calls: list[CallRecord] = Field(default_factory=list)
 
-    @property
-    def is_null_result(self) -> bool:
-        return not self.claims and not self.enrichments
-
 
 def candidates_for(source: Source, index: KBIndex, k: int = MAX_CANDIDATES) -> list[ClaimRef]:
     """Existing claims to offer the model: the ones the source links to, then the BM25 best matches."""

@@ -108,8 +108,9 @@ ZERO = "0" * 40
 
 def read_at(repo: Path, rev: str, path: str) -> str | None:
     """A file's text at a revision, or None where it does not exist."""
-    result = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else None
+    result = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True)
+    # Decoded strictly: text that is not UTF-8 raises UnicodeDecodeError rather than being mangled.
+    return result.stdout.decode("utf-8") if result.returncode == 0 else None
 
 
 def names_at(repo: Path, rev: str, folder: str) -> set[str]:

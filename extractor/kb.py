@@ -147,10 +147,6 @@ class KBIndex:
         key = _link_key(name)
         return self._exact.get(key) or self._folded.get(key.casefold())
 
-    def under(self, folder: str) -> list[ClaimRef]:
-        prefix = PurePosixPath(folder)
-        return [c for c in self.claims if PurePosixPath(c.path).is_relative_to(prefix)]
-
 
 def read_claim_ref(path: Path, rel: PurePosixPath) -> ClaimRef | None:
     """A claim file's reference, or None for non-claims and unreadable files."""

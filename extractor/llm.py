@@ -57,10 +57,6 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     requests: int = 0
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def merge(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens

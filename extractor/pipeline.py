@@ -78,15 +78,18 @@ def process_source(
         return Outcome(source_path=source_path, kind=kind, seconds=time.monotonic() - started, **values)
 
     try:
-        source = load_source(path)
         view, base = planning_view(kb_root, settings)
-        if base is not None:  # branch mode: the source as it is on the main branch
+        if base is None:
+            source = load_source(path)
+        else:  # branch mode: the source as it is on the main branch, read once
             text = view.read(source_path)
             if text is None:
                 return done(OutcomeKind.FAILED, error=f"not on the {settings.main_branch} branch")
             source = parse_source(path, text)
     except SourceError as exc:
         return done(OutcomeKind.FAILED, error=exc.problem)
+    except UnicodeDecodeError as exc:
+        return done(OutcomeKind.FAILED, error=f"not UTF-8 text (byte {exc.start})")
     except WriteError as exc:
         return done(OutcomeKind.FAILED, error=str(exc))
     if source.is_done and not force:

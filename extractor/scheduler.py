@@ -174,10 +174,10 @@ def reconcile_review_branches(kb_root: Path, settings: Settings, store: StateSto
             store.update(row.path, state=SourceState.AWAITING_REVIEW)
         elif not has_branch and row.state is SourceState.AWAITING_REVIEW:
             # Accepted or rejected (done) or deleted to retry (due): main's copy of the source says which.
-            text = read_at(kb_root, settings.main_branch, row.path)
             try:
+                text = read_at(kb_root, settings.main_branch, row.path)
                 status = parse_source(Path(row.path), text).status if text is not None else None
-            except SourceError:
+            except (SourceError, UnicodeDecodeError):
                 status = None
             done = status in (SourceStatus.PROCESSED, SourceStatus.NULL_RESULT)
             store.update(row.path, state=SourceState.DONE if done else SourceState.DUE)
@@ -339,7 +339,7 @@ class Runner:
                 commit, branch = commit_extraction(
                     self.kb_root, changes, self.settings, path, source.slug, base, replace=False
                 )
-        except (OSError, SourceError, WriteError, GitError) as exc:
+        except (OSError, UnicodeDecodeError, SourceError, WriteError, GitError) as exc:
             self.store.update(path, **usage)
             return self._fail(path, result.worker, " ".join(str(exc).split()), result.seconds)
         self.index.refresh([c.path for c in changes.changes] if branch is None else [])

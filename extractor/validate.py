@@ -150,11 +150,6 @@ def figures_in(text: str) -> list[Figure]:
     return found
 
 
-def numbers_in(text: str) -> list[str]:
-    """The figures a grounding check looks at, as written."""
-    return [f.written for f in figures_in(text) if f.checked]
-
-
 def _known(figures: list[Figure]) -> set[tuple[float, str]]:
     known = set()
     for figure in figures:

@@ -77,6 +77,8 @@ def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient
             source = parse_source(kb_root / task.source_path, text)
     except SourceError as exc:
         return result(error=exc.problem, invalid_source=True)
+    except UnicodeDecodeError as exc:
+        return result(error=f"not UTF-8 text (byte {exc.start})", invalid_source=True)
     digest = content_hash(source.text)
     try:
         index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])

@@ -155,3 +155,13 @@ def test_a_branch_merged_elsewhere_no_longer_awaits_review(kb: Path, capsys: pyt
     from extractor.state import SourceState, StateStore
 
     assert StateStore.open(kb).get(HANSON).state is SourceState.DONE  # type: ignore[union-attr]
+
+
+def test_a_source_that_is_not_utf8_on_main_fails_with_a_clear_error(
+    kb: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (kb / HANSON).write_bytes(b"---\ntitle: \xff\xfe\nstatus: unprocessed\n---\nbody\n")
+    git(kb, "commit", "-qam", "a broken source on main")
+    assert main(["extract", str(kb / HANSON)]) == 1
+    assert capsys.readouterr().err.strip() == f"extractor: {HANSON}: not UTF-8 text (byte 11)"
+    assert branches(kb) == []
