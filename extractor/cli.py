@@ -276,6 +276,7 @@ def graceful_stop(runner: Runner, logger: object | None) -> dict[int, object]:
 
 
 def start_kb(args: argparse.Namespace) -> tuple[Path, Settings]:
+    """The KB named by ``--kb`` and its settings (``--workers`` applied where the command has it)."""
     kb_root = toplevel(args.kb).resolve()
     overrides = {"workers": args.workers} if getattr(args, "workers", None) else {}
     return kb_root, load_settings(kb_root, args.config, **overrides)
@@ -381,8 +382,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     try:
-        kb_root = toplevel(args.kb).resolve()
-        settings = load_settings(kb_root, args.config)
+        kb_root, settings = start_kb(args)
     except (GitError, SettingsError) as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     missing = [p for p in args.paths if not p.exists()]
@@ -411,8 +411,7 @@ def age(seconds: float) -> str:
 
 def run_review(args: argparse.Namespace) -> int:
     try:
-        kb_root = toplevel(args.kb).resolve()
-        settings = load_settings(kb_root, args.config)
+        kb_root, settings = start_kb(args)
     except (GitError, SettingsError) as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     try:
