@@ -7,6 +7,9 @@ requests are recorded so tests can assert what the client sent.
 from __future__ import annotations
 
 import json
+import random
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -22,6 +25,8 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    reset: bool = False  # drop the connection (TCP RST) instead of answering
+    truncate: bool = False  # announce the whole body, send half of it, then close
 
 
 def completion(
@@ -86,6 +91,11 @@ class FakeOpenAI:
                         reply = server.default or error(500, "script exhausted")
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.reset:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 body = reply.body if isinstance(reply.body, (bytes, str)) else json.dumps(reply.body)
                 data = body.encode() if isinstance(body, str) else body
                 try:
@@ -95,11 +105,18 @@ class FakeOpenAI:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    self.wfile.write(data[: len(data) // 2] if reply.truncate else data)
+                    if reply.truncate:
+                        self.wfile.flush()
+                        self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up on a slow or broken reply is expected here
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -118,3 +135,80 @@ class FakeOpenAI:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+FAULT_KINDS = (
+    "429-retry-after",
+    "429",
+    "500",
+    "502",
+    "503",
+    "reset",
+    "slow",
+    "truncated",
+    "length",
+    "refusal",
+    "invalid-json",
+    "schema-invalid",
+    "empty-choices",
+)
+
+
+def empty_choices() -> Reply:
+    reply = completion("{}")
+    reply.body["choices"] = []
+    return reply
+
+
+def fault_reply(kind: str, slow_seconds: float) -> Reply:
+    """The reply that injects one kind of fault."""
+    replies: dict[str, Callable[[], Reply]] = {
+        "429-retry-after": lambda: error(429, "rate limited", {"retry-after": "1"}),
+        "429": lambda: error(429, "rate limited"),
+        "500": lambda: error(500, "internal error"),
+        "502": lambda: error(502, "bad gateway"),
+        "503": lambda: error(503, "overloaded"),
+        "reset": lambda: Reply(reset=True),
+        "slow": lambda: Reply(body=completion("{}").body, delay=slow_seconds),
+        "truncated": lambda: Reply(body=completion('{"claims": []}').body, truncate=True),
+        "length": lambda: completion('{"key_facts": ["cut', finish_reason="length"),
+        "refusal": lambda: completion(None, refusal="I can't help with that."),
+        "invalid-json": lambda: completion("{'claims': [oops"),
+        "schema-invalid": lambda: answer({"claims": "not a list", "key_facts": 7}),
+        "empty-choices": empty_choices,
+    }
+    return replies[kind]()
+
+
+class FaultInjector:
+    """A responder that answers well, except at ``rate``, when it injects a fault.
+
+    Faults take the ``kinds`` in turn, reshuffled each round, so every kind shows up in a short run.
+    """
+
+    def __init__(
+        self,
+        good: Callable[[dict[str, Any]], Reply],
+        rate: float,
+        kinds: tuple[str, ...] = FAULT_KINDS,
+        seed: int = 0,
+        slow_seconds: float = 2.0,
+    ) -> None:
+        self.good = good
+        self.rate = rate
+        self.kinds = kinds
+        self.random = random.Random(seed)
+        self.slow_seconds = slow_seconds
+        self.injected: dict[str, int] = {}
+        self.answered = 0
+        self.round: list[str] = []
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        if self.random.random() < self.rate:
+            if not self.round:
+                self.round = self.random.sample(self.kinds, len(self.kinds))
+            kind = self.round.pop()
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+            return fault_reply(kind, self.slow_seconds)
+        self.answered += 1
+        return self.good(request)
