@@ -11,10 +11,12 @@ import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 
 class GitError(RuntimeError):
@@ -67,21 +69,45 @@ def head(repo: Path) -> str | None:
         return None
 
 
+PRIVATE_INDEX_PREFIX = "extractor-index-"
+
+
 @contextlib.contextmanager
 def private_index(repo: Path) -> Iterator[dict[str, str]]:
-    """Environment for git commands that use an index of their own, never the user's."""
+    """Environment for git commands that use an index of their own, never the user's.
+
+    The file's name carries the pid, so a crashed run's leftover can be told
+    from a live one's and removed (:func:`remove_stale_private_indexes`).
+    """
     git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
-    fd, index_file = tempfile.mkstemp(prefix="extractor-index-", dir=git_dir)
+    fd, index_file = tempfile.mkstemp(prefix=f"{PRIVATE_INDEX_PREFIX}{os.getpid()}-", dir=git_dir)
     os.close(fd)
     os.unlink(index_file)  # git creates it; an empty file is not a valid index
     try:
         yield {"GIT_INDEX_FILE": index_file}
     finally:
         Path(index_file).unlink(missing_ok=True)
+        Path(index_file + ".lock").unlink(missing_ok=True)
 
 
-def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -> str:
-    """Commit the working-tree state of ``paths`` (present or deleted) onto HEAD."""
+def remove_stale_private_indexes(repo: Path, alive: Callable[[int], bool]) -> int:
+    """Delete private indexes (and their locks) whose process is gone; returns how many."""
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    removed = 0
+    for file in git_dir.glob(f"{PRIVATE_INDEX_PREFIX}*"):
+        pid = file.name.removeprefix(PRIVATE_INDEX_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or not alive(int(pid)):
+            file.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def build_commit(repo: Path, paths: list[str], message: str, author: Identity) -> tuple[str, str | None]:
+    """A commit of the working-tree state of ``paths`` (present or deleted) on HEAD, and its parent.
+
+    HEAD does not move: the caller records the commit first, so a crash
+    before or after :func:`move_ref` can be settled either way.
+    """
     parent = head(repo)
     with private_index(repo) as private:
         git(repo, "read-tree", parent or "--empty", env=private)
@@ -92,14 +118,38 @@ def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -
         if missing:
             git(repo, "update-index", "--force-remove", "--", *missing, env=private)
         tree = git(repo, "write-tree", env=private).strip()
-    identity = identity_env(author)
     parents = ["-p", parent] if parent else []
-    commit = git(repo, "commit-tree", tree, *parents, "-F", "-", env=identity, input=message).strip()
-    git(repo, "update-ref", "-m", "extractor: commit", "HEAD", commit, parent or "0" * 40)
-    # Bring the user's index in line with the new HEAD for these paths only. The
-    # commit already stands; a failure here only leaves those index entries stale.
-    with contextlib.suppress(GitError):
-        git(repo, "reset", "-q", commit, "--", *paths)
+    commit = git(repo, "commit-tree", tree, *parents, "-F", "-", env=identity_env(author), input=message).strip()
+    return commit, parent
+
+
+def _lock_contention(exc: BaseException) -> bool:
+    """git could not take a lock file another git process holds (not: a ref moved under us)."""
+    return isinstance(exc, GitError) and ".lock" in str(exc) and "File exists" in str(exc)
+
+
+def _on_lock_contention(*args: Any, **kwargs: Any) -> str:
+    """Run :func:`git`, waiting out a lock another git process (an editor, a crashed run's last command) holds."""
+    retrying = Retrying(
+        retry=retry_if_exception(_lock_contention), stop=stop_after_delay(10), wait=wait_random(0.02, 0.2), reraise=True
+    )
+    return retrying(git, *args, **kwargs)
+
+
+def sync_index(repo: Path, commit: str, paths: list[str]) -> bool:
+    """Bring the user's index in line with ``commit`` for ``paths`` only; False if it could not."""
+    try:
+        _on_lock_contention(repo, "reset", "-q", commit, "--", *paths)
+    except GitError:
+        return False
+    return True
+
+
+def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -> str:
+    """Commit the working-tree state of ``paths`` onto HEAD and move HEAD to it."""
+    commit, parent = build_commit(repo, paths, message, author)
+    move_ref(repo, "HEAD", commit, parent)
+    sync_index(repo, commit, paths)
     return commit
 
 
@@ -146,5 +196,13 @@ def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message:
 
 
 def move_ref(repo: Path, ref: str, new: str, old: str | None) -> None:
-    """Point ``ref`` at ``new`` if it still points at ``old`` (None: it must not exist yet)."""
-    git(repo, "update-ref", "-m", "extractor", ref, new, old or ZERO)
+    """Point ``ref`` at ``new`` if it still points at ``old`` (None: it must not exist yet).
+
+    A ref locked by another git process is waited for briefly; a ref that moved is an error.
+    """
+    _on_lock_contention(repo, "update-ref", "-m", "extractor", ref, new, old or ZERO)
+
+
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    found = subprocess.run(["git", "merge-base", "--is-ancestor", commit, of], cwd=repo, capture_output=True)
+    return found.returncode == 0

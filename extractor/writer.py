@@ -9,6 +9,7 @@ source leaves the KB as it was.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import tempfile
@@ -30,11 +31,22 @@ from extractor.claims import (
 )
 from extractor.config import Settings
 from extractor.extract import ExtractionResult, ResolvedClaim, previous_drafts
-from extractor.gitrepo import GitError, Identity, commit_paths, commit_tree_on, git, head, move_ref, rev_parse
+from extractor.gitrepo import (
+    GitError,
+    Identity,
+    build_commit,
+    commit_tree_on,
+    head,
+    is_ancestor,
+    move_ref,
+    remove_stale_private_indexes,
+    rev_parse,
+    sync_index,
+)
 from extractor.kb import KBIndex
 from extractor.kbview import KBView, RevisionView, WorktreeView
 from extractor.sources import Source, with_key_facts
-from extractor.state import STATE_DIR, ensure_state_dir
+from extractor.state import STATE_DIR, ensure_state_dir, pid_alive
 from extractor.yamlio import replace_frontmatter_keys
 
 SLUG_MAX = 120
@@ -296,11 +308,17 @@ JOURNAL = "journal.json"
 
 
 class Journal(BaseModel):
-    """What a write in progress will change, so a crash mid-write can be undone."""
+    """What a write in progress changes, so a crash at any point can be settled.
+
+    ``commit`` is recorded once the commit object exists and before HEAD
+    moves: with it, recovery finishes the write (every file is in place);
+    without it, HEAD cannot have moved and recovery puts the files back.
+    """
 
     source_path: str
     head: str | None
     originals: dict[str, str | None]
+    commit: str | None = None
 
 
 def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity, source_path: str | None = None) -> str:
@@ -318,8 +336,10 @@ def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity, source_
         missing = [d for d in [file.parent, *file.parent.parents] if not d.exists()]
         new_dirs.extend(d for d in missing if d not in new_dirs)
     journal = ensure_state_dir(kb_root) / JOURNAL
-    record = Journal(source_path=source_path or changeset.changes[-1].path, head=head(kb_root), originals=originals)
+    paths = [c.path for c in changeset.changes]
+    record = Journal(source_path=source_path or paths[-1], head=head(kb_root), originals=originals)
     atomic_write(journal, record.model_dump_json())
+    commit: str | None = None
     try:
         for change in changeset.changes:
             file = kb_root / change.path
@@ -327,18 +347,31 @@ def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity, source_
                 file.unlink(missing_ok=True)
             else:
                 atomic_write(file, change.text)
-        commit = commit_paths(kb_root, [c.path for c in changeset.changes], changeset.message, author)
+        commit, parent = build_commit(kb_root, paths, changeset.message, author)
+        atomic_write(journal, record.model_copy(update={"commit": commit}).model_dump_json())
+        move_ref(kb_root, "HEAD", commit, parent)
     except BaseException:
+        if commit is not None and head(kb_root) == commit:
+            journal.unlink(missing_ok=True)  # interrupted after HEAD moved: the commit stands
+            raise
         _restore(kb_root, originals, new_dirs)
         journal.unlink(missing_ok=True)
         raise
+    sync_index(kb_root, commit, paths)
     journal.unlink(missing_ok=True)
     return commit
 
 
 def recover_interrupted_write(kb_root: Path) -> str | None:
-    """Finish or undo a write that a crash interrupted; says which, or None if there was none."""
+    """Finish or undo a write that a crash interrupted; says which, or None if there was none.
+
+    Call it holding the write lock. It also clears what a killed write leaves
+    behind: temp files next to the files it wrote and private git indexes.
+    """
+    with contextlib.suppress(GitError):
+        remove_stale_private_indexes(kb_root, pid_alive)
     journal = kb_root / STATE_DIR / JOURNAL
+    _remove_temp_files(journal)
     if not journal.is_file():
         return None
     try:
@@ -347,21 +380,32 @@ def recover_interrupted_write(kb_root: Path) -> str | None:
         journal.unlink(missing_ok=True)
         return "discarded an unreadable write journal"
     paths = list(record.originals)
-    current = head(kb_root)
-    committed = (
-        current is not None
-        and current != record.head
-        and (f"- Source: {record.source_path}\n" in git(kb_root, "log", "-1", "--format=%B", current))
-    )
-    if committed:
-        with contextlib.suppress(GitError):
-            git(kb_root, "reset", "-q", current, "--", *paths)
+    for path in paths:
+        _remove_temp_files(kb_root / path)
+    if record.commit is not None and _settle_commit(kb_root, record.commit, record.head):
+        sync_index(kb_root, record.commit, paths)
         outcome = f"completed the interrupted commit of {record.source_path}"
     else:
         _restore(kb_root, record.originals, [])
         outcome = f"undid the interrupted write of {record.source_path}"
     journal.unlink(missing_ok=True)
     return outcome
+
+
+def _settle_commit(kb_root: Path, commit: str, old_head: str | None) -> bool:
+    """Whether ``commit`` is (now) on HEAD: moves HEAD to it if a crash stopped just before that."""
+    current = head(kb_root)
+    if current == old_head:
+        with contextlib.suppress(GitError):
+            move_ref(kb_root, "HEAD", commit, old_head)
+        current = head(kb_root)
+    return current is not None and is_ancestor(kb_root, commit, current)
+
+
+def _remove_temp_files(path: Path) -> None:
+    """Temp files :func:`atomic_write` left beside ``path`` when killed before its rename."""
+    for leftover in path.parent.glob(f"{glob.escape('.' + path.name[:40])}.*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _restore(kb_root: Path, originals: dict[str, str | None], new_dirs: list[Path]) -> None:

@@ -71,6 +71,7 @@ class FakeOpenAI:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
+        self.in_flight = 0  # requests received and not yet answered
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,6 +81,15 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
+                with server.lock:
+                    server.in_flight += 1
+                try:
+                    self.reply(raw)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def reply(self, raw: bytes) -> None:
                 with server.lock:
                     server.requests.append(json.loads(raw or b"{}"))
                     server.request_times.append(time.monotonic())

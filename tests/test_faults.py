@@ -6,7 +6,6 @@ import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,9 +18,9 @@ from extractor.sources import SourceError, SourceStatus, parse_source
 from extractor.state import SourceState, StateStore
 from extractor.yamlio import replace_frontmatter_keys
 from tests.conftest import commit_all, git
+from tests.drafts import NULL, grounded_answer, source_body, source_file
 from tests.fakeopenai import FAULT_KINDS, FakeOpenAI, FaultInjector, answer, fault_reply
 
-NULL = {"key_facts": [], "claims": [], "enrichments": [], "null_result_reason": "Nothing new.", "notes": ""}
 # What each fault ends as when a good answer follows it: retried (transport), re-asked, or given up.
 EXPECTED = {
     "429-retry-after": "retried",
@@ -60,40 +59,6 @@ def test_each_fault_kind_is_retried_reasked_or_reported(kind: str, fake_llm: Fak
 
 
 # --- a run over corpus sources with 30% of replies faulty ----------------------------
-
-SENTENCE = re.compile(r"[A-Z][^.!?\n]{60,240}[.!?]")
-VERB = re.compile(r"\b(is|are|was|were|has|have|shows|found|can|will)\b")
-
-
-def grounded_answer(body: str) -> dict[str, Any]:
-    """A claim made only of the source's own sentences, so the gates accept it unless it duplicates the KB."""
-    sentences = [s for s in SENTENCE.findall(body) if VERB.search(s) and '"' not in s]
-    if len(sentences) < 2:
-        return NULL
-    title, description = sentences[0].rstrip(".!?"), sentences[1]
-    claim = {
-        "evidence": [sentences[0]],
-        "argument": "The source states this directly.",
-        "limitations": ["One source."],
-        "title": title,
-        "description": description,
-        "confidence": "experimental",
-        "secondary_domains": [],
-        "related": [],
-    }
-    return {**NULL, "claims": [claim], "null_result_reason": None, "key_facts": [sentences[1]]}
-
-
-def source_body(request: dict[str, Any]) -> str:
-    first_user = next(m["content"] for m in request["messages"] if m["role"] == "user")
-    found = re.search(r"<source>\n(.*)\n</source>", first_user, re.S)
-    return found.group(1) if found else ""
-
-
-def source_file(request: dict[str, Any]) -> str:
-    first_user = next(m["content"] for m in request["messages"] if m["role"] == "user")
-    found = re.search(r"^Source file: (.+)$", first_user, re.M)
-    return found.group(1).strip() if found else "?"
 
 
 def corpus_sources(corpus: Path, wanted: int) -> list[tuple[str, str]]:
