@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from extractor.claims import Confidence
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, and lone surrogates (valid in JSON escapes, but no file can be written with them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 TITLE_MAX = 260
 _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
 

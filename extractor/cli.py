@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,10 +23,12 @@ from extractor.llm import StructuredClient, make_client
 from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
 from extractor.output import configure_json_logging, is_interactive
-from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_source
+from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_source, relative_source_path
 from extractor.provenance import ProvenanceError, claim_provenance
 from extractor.publish import PublishError, publish
+from extractor.redact import register_settings, scrub, scrub_data
 from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon
+from extractor.sources import SourceError, check_source_file
 from extractor.state import SourceState, StateStore
 from extractor.workers import WorkerPool
 
@@ -89,8 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> int:
-    print(f"extractor: {' '.join(message.split())}", file=sys.stderr)
+    print(scrub(f"extractor: {' '.join(message.split())}"), file=sys.stderr)
     return code
+
+
+def settings_for(kb_root: Path, config: Path | None, **overrides: object) -> Settings:
+    """The KB's settings; their secrets are made known to the redaction of everything printed or stored."""
+    settings = load_settings(kb_root, config, **overrides)
+    register_settings(settings)
+    return settings
 
 
 def client_for(settings: Settings) -> StructuredClient:
@@ -99,7 +109,7 @@ def client_for(settings: Settings) -> StructuredClient:
 
 def describe(outcome: Outcome) -> str:
     if not outcome.ok:
-        return f"{outcome.source_path}: {outcome.kind.value}: {outcome.error}"
+        return scrub(f"{outcome.source_path}: {outcome.kind.value}: {outcome.error}")
     changes = outcome.changes
     assert changes is not None
     commit = (outcome.commit or "(dry run)")[:12]
@@ -113,7 +123,7 @@ def describe(outcome: Outcome) -> str:
 
 def describe_cycle_outcome(outcome: SourceOutcome) -> str:
     if not outcome.ok:
-        return f"{outcome.source_path}: {outcome.status} (worker {outcome.worker}): {outcome.error}"
+        return scrub(f"{outcome.source_path}: {outcome.status} (worker {outcome.worker}): {outcome.error}")
     return (
         f"{(outcome.commit or '')[:12]} {outcome.source_path}: {outcome.status}, {outcome.claims} claim(s), "
         f"{outcome.enrichments} enrichment(s) (worker {outcome.worker}); "
@@ -154,7 +164,7 @@ def publish_manual(kb_root: Path, source_path: str, branch: str, settings: Setti
         url = publish(kb_root, branch, settings)
     except PublishError as exc:
         store.update(source_path, branch=branch, published=False, publish_error=str(exc))
-        print(f"extractor: {exc} (will be retried by the next cycle)", file=sys.stderr)
+        print(scrub(f"extractor: {exc} (will be retried by the next cycle)"), file=sys.stderr)
     else:
         store.update(source_path, branch=branch, published=True, publish_error=None, pull_request=url)
         print(f"published {branch}" + (f": {url}" if url else ""))
@@ -166,15 +176,19 @@ def run_extract(args: argparse.Namespace) -> int:
     path: Path = args.path
     if args.worker < 1:
         return fail("--worker must be 1 or more", EXIT_CANNOT_START)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return fail(f"{path}: no such file")
     try:
+        check_source_file(path)  # before anything follows a link to find the KB
         kb_root = (args.kb or toplevel(path)).resolve()
-        settings = load_settings(kb_root, args.config)
+        settings = settings_for(kb_root, args.config)
+        check_source_file(path, settings.max_source_bytes)
+    except SourceError as exc:
+        return fail(str(exc))
     except (GitError, SettingsError) as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     try:
-        source_path = path.resolve().relative_to(kb_root).as_posix()
+        source_path = relative_source_path(kb_root, path)
     except ValueError:
         return fail(f"{path}: not inside the knowledge base {kb_root}")
     store = StateStore.open(kb_root)
@@ -279,7 +293,7 @@ def start_kb(args: argparse.Namespace) -> tuple[Path, Settings]:
     """The KB named by ``--kb`` and its settings (``--workers`` applied where the command has it)."""
     kb_root = toplevel(args.kb).resolve()
     overrides = {"workers": args.workers} if getattr(args, "workers", None) else {}
-    return kb_root, load_settings(kb_root, args.config, **overrides)
+    return kb_root, settings_for(kb_root, args.config, **overrides)
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -357,6 +371,7 @@ def run_status(args: argparse.Namespace) -> int:
         }
     finally:
         store.close()
+    data = scrub_data(data)  # rows written before errors were redacted
     if args.json:
         print(json.dumps(data))
         return EXIT_OK
@@ -374,7 +389,10 @@ def run_status(args: argparse.Namespace) -> int:
             f"last cycle: {when} ({last['mode']}): {last['taken']} taken, {last['done']} done, {last['failed']} failed"
         )
     for failure in data["recent_failures"]:
-        print(f"  {failure['state']} after {failure['attempts']} attempt(s): {failure['path']}: {failure['error']}")
+        if failure["state"] == SourceState.INVALID:
+            print(f"  invalid: {failure['path']}: {failure['error']}")
+        else:
+            print(f"  {failure['state']} after {failure['attempts']} attempt(s): {failure['path']}: {failure['error']}")
     for path in data["changed_after_processing"]:
         print(f"  changed after processing (not re-extracted): {path}")
     return EXIT_OK
@@ -479,7 +497,7 @@ def run_demo(args: argparse.Namespace) -> int:
     target = args.dir.resolve()
     try:
         kb_root = create_demo_kb(target)
-        settings = load_settings(kb_root, args.config)
+        settings = settings_for(kb_root, args.config)
     except (DemoError, GitError, SettingsError, OSError) as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     start = head(kb_root)
@@ -515,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted", EXIT_INTERRUPTED)
+    except Exception:  # noqa: BLE001 - a bug: its traceback, as Python would print it, but redacted
+        print(scrub(traceback.format_exc()), end="", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
 
     # Knowledge base layout
     inbox_dir: str = "inbox/archive"
+    max_source_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="larger source files are refused unread, as invalid"
+    )
     claims_dir: str = "claims"
     enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
     prompts_dir: Path | None = None

@@ -28,7 +28,8 @@ class WorktreeView:
 
     def names(self, folder: str) -> set[str]:
         directory = self.root / folder
-        return {p.name for p in directory.iterdir() if p.is_file()} if directory.is_dir() else set()
+        # Every entry, as git's tree listing gives: a new file must not take a folder's or a link's name.
+        return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
 
 class RevisionView:

@@ -154,9 +154,12 @@ class wait_retry_after_or(wait_base):  # noqa: N801 - tenacity's naming style
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for an error; redacted, since a proxy may echo the Authorization header or the key."""
+    from extractor.redact import scrub
+
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
+        return scrub(f"HTTP {exc.status_code}: {exc.message}")
+    return scrub(f"{type(exc).__name__}: {exc}")
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)

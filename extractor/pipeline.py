@@ -21,7 +21,7 @@ from extractor.llm import LLMError, StructuredClient, Usage
 from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
 from extractor.prompts import PromptError
-from extractor.sources import SourceError, load_source, parse_source
+from extractor.sources import SourceError, check_source_file, load_source, parse_source
 from extractor.writer import ChangeSet, WriteError, commit_extraction, plan_changes, planning_view
 
 MANUAL_RUNNER = "manual extraction"
@@ -52,7 +52,8 @@ class Outcome(BaseModel):
 
 
 def relative_source_path(kb_root: Path, path: Path) -> str:
-    return path.resolve().relative_to(kb_root.resolve()).as_posix()
+    """The source's path in the KB; a link is not followed, so it is refused as itself, not as its target."""
+    return (path.absolute().parent.resolve() / path.name).relative_to(kb_root.resolve()).as_posix()
 
 
 def process_source(
@@ -80,12 +81,13 @@ def process_source(
     try:
         view, base = planning_view(kb_root, settings)
         if base is None:
-            source = load_source(path)
+            source = load_source(path, settings.max_source_bytes)
         else:  # branch mode: the source as it is on the main branch, read once
+            check_source_file(path, settings.max_source_bytes)
             text = view.read(source_path)
             if text is None:
                 return done(OutcomeKind.FAILED, error=f"not on the {settings.main_branch} branch")
-            source = parse_source(path, text)
+            source = parse_source(path, text, settings.max_source_bytes)
     except SourceError as exc:
         return done(OutcomeKind.FAILED, error=exc.problem)
     except UnicodeDecodeError as exc:

@@ -3,8 +3,10 @@
 Both are optional (``remote``; ``forge``). The forge is reached over its REST
 API with httpx: Gitea/Forgejo and GitHub take the same ``POST
 /repos/{owner}/{repo}/pulls``. The token comes from the environment
-(``EXTRACTOR_FORGE_TOKEN``) and is never printed, logged or written to the KB.
-A failure is recorded and retried on the next cycle; the local commit stays.
+(``EXTRACTOR_FORGE_TOKEN``), is held as a ``SecretStr``, and is never printed,
+logged or written to the KB: every error message is redacted against it, the
+API key and the credentials in the remote's URL. A failure is recorded and
+retried on the next cycle; the local commit stays.
 """
 
 from __future__ import annotations
@@ -13,16 +15,31 @@ import os
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from extractor.config import Settings
 from extractor.gitrepo import GitError, git
+from extractor.redact import scrub, url_secrets
 
 TOKEN_ENV = "EXTRACTOR_FORGE_TOKEN"
 
 
 class PublishError(RuntimeError):
     """The push or the pull request failed; the message never contains the token."""
+
+
+def forge_token() -> SecretStr | None:
+    token = os.environ.get(TOKEN_ENV)
+    return SecretStr(token) if token else None
+
+
+def remote_secrets(kb: Path, remote: str) -> list[str]:
+    """Passwords in the remote's URL, whether ``remote`` is a URL or the name of a configured remote."""
+    try:
+        urls = git(kb, "remote", "get-url", "--all", "--push", remote).split()
+    except GitError:
+        urls = []
+    return [secret for url in (remote, *urls) for secret in url_secrets(url)]
 
 
 class PullRequest(BaseModel):
@@ -58,15 +75,20 @@ def push(kb: Path, branch: str, settings: Settings) -> None:
     try:
         git(kb, "push", "--quiet", "--force", settings.remote, f"refs/heads/{branch}:refs/heads/{branch}")
     except GitError as exc:
-        raise PublishError(f"push of {branch} to {settings.remote} failed: {exc}") from exc
+        # git names the remote's URL in some errors ("unable to look up user:password@host").
+        message = scrub(f"push of {branch} to {settings.remote} failed: {exc}", forge_token(),
+                        *remote_secrets(kb, settings.remote))  # fmt: skip
+        raise PublishError(message) from None
 
 
 def open_pull_request(request: PullRequest, settings: Settings, client: httpx.Client | None = None) -> str:
     """Open the pull request; returns its URL (an existing one for the branch counts as opened)."""
     assert settings.forge and settings.forge_url and settings.forge_repo
-    token = os.environ.get(TOKEN_ENV, "")
+    token = forge_token()
     scheme = "Bearer" if settings.forge == "github" else "token"
-    headers = {"Accept": "application/json", **({"Authorization": f"{scheme} {token}"} if token else {})}
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"{scheme} {token.get_secret_value()}"
     url = f"{settings.forge_url.rstrip('/')}/repos/{settings.forge_repo}/pulls"
     try:
         with client or httpx.Client(timeout=30) as http:
@@ -76,10 +98,10 @@ def open_pull_request(request: PullRequest, settings: Settings, client: httpx.Cl
     if response.status_code in (409, 422) and "already exists" in response.text.lower():
         return ""
     if response.status_code >= 400:
-        detail = response.text[:200].replace(token, "***") if token else response.text[:200]
-        raise PublishError(f"pull request for {request.head}: HTTP {response.status_code}: {' '.join(detail.split())}")
+        detail = scrub(" ".join(response.text.split()), token)[:200]  # redacted before cut: no partial token
+        raise PublishError(f"pull request for {request.head}: HTTP {response.status_code}: {detail}")
     data = response.json()
-    return str(data.get("html_url") or data.get("url") or "")
+    return scrub(str(data.get("html_url") or data.get("url") or ""), token)
 
 
 def publish(kb: Path, branch: str, settings: Settings) -> str | None:

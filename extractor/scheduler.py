@@ -22,7 +22,7 @@ from extractor.gitrepo import GitError, Identity, git, read_at, rev_parse
 from extractor.kb import KBIndex
 from extractor.locks import kb_lock
 from extractor.publish import PublishError, publish
-from extractor.sources import SourceError, SourceStatus, parse_source
+from extractor.sources import SourceError, SourceStatus, parse_source, read_source_text
 from extractor.state import SourceRow, SourceState, StateStore
 from extractor.workers import Task, TaskResult, WorkerPool, content_hash
 from extractor.writer import (
@@ -126,9 +126,8 @@ def scan_inbox(kb_root: Path, settings: Settings, store: StateStore) -> ScanRepo
     entries = (
         sorted((e for e in os.scandir(inbox) if e.name.endswith(".md")), key=lambda e: e.name) if inbox.is_dir() else []
     )
+    linked = inbox_link_problem(kb_root, settings.inbox_dir)
     for entry in entries:
-        if not entry.is_file(follow_symlinks=False):
-            continue
         report.files += 1
         rel = f"{settings.inbox_dir.rstrip('/')}/{entry.name}"
         stat = entry.stat(follow_symlinks=False)
@@ -136,11 +135,9 @@ def scan_inbox(kb_root: Path, settings: Settings, store: StateStore) -> ScanRepo
         if old is None or old.mtime_ns != stat.st_mtime_ns or old.size != stat.st_size:
             report.parsed += 1
             try:
-                data = Path(entry.path).read_bytes()
-                text = data.decode("utf-8")
-                row = row_for_file(rel, text, None, stat)
-            except (OSError, UnicodeDecodeError) as exc:
-                row = row_for_file(rel, None, f"cannot read: {exc}", stat)
+                if linked:
+                    raise SourceError(rel, linked)
+                row = row_for_file(rel, read_source_text(Path(entry.path), settings.max_source_bytes), None, stat)
             except SourceError as exc:
                 row = row_for_file(rel, None, exc.problem, stat)
             merged = merge_row(old, row)
@@ -153,6 +150,15 @@ def scan_inbox(kb_root: Path, settings: Settings, store: StateStore) -> ScanRepo
     store.put_many(changed)
     reconcile_review_branches(kb_root, settings, store)
     return report
+
+
+def inbox_link_problem(kb_root: Path, inbox_dir: str) -> str | None:
+    """Why no file of the inbox may be used, if the folder leads out through a symbolic link."""
+    root = kb_root.resolve()
+    literal = Path(os.path.normpath(root / inbox_dir))
+    if literal.resolve() != literal:
+        return f"the inbox folder {inbox_dir} goes through a symbolic link; sources must be regular files inside the KB"
+    return None
 
 
 def review_branches(kb_root: Path, main_branch: str = "main") -> set[str]:

@@ -7,6 +7,9 @@ legacy keys and odd dates but strict about anything that would lose data
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,11 @@ class SourceStatus(StrEnum):
     PROCESSED = "processed"
     NULL_RESULT = "null-result"
     UNKNOWN = "unknown"
+
+
+NOT_A_FILE = "sources must be regular files inside the KB"
+_CONTROL_IN_NAME = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class SourceError(Exception):
@@ -95,15 +103,70 @@ def normalise_status(metadata: dict[str, Any]) -> SourceStatus:
 
 
 def _text_field(metadata: dict[str, Any], *keys: str) -> str | None:
+    """A one-line field: newlines and control characters in it would reach commit messages and prompts."""
     for key in keys:
         value = metadata.get(key)
         if value not in (None, ""):
-            return str(value)
+            return " ".join(_CONTROL.sub(" ", str(value)).split()) or None
     return None
 
 
-def parse_source(path: Path, text: str) -> Source:
+def check_size(path: Path | str, size: int, max_bytes: int | None) -> None:
+    """Refuse a source over the size limit, before it is read or sent to a model."""
+    if max_bytes is not None and size > max_bytes:
+        raise SourceError(path, f"is {size:,} bytes, over the {max_bytes:,}-byte limit (max_source_bytes)")
+
+
+def _check_kind(path: Path, info: os.stat_result, max_bytes: int | None) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise SourceError(path, f"is a symbolic link; {NOT_A_FILE}")
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(path, f"is not a regular file; {NOT_A_FILE}")
+    check_size(path, info.st_size, max_bytes)
+
+
+def check_source_file(path: Path, max_bytes: int | None = None) -> None:
+    """Refuse, without reading it, what must not be used as a source.
+
+    Symbolic links are refused rather than followed, since the source is
+    rewritten in place; so are other non-files (a FIFO would block a reader),
+    names with control characters (they would reach commit messages) and
+    files over ``max_bytes``.
+    """
+    if _CONTROL_IN_NAME.search(path.name):
+        raise SourceError(path, "the file name has control characters")
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
+    _check_kind(path, info, max_bytes)
+
+
+def read_source_text(path: Path, max_bytes: int | None = None) -> str:
+    """A source file's text: checked first, opened without following links, never read past the limit."""
+    check_source_file(path, max_bytes)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as exc:
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(descriptor, "rb") as handle:
+            _check_kind(path, os.fstat(handle.fileno()), max_bytes)  # replaced since it was checked
+            data = handle.read(-1 if max_bytes is None else max_bytes + 1)
+    except OSError as exc:
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
+    check_size(path, len(data), max_bytes)  # grew since it was checked
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(path, f"not UTF-8 text (byte {exc.start})") from exc
+
+
+def parse_source(path: Path, text: str, max_bytes: int | None = None) -> Source:
     """Build a :class:`Source` from a file's text; raises :class:`SourceError`."""
+    if max_bytes is not None:
+        check_size(path, len(text.encode("utf-8", "surrogatepass")), max_bytes)
     if "\x00" in text:
         raise SourceError(path, "binary content (NUL bytes)")
     if not has_frontmatter(text):
@@ -140,17 +203,9 @@ def parse_source(path: Path, text: str) -> Source:
     )
 
 
-def load_source(path: Path) -> Source:
+def load_source(path: Path, max_bytes: int | None = None) -> Source:
     """Read and parse one source file; every failure is a one-line :class:`SourceError`."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SourceError(path, f"not UTF-8 text (byte {exc.start})") from exc
-    return parse_source(path, text)
+    return parse_source(path, read_source_text(path, max_bytes))
 
 
 KEY_FACTS_HEADING = "## Key Facts"

@@ -4,7 +4,9 @@ It remembers, per source, where it is in its life (due, running, done, failed,
 parked, awaiting review, invalid), what each attempt cost and produced, and
 every LLM call with its raw reply. WAL mode and a busy timeout let the status
 command read while a run writes. Schema changes are numbered migrations,
-applied in order and recorded in ``PRAGMA user_version``.
+applied in order and recorded in ``PRAGMA user_version``. Error text and raw
+replies are redacted (``extractor.redact``) before they are written, so no
+secret reaches the file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from extractor.redact import scrub
 
 STATE_DIR = ".extractor"
 STATE_FILE = "state.db"
@@ -87,6 +91,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sources ADD COLUMN pull_request TEXT;
     """,
 ]
+
+
+# Columns holding text from outside (errors, the forge's answers): redacted before they are written.
+FREE_TEXT = ("last_error", "publish_error", "pull_request")
+
+
+def _redacted(changes: dict[str, Any]) -> dict[str, Any]:
+    return {k: scrub(v) if k in FREE_TEXT and isinstance(v, str) else v for k, v in changes.items()}
 
 
 class SourceState(StrEnum):
@@ -221,13 +233,14 @@ class StateStore:
         )
         values = []
         for row in rows:
-            data = row.model_dump(mode="json")
+            data = _redacted(row.model_dump(mode="json"))
             data["updated_at"] = now
             values.append([data[f] for f in fields])
         with self.transaction() as db:
             db.executemany(sql, values)
 
     def update(self, path: str, **changes: Any) -> None:
+        changes = _redacted(changes)
         changes["updated_at"] = time.time()
         assignments = ", ".join(f"{key} = ?" for key in changes)
         values = [v.value if isinstance(v, StrEnum) else v for v in changes.values()]
@@ -288,8 +301,8 @@ class StateStore:
 
     def recent_failures(self, limit: int = 10) -> list[SourceRow]:
         rows = self.db.execute(
-            "SELECT * FROM sources WHERE state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
-            (SourceState.FAILED, SourceState.PARKED, limit),
+            "SELECT * FROM sources WHERE state IN (?, ?, ?) ORDER BY updated_at DESC LIMIT ?",
+            (SourceState.FAILED, SourceState.PARKED, SourceState.INVALID, limit),
         ).fetchall()
         return [SourceRow.model_validate(dict(row)) for row in rows]
 
@@ -313,7 +326,7 @@ class StateStore:
                 "completion_tokens, latency, outcome, error, raw_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (c.at, source_path, worker, c.model, c.request_hash, c.prompt_tokens, c.completion_tokens,
-                     c.latency, c.outcome, c.error, c.raw_reply)
+                     c.latency, c.outcome, c.error and scrub(c.error), c.raw_reply and scrub(c.raw_reply))
                     for c in calls
                 ],
             )  # fmt: skip

@@ -28,7 +28,7 @@ from extractor.gitrepo import read_at
 from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage, make_client
 from extractor.prompts import PromptError
-from extractor.sources import SourceError, load_source, parse_source
+from extractor.sources import SourceError, check_source_file, load_source, parse_source
 from extractor.state import CallRecord
 
 
@@ -67,14 +67,16 @@ def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient
     def result(**values: Any) -> TaskResult:
         return TaskResult(source_path=task.source_path, worker=worker, seconds=time.monotonic() - started, **values)
 
+    path = kb_root / task.source_path
     try:
         if task.base is None:
-            source = load_source(kb_root / task.source_path)
+            source = load_source(path, settings.max_source_bytes)
         else:
+            check_source_file(path, settings.max_source_bytes)
             text = read_at(kb_root, task.base, task.source_path)
             if text is None:
                 return result(error="not on the main branch")
-            source = parse_source(kb_root / task.source_path, text)
+            source = parse_source(path, text, settings.max_source_bytes)
     except SourceError as exc:
         return result(error=exc.problem, invalid_source=True)
     except UnicodeDecodeError as exc:

@@ -45,6 +45,7 @@ from extractor.gitrepo import (
 )
 from extractor.kb import KBIndex
 from extractor.kbview import KBView, RevisionView, WorktreeView
+from extractor.redact import known_secrets, redact_values
 from extractor.sources import Source, with_key_facts
 from extractor.state import STATE_DIR, ensure_state_dir, pid_alive
 from extractor.yamlio import replace_frontmatter_keys
@@ -153,7 +154,7 @@ def commit_message(result: ExtractionResult, source_file: str, settings: Setting
     return (
         f"{result.agent}: extract claims from {name}\n\n"
         f"- Source: {source_file}\n"
-        f"- Domain: {result.domain}\n"
+        f"- Domain: {one_line(result.domain)}\n"
         f"- Extracted by: {runner} (worker {worker})\n\n"
         f"{settings.agent_trailer_key}: {settings.agent_identity_for(result.agent)}\n"
         f"Extraction-Model: {one_line(result.model)}\n"
@@ -252,12 +253,14 @@ def plan_changes(
         raise WriteError(f"{result.source_path} is not on the branch the drafts are based on")
     texts[result.source_path] = with_key_facts(replace_frontmatter_keys(source_text, updates), facts)
 
-    changes = [FileChange(path=p, text=t) for p, t in texts.items()]
+    # The model may repeat a secret it was shown or guessed; the KB is shared, so known secret values never reach it.
+    secrets = known_secrets()
+    changes = [FileChange(path=p, text=t if t is None else redact_values(t, secrets)) for p, t in texts.items()]
     for change in changes:
         _check_inside(kb_root, change.path, settings, result.source_path)
     return ChangeSet(
         changes=changes,
-        message=commit_message(result, result.source_path, settings, worker, runner),
+        message=redact_values(commit_message(result, result.source_path, settings, worker, runner), secrets),
         claim_titles=claim_titles,
         claim_paths=claim_paths,
         enriched_titles=enriched_titles,
@@ -272,12 +275,20 @@ def _as_list(value: object) -> list[str]:
 
 
 def _check_inside(kb_root: Path, path: str, settings: Settings, source_path: str) -> None:
-    """Writes go only to the claims folder and the source itself."""
+    """Writes go only to the claims folders and the source itself, and never through a symbolic link.
+
+    A link anywhere on the way (the file, its folder, the inbox) could lead the
+    write out of the KB, or past git, which records the link and not the file.
+    """
     root = kb_root.resolve()
-    target = (kb_root / path).resolve()
-    if target == (kb_root / source_path).resolve():
+    literal = Path(os.path.normpath(root / path))
+    if not literal.is_relative_to(root) or literal == root:
+        raise WriteError(f"refusing to write outside the knowledge base: {path}")
+    if literal.resolve() != literal:
+        raise WriteError(f"refusing to write through a symbolic link: {path}")
+    if literal == Path(os.path.normpath(root / source_path)):
         return
-    if not any(target.is_relative_to((root / d).resolve()) for d in settings.writable_claim_dirs):
+    if not any(literal.is_relative_to(os.path.normpath(root / d)) for d in settings.writable_claim_dirs):
         raise WriteError(f"refusing to write outside the claims folders: {path}")
 
 

@@ -7,6 +7,7 @@ as. Duplicate keys silently lose data in the stock loader; we make them an error
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import frontmatter
@@ -35,15 +36,39 @@ def _without_timestamps(resolvers: dict[str, list]) -> dict[str, list]:
     }
 
 
+MAX_DEPTH = 50
+
+
 class KeepingLoader(yaml.SafeLoader):
-    """Safe loader that keeps dates as written and refuses duplicate keys."""
+    """Safe loader that keeps dates as written and refuses duplicate keys.
+
+    Frontmatter comes from files anyone may have written, so what the stock
+    loader would turn into a crash or a blow-up is an error here: aliases (a
+    few nested ones expand to billions of items when compared or printed),
+    nesting deeper than :data:`MAX_DEPTH` (recursion), unhashable keys.
+    """
 
     yaml_implicit_resolvers = _without_timestamps(yaml.SafeLoader.yaml_implicit_resolvers)
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(None, None, "a key is a list or mapping", key_node.start_mark)
             if key in seen:
                 raise DuplicateKeyError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
@@ -66,7 +91,17 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=scalars and short)
 
 
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    """Strings holding NEL or a Unicode line separator, double-quoted (escaped).
+
+    The dumper's other styles write those characters raw, and a raw one reads back as a space.
+    """
+    style = '"' if any(ch in data for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
 KeepingDumper.add_representer(list, _represent_list)
+KeepingDumper.add_representer(str, _represent_str)
 
 
 class KeepingYAMLHandler(frontmatter.YAMLHandler):
@@ -103,6 +138,9 @@ def split_document(text: str) -> tuple[dict[str, Any], str]:
         metadata = {}
     if not isinstance(metadata, dict):
         raise yaml.YAMLError("frontmatter is not a mapping")
+    odd = [key for key in metadata if not isinstance(key, str)]
+    if odd:
+        raise yaml.YAMLError(f"key {odd[0]!r} is not text")
     return metadata, content.strip()
 
 
