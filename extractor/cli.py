@@ -118,7 +118,7 @@ def describe(outcome: Outcome) -> str:
         f"{commit}{where} {outcome.source_path}: {outcome.kind.value}, "
         f"{len(changes.claim_titles)} claim(s), {len(changes.enriched_titles)} enrichment(s); "
         f"{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, {outcome.seconds:.1f}s"
-    )
+    ) + "".join(f"\n  {note}" for note in changes.notes)
 
 
 def describe_cycle_outcome(outcome: SourceOutcome) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -161,6 +162,16 @@ def read_at(repo: Path, rev: str, path: str) -> str | None:
     result = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True)
     # Decoded strictly: text that is not UTF-8 raises UnicodeDecodeError rather than being mangled.
     return result.stdout.decode("utf-8") if result.returncode == 0 else None
+
+
+def source_that_added(repo: Path, rev: str, path: str) -> str | None:
+    """The ``- Source:`` line of the extraction commit that added ``path`` in ``rev``'s history, if one did."""
+    try:
+        message = git(repo, "log", rev, "-1", "--diff-filter=A", "--format=%B", "--", path)
+    except GitError:
+        return None
+    found = re.search(r"^- Source: (.+)$", message, re.M)
+    return found.group(1).strip() if found else None
 
 
 def names_at(repo: Path, rev: str, folder: str) -> set[str]:

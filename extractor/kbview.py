@@ -9,13 +9,17 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from extractor.gitrepo import names_at, read_at
+from extractor.gitrepo import names_at, read_at, source_that_added
 
 
 class KBView(Protocol):
     def read(self, path: str) -> str | None: ...
 
     def names(self, folder: str) -> set[str]: ...
+
+    def added_by(self, path: str) -> str | None:
+        """The source whose extraction commit added ``path``; None when no extraction added it."""
+        ...
 
 
 class WorktreeView:
@@ -31,6 +35,9 @@ class WorktreeView:
         # Every entry, as git's tree listing gives: a new file must not take a folder's or a link's name.
         return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
+    def added_by(self, path: str) -> str | None:
+        return source_that_added(self.root, "HEAD", path)
+
 
 class RevisionView:
     def __init__(self, root: Path, rev: str) -> None:
@@ -42,3 +49,6 @@ class RevisionView:
 
     def names(self, folder: str) -> set[str]:
         return names_at(self.root, self.rev, folder)
+
+    def added_by(self, path: str) -> str | None:
+        return source_that_added(self.root, self.rev, path)

@@ -29,6 +29,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from extractor.config import Settings, StructuredMode
+from extractor.redact import scrub
 from extractor.state import CallRecord
 
 T = TypeVar("T", bound=BaseModel)
@@ -155,8 +156,6 @@ class wait_retry_after_or(wait_base):  # noqa: N801 - tenacity's naming style
 
 def _describe(exc: BaseException) -> str:
     """One line for an error; redacted, since a proxy may echo the Authorization header or the key."""
-    from extractor.redact import scrub
-
     if isinstance(exc, openai.APIStatusError):
         return scrub(f"HTTP {exc.status_code}: {exc.message}")
     return scrub(f"{type(exc).__name__}: {exc}")

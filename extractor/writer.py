@@ -202,9 +202,15 @@ def plan_changes(
     def current(path: str) -> str | None:
         return texts[path] if path in texts else view.read(path)
 
+    kept: list[str] = []
     if replace_previous:
-        for path in previous_drafts(source, index, settings.claims_dir):
-            texts[path] = None
+        # Only claims an extraction of this very source added: the source's own claims_extracted list
+        # could name anyone's claims (hand-edited, or hostile), and --force must not delete those.
+        for path in sorted(previous_drafts(source, index, settings.claims_dir)):
+            if view.added_by(path) == result.source_path:
+                texts[path] = None
+            else:
+                kept.append(path)
         for title in _as_list(source.metadata.get("enrichments_applied")):
             ref = index.resolve(title)
             if ref is not None and (text := current(ref.path)) is not None:
@@ -265,6 +271,7 @@ def plan_changes(
         claim_paths=claim_paths,
         enriched_titles=enriched_titles,
         status=status,
+        notes=[f"kept {path}: no extraction of this source added it" for path in kept],
     )
 
 

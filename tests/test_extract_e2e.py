@@ -316,3 +316,22 @@ def test_every_claim_dropped_is_a_null_result_with_the_reasons(kb: Path, fake_ll
     assert meta["notes"].startswith("No claim passed the checks: dropped claim")
     assert "the title has no verb" in meta["notes"]
     assert changed_in_head(kb) == {SOURCE_REL: "M"}
+
+
+def test_force_never_deletes_claims_the_source_merely_lists(
+    kb: Path, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source marked processed whose claims_extracted names other people's claims: --force keeps them."""
+    source = kb / SOURCE_REL
+    listed = sorted((kb / "domains" / "ai-alignment").glob("*.md"))[:2]
+    titles = [p.stem for p in listed]
+    text = source.read_text(encoding="utf-8").replace("status: unprocessed", "status: processed", 1)
+    source.write_text(text.replace("---\n", f"---\nclaims_extracted: {json.dumps(titles)}\n", 1), encoding="utf-8")
+    commit_all(kb, "a source that lists claims it did not write")
+    before = {p: p.read_bytes() for p in listed}
+    fake_llm.push(answer(GOOD))
+    assert main(["extract", str(source), "--force"]) == 0
+    assert {p: p.read_bytes() for p in listed} == before
+    out = capsys.readouterr().out
+    assert all(f"kept domains/ai-alignment/{p.name}: no extraction of this source added it" in out for p in listed)
+    assert not set(changed_in_head(kb).values()) & {"D"}
