@@ -45,9 +45,11 @@ def slow_git(folder: Path, marks: Path, seconds: float) -> Path:
         'case "$1" in\n'
         f"  {'|'.join(SLOWED)})\n"
         f'    mark="{marks}/$$"; echo "$1" > "$mark"; sleep {seconds}\n'
-        # With $STALL set, one ref update in three stalls (a busy disk, a lock held elsewhere): long
-        # enough that a restart after a kill reaches its recovery before the dead run's update lands.
-        '    if [ "$1" = update-ref ] && [ -n "$STALL" ] && [ $(($$ % 3)) -eq 0 ]; then sleep "$STALL"; fi\n'
+        # With $STALL set, ref updates stall (a busy disk, a lock held elsewhere): long enough that a
+        # restart after a kill reaches its recovery before the dead run's update lands.
+        '    if [ "$1" = update-ref ] && [ -n "$STALL" ]; then\n'
+        '      echo "update-ref stalled" > "$mark"; sleep "$STALL"\n'
+        "    fi\n"
         f'    "{real}" "$@"; status=$?; rm -f "$mark"; exit $status;;\n'
         "esac\n"
         f'exec "{real}" "$@"\n',
@@ -118,7 +120,7 @@ def kill_moment(target: str, kb: Path, marks: Path, llm: FakeOpenAI, pause: floa
     if target == "commit":
         return lambda: bool(COMMITTING.search(phase(kb, marks, llm)))
     if target == "ref update":
-        return lambda: "update-ref" in phase(kb, marks, llm)
+        return lambda: "update-ref stalled" in phase(kb, marks, llm)
     return lambda: time.sleep(pause) or True
 
 
@@ -170,8 +172,10 @@ def test_sigkill_at_random_moments_then_restart_extracts_each_source_exactly_onc
         mode = "main" if trial % 2 == 0 else "branch"
         target = targets[trial % len(targets)]  # with the mode, every pairing twice
         kb = make_kb(tmp_path / f"kb{trial}", mode, rng)
-        victim = start_run(kb, {**env, "STALL": "2.5"})
-        after = rng.randint(0, 3)  # commits to let through first
+        victim = start_run(kb, {**env, "STALL": "1.5"} if target == "ref update" else env)
+        # Commits to let through first. A stalled ref update is aimed at the last source's commit: with
+        # nothing else to commit, the restart is still where the dead run left HEAD when that update lands.
+        after = SOURCES - 1 if target == "ref update" else rng.randint(0, 3)
         wait_for(lambda kb=kb, after=after: sum(commits_per_source(kb).values()) >= after)
         hit = wait_for(kill_moment(target, kb, marks, fake_llm, rng.uniform(0, 0.5)), 30)
         moment = phase(kb, marks, fake_llm) if victim.poll() is None else "already finished"
