@@ -8,6 +8,7 @@ committed nor disturbed. The ref moves with a compare-and-swap on its old value.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -73,6 +74,12 @@ def head(repo: Path) -> str | None:
 PRIVATE_INDEX_PREFIX = "extractor-index-"
 
 
+@functools.lru_cache(maxsize=64)
+def absolute_git_dir(repo: Path) -> Path:
+    """The repository's git folder; asked once per process, since every commit needs it."""
+    return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+
+
 @contextlib.contextmanager
 def private_index(repo: Path) -> Iterator[dict[str, str]]:
     """Environment for git commands that use an index of their own, never the user's.
@@ -80,7 +87,7 @@ def private_index(repo: Path) -> Iterator[dict[str, str]]:
     The file's name carries the pid, so a crashed run's leftover can be told
     from a live one's and removed (:func:`remove_stale_private_indexes`).
     """
-    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    git_dir = absolute_git_dir(repo)
     fd, index_file = tempfile.mkstemp(prefix=f"{PRIVATE_INDEX_PREFIX}{os.getpid()}-", dir=git_dir)
     os.close(fd)
     os.unlink(index_file)  # git creates it; an empty file is not a valid index
@@ -93,7 +100,7 @@ def private_index(repo: Path) -> Iterator[dict[str, str]]:
 
 def remove_stale_private_indexes(repo: Path, alive: Callable[[int], bool]) -> int:
     """Delete private indexes (and their locks) whose process is gone; returns how many."""
-    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    git_dir = absolute_git_dir(repo)
     removed = 0
     for file in git_dir.glob(f"{PRIVATE_INDEX_PREFIX}*"):
         pid = file.name.removeprefix(PRIVATE_INDEX_PREFIX).split("-", 1)[0]

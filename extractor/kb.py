@@ -51,10 +51,10 @@ class KBIndex:
         self._stems: dict[str, str] = {}
         self._stems_folded: dict[str, str] = {}
         self._paths: dict[str, str] = {}
-        for rel in self.files:
+        for rel in self.files:  # string operations, not PurePosixPath: this runs after every write
             stem_path = rel[:-3] if rel.endswith(".md") else rel
             self._paths.setdefault(stem_path.casefold(), rel)
-            stem = PurePosixPath(stem_path).name
+            stem = stem_path.rsplit("/", 1)[-1]
             self._stems.setdefault(stem, rel)
             self._stems_folded.setdefault(stem.casefold(), rel)
         self._exact: dict[str, ClaimRef] = {}
@@ -83,6 +83,8 @@ class KBIndex:
 
     def refresh(self, paths: list[str]) -> None:
         """Re-read these files after a write (new, changed or deleted claims)."""
+        if not paths:
+            return
         touched = set(paths)
         claims = [c for c in self.claims if c.path not in touched]
         self.files = [f for f in self.files if f not in touched]

@@ -43,9 +43,14 @@ class RevisionView:
     def __init__(self, root: Path, rev: str) -> None:
         self.root = root
         self.rev = rev
+        self._read: dict[str, str | None] = {}
 
     def read(self, path: str) -> str | None:
-        return read_at(self.root, self.rev, str(PurePosixPath(path)))
+        # A commit never changes, so what was read at it can be kept.
+        key = str(PurePosixPath(path))
+        if key not in self._read:
+            self._read[key] = read_at(self.root, self.rev, key)
+        return self._read[key]
 
     def names(self, folder: str) -> set[str]:
         return names_at(self.root, self.rev, folder)
