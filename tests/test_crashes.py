@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from extractor.gitrepo import Identity, build_commit
+from extractor.gitrepo import Identity, build_commit, commit_paths
 from extractor.state import StateStore, ensure_state_dir
 from extractor.writer import JOURNAL, Journal, recover_interrupted_write
 from tests.conftest import git
@@ -236,3 +237,18 @@ def test_recovery_finishes_a_commit_whose_ref_had_not_moved(tmp_path: Path) -> N
     assert git(kb, "rev-parse", "HEAD").strip() == commit != old_head
     assert git(kb, "status", "--porcelain", "--untracked-files=all") == ""
     assert not leftover.exists() and not stale_index.exists() and not (state / JOURNAL).exists()
+
+
+def test_a_commit_waits_out_a_lock_another_git_holds(tmp_path: Path) -> None:
+    """An editor's `git status` holds index.lock for a moment: the commit still lands and the index follows it."""
+    kb = make_kb(tmp_path / "kb", "main", random.Random(2))
+    claim = "claims/new.md"
+    (kb / claim).write_text("a claim\n")
+    lock = kb / ".git" / "index.lock"
+    lock.write_text("")
+    releaser = threading.Timer(0.5, lock.unlink)
+    releaser.start()
+    commit = commit_paths(kb, [claim], "x: extract\n", Identity(name="n", email="e@x"))
+    releaser.join()
+    assert git(kb, "rev-parse", "HEAD").strip() == commit
+    assert git(kb, "status", "--porcelain", "--untracked-files=all") == ""  # the user's index has the new file

@@ -158,7 +158,9 @@ def test_a_run_with_30_percent_faulty_replies_loses_nothing(
         f"{len(fake_llm.requests)} requests "
         f"({injector.answered} answered well)\n"
         f"faults injected by kind: {dict(sorted(injector.injected.items()))}\n"
-        f"recorded calls by outcome: {outcomes} (error = transport failure, invalid = unusable JSON)\n"
+        f"recorded calls by outcome: {outcomes}\n"
+        f"retries (transport failures, retried while attempts remain): {outcomes.get('error', 0)}; "
+        f"re-asks (unusable JSON, re-asked while re-asks remain): {outcomes.get('invalid', 0)}\n"
         f"sources by final state: {dict(states)}; done by file status: {dict(file_status)}\n"
         f"most requests for one source: {max(requests.values())} (bound {bound}); files checked: {checked}"
     )
