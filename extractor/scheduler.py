@@ -68,10 +68,39 @@ class CycleReport(BaseModel):
     recovered: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     stopped: bool = False
+    budget: str | None = None  # why new sources stopped being taken, when a budget did it
 
     @property
     def failed(self) -> list[SourceOutcome]:
         return [o for o in self.outcomes if not o.ok]
+
+
+def start_of_today(now: float | None = None) -> float:
+    """Local midnight: the daily budget's day is the calendar day where the KB runs."""
+    today = datetime.datetime.fromtimestamp(now if now is not None else time.time()).date()
+    return datetime.datetime.combine(today, datetime.time()).timestamp()
+
+
+def over_budget(
+    settings: Settings, spent_cycle: float, spent_today: float, per_source: float, in_flight: int = 0
+) -> str | None:
+    """Why one more source would break a budget, or None when it fits.
+
+    Sources in flight have not reported their cost yet: each is counted at the
+    estimate, like the next one.
+    """
+    next_source = per_source * (in_flight + 1)
+    if settings.budget_per_cycle is not None and spent_cycle + next_source > settings.budget_per_cycle:
+        return (
+            f"cycle budget ${settings.budget_per_cycle:.2f} reached (${spent_cycle:.4f} spent, "
+            f"next source(s) about ${next_source:.4f})"
+        )
+    if settings.budget_per_day is not None and spent_today + next_source > settings.budget_per_day:
+        return (
+            f"daily budget ${settings.budget_per_day:.2f} reached (${spent_today:.4f} spent today, "
+            f"next source(s) about ${next_source:.4f}); new sources wait for tomorrow"
+        )
+    return None
 
 
 def retry_delay(attempts: int, settings: Settings) -> float:
@@ -230,8 +259,20 @@ class Runner:
         notes += [f"made due again after a dead run: {p}" for p in self.store.recover_dead_runs()]
         return notes
 
+    def _budget_reached(self, cycle_started: float) -> str | None:
+        settings = self.settings
+        if settings.budget_per_cycle is None and settings.budget_per_day is None:
+            return None
+        return over_budget(
+            settings,
+            spent_cycle=self.store.spent_since(cycle_started),
+            spent_today=self.store.spent_since(start_of_today()),
+            per_source=self.store.cost_per_source(),
+            in_flight=len(self.pool.busy),
+        )
+
     def cycle(self, force_parked: bool = False, on_start: Callable[[int], None] | None = None) -> CycleReport:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         report = CycleReport(recovered=self.recover())
         report.scan = scan_inbox(self.kb_root, self.settings, self.store)
         self.retry_publishing()
@@ -262,6 +303,13 @@ class Runner:
                     break
             for number in self.pool.idle():
                 if not pending or self.stop.is_set():
+                    break
+                if (why := self._budget_reached(started_at)) is not None:
+                    report.budget = why
+                    log.info("budget reached", extra={"why": why, "requeued": len(pending)})
+                    self._requeue(pending, "budget reached")
+                    report.taken -= len(pending)
+                    pending = []
                     break
                 path = pending.pop(0)
                 self.store.update(path, worker=number)
@@ -320,8 +368,9 @@ class Runner:
 
     def _finish(self, result: TaskResult) -> SourceOutcome:
         path = result.source_path
-        self.store.log_calls(path, result.worker, result.calls)
-        usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
+        self.store.log_calls(path, result.worker, result.calls, agent=result.agent)
+        usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
+                 "cost": result.usage.cost}  # fmt: skip
         if result.result is None:
             self.store.update(path, **usage)
             return self._fail(path, result.worker, result.error or "unknown error", result.seconds,

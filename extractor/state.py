@@ -90,6 +90,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sources ADD COLUMN publish_error TEXT;
     ALTER TABLE sources ADD COLUMN pull_request TEXT;
     """,
+    # 3: costs per call, and the response cache
+    """
+    ALTER TABLE llm_calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE llm_calls ADD COLUMN cost REAL;
+    ALTER TABLE llm_calls ADD COLUMN agent TEXT;
+    CREATE INDEX llm_calls_at ON llm_calls(at);
+    CREATE TABLE response_cache (
+        key TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        model TEXT NOT NULL,
+        content TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL
+    );
+    """,
 ]
 
 
@@ -151,9 +167,11 @@ class CallRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency: float
-    outcome: str  # ok | invalid | length | refusal | error
+    outcome: str  # ok | invalid | length | refusal | error | cached
     error: str | None = None
     raw_reply: str | None = None
+    cached_tokens: int = 0
+    cost: float | None = None
 
 
 def state_path(kb_root: Path) -> Path:
@@ -307,29 +325,79 @@ class StateStore:
         return [SourceRow.model_validate(dict(row)) for row in rows]
 
     def totals(self) -> dict[str, float]:
-        """Tokens over every logged call (failed ones too); cost over sources where it is known."""
+        """Tokens and cost over every logged call (failed ones too; cost where the price is known)."""
         calls = self.db.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
-            "COALESCE(SUM(completion_tokens), 0) AS completion_tokens FROM llm_calls"
+            "COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost FROM llm_calls"
         ).fetchone()
-        cost = self.db.execute("SELECT COALESCE(SUM(cost), 0) AS cost FROM sources").fetchone()
-        return {**dict(calls), "cost": cost["cost"]}
+        return dict(calls)
+
+    def spent_since(self, since: float) -> float:
+        """Dollars the logged calls since ``since`` (a timestamp) cost, where their price is known."""
+        row = self.db.execute("SELECT COALESCE(SUM(cost), 0) FROM llm_calls WHERE at >= ?", (since,)).fetchone()
+        return float(row[0])
+
+    def cost_per_source(self, recent: int = 20) -> float:
+        """The average cost of the last ``recent`` sources whose cost is known: the estimate for the next one."""
+        row = self.db.execute(
+            "SELECT AVG(cost) FROM (SELECT cost FROM sources WHERE cost IS NOT NULL AND finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT ?)",
+            (recent,),
+        ).fetchone()
+        return float(row[0] or 0.0)
+
+    def cost_report(self, by: str, since: float | None = None) -> list[dict[str, Any]]:
+        """Calls, cache hits, tokens and cost grouped by day (local), model, agent or source."""
+        group = {
+            "day": "date(at, 'unixepoch', 'localtime')",
+            "model": "COALESCE(model, '?')",
+            "agent": "COALESCE(agent, '?')",
+            "source": "COALESCE(source_path, '?')",
+        }[by]
+        rows = self.db.execute(
+            f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(outcome = 'cached') AS cache_hits, "
+            "SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
+            "SUM(completion_tokens) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost, "
+            "SUM(cost IS NULL AND outcome != 'cached') AS unpriced_calls "
+            f"FROM llm_calls WHERE at >= ? GROUP BY 1 ORDER BY {'1' if by == 'day' else 'cost DESC, 1'}",
+            (since or 0,),
+        ).fetchall()
+        return [dict(row) for row in rows]
 
     # LLM calls and cycles
 
-    def log_calls(self, source_path: str, worker: int | None, calls: list[CallRecord]) -> None:
+    def log_calls(
+        self, source_path: str, worker: int | None, calls: list[CallRecord], agent: str | None = None
+    ) -> None:
         if not calls:
             return
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO llm_calls (at, source_path, worker, model, request_hash, prompt_tokens, "
-                "completion_tokens, latency, outcome, error, raw_reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "completion_tokens, latency, outcome, error, raw_reply, cached_tokens, cost, agent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (c.at, source_path, worker, c.model, c.request_hash, c.prompt_tokens, c.completion_tokens,
-                     c.latency, c.outcome, c.error and scrub(c.error), c.raw_reply and scrub(c.raw_reply))
+                     c.latency, c.outcome, c.error and scrub(c.error), c.raw_reply and scrub(c.raw_reply),
+                     c.cached_tokens, c.cost, agent)
                     for c in calls
                 ],
             )  # fmt: skip
+
+    # the response cache
+
+    def cached_answer(self, key: str) -> str | None:
+        row = self.db.execute("SELECT content FROM response_cache WHERE key = ?", (key,)).fetchone()
+        return row["content"] if row else None
+
+    def cache_answer(self, key: str, model: str, content: str, prompt_tokens: int, completion_tokens: int,
+                     cost: float | None) -> None:  # fmt: skip
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO response_cache (key, created_at, model, content, prompt_tokens, "
+                "completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, time.time(), model, scrub(content), prompt_tokens, completion_tokens, cost),
+            )
 
     def start_cycle(self, mode: str) -> int:
         cursor = self.db.execute("INSERT INTO cycles (started_at, mode) VALUES (?, ?)", (time.time(), mode))

@@ -29,7 +29,7 @@ from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage, make_client
 from extractor.prompts import PromptError
 from extractor.sources import SourceError, check_source_file, load_source, parse_source
-from extractor.state import CallRecord
+from extractor.state import CallRecord, StateStore
 
 
 class Task(BaseModel):
@@ -51,6 +51,7 @@ class TaskResult(BaseModel):
     error: str | None = None
     invalid_source: bool = False
     content_hash: str | None = None
+    agent: str | None = None
     usage: Usage = Field(default_factory=Usage)
     calls: list[CallRecord] = Field(default_factory=list)
     seconds: float = 0.0
@@ -82,17 +83,18 @@ def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient
     except UnicodeDecodeError as exc:
         return result(error=f"not UTF-8 text (byte {exc.start})", invalid_source=True)
     digest = content_hash(source.text)
+    agent = settings.agent_for(source.domain)
     try:
         index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
         extraction = extract_source(source, task.source_path, settings, llm, index, replace_previous=task.force)
     except LLMError as exc:
-        return result(error=f"LLM failed: {exc}", content_hash=digest, usage=exc.usage, calls=exc.calls)
+        return result(error=f"LLM failed: {exc}", content_hash=digest, usage=exc.usage, calls=exc.calls, agent=agent)
     except (PromptError, OSError) as exc:
-        return result(error=" ".join(str(exc).split()), content_hash=digest)
+        return result(error=" ".join(str(exc).split()), content_hash=digest, agent=agent)
     except Exception as exc:  # noqa: BLE001 - a bug must fail one source, not the worker
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return result(error=f"internal error: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})")
-    return result(result=extraction, content_hash=digest, usage=extraction.usage, calls=extraction.calls)
+    return result(result=extraction, content_hash=digest, usage=extraction.usage, calls=extraction.calls, agent=agent)
 
 
 def _die_with_parent() -> None:
@@ -106,7 +108,7 @@ def worker_main(number: int, kb_root: Path, settings: Settings, tasks: Any, resu
         _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    llm = StructuredClient(make_client(settings), settings)
+    llm = StructuredClient(make_client(settings), settings, cache=StateStore.open(kb_root))
     results.put(Ready(worker=number))
     while True:
         task = tasks.get()
