@@ -28,6 +28,7 @@ from extractor.output import configure_json_logging, is_interactive
 from extractor.pipeline import MANUAL_RUNNER, Outcome, OutcomeKind, process_source, relative_source_path
 from extractor.provenance import ProvenanceError, claim_provenance
 from extractor.publish import PublishError, publish
+from extractor.ratelimit import SharedLimits
 from extractor.redact import register_settings, scrub, scrub_data
 from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon, start_of_today
 from extractor.sources import SourceError, check_source_file
@@ -113,8 +114,8 @@ def settings_for(kb_root: Path, config: Path | None, **overrides: object) -> Set
     return settings
 
 
-def client_for(settings: Settings, cache: StateStore | None = None) -> StructuredClient:
-    return StructuredClient(make_client(settings), settings, cache=cache)
+def client_for(kb_root: Path, settings: Settings, cache: StateStore | None = None) -> StructuredClient:
+    return StructuredClient(make_client(settings), settings, cache=cache, limits=SharedLimits(kb_root, settings))
 
 
 def describe(outcome: Outcome) -> str:
@@ -213,7 +214,7 @@ def run_extract(args: argparse.Namespace) -> int:
         bar = tqdm(total=1, desc=f"extracting {path.name}", disable=not is_interactive(), file=sys.stderr)
         with bar, llm_endpoint(settings) as live:
             outcome = process_source(
-                kb_root, path, live, client_for(live, cache=store),
+                kb_root, path, live, client_for(kb_root, live, cache=store),
                 worker=args.worker, runner=MANUAL_RUNNER, force=args.force, dry_run=args.dry_run,
             )  # fmt: skip
             bar.update(1)

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     endpoint_id: str | None = Field(
         default=None, description="what names the endpoint in cache keys and limits (default: base_url)"
     )
+    requests_per_minute: int | None = Field(default=None, ge=1, description="shared by all workers of the KB")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="shared by all workers of the KB")
 
     # Spending
     cache: bool = Field(default=True, description="reuse validated answers to identical requests")

@@ -30,6 +30,7 @@ from tenacity.wait import wait_base
 
 from extractor.config import Settings, StructuredMode
 from extractor.costs import price_for, usage_cost
+from extractor.ratelimit import estimated_tokens
 from extractor.redact import scrub
 from extractor.state import CallRecord
 
@@ -217,6 +218,14 @@ class AnswerCache(Protocol):
     ) -> None: ...
 
 
+class RequestGate(Protocol):
+    """Shared rate limits: wait for a turn before each request; a 429 pauses everyone."""
+
+    def wait(self, tokens: int) -> float: ...
+
+    def pause(self, seconds: float | None) -> None: ...
+
+
 def cache_key(settings: Settings, messages: list[dict[str, str]], fmt: dict[str, Any], shape: type[BaseModel]) -> str:
     """A hash of exactly what determines the answer: endpoint, model, messages, format, schema, sampling."""
     payload = {
@@ -248,10 +257,17 @@ class StructuredClient:
     and salvaged answers are never kept.
     """
 
-    def __init__(self, client: openai.OpenAI, settings: Settings, cache: AnswerCache | None = None) -> None:
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        settings: Settings,
+        cache: AnswerCache | None = None,
+        limits: RequestGate | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.cache = cache if settings.cache else None
+        self.limits = limits
 
     def _record(
         self, request_hash: str, started: float, outcome: str, error: str | None = None, usage: Any = None
@@ -338,6 +354,8 @@ class StructuredClient:
                     with attempt:
                         if attempt.retry_state.attempt_number > 1:
                             retries += 1
+                        if self.limits is not None:
+                            self.limits.wait(estimated_tokens(conversation, settings.max_tokens))
                         started = time.monotonic()
                         try:
                             completion = self.client.chat.completions.create(
@@ -350,6 +368,8 @@ class StructuredClient:
                         except Exception as exc:
                             usage.requests += 1
                             calls.append(self._record(request_hash, started, "error", _describe(exc)))
+                            if self.limits is not None and getattr(exc, "status_code", None) == 429:
+                                self.limits.pause(retry_after_seconds(exc))
                             raise
                         calls.append(self._record(request_hash, started, "ok", usage=completion.usage))
                         usage.add(completion.usage, calls[-1].cost)

@@ -28,6 +28,7 @@ from extractor.gitrepo import read_at
 from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage, make_client
 from extractor.prompts import PromptError
+from extractor.ratelimit import SharedLimits
 from extractor.sources import SourceError, check_source_file, load_source, parse_source
 from extractor.state import CallRecord, StateStore
 
@@ -108,7 +109,9 @@ def worker_main(number: int, kb_root: Path, settings: Settings, tasks: Any, resu
         _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    llm = StructuredClient(make_client(settings), settings, cache=StateStore.open(kb_root))
+    llm = StructuredClient(
+        make_client(settings), settings, cache=StateStore.open(kb_root), limits=SharedLimits(kb_root, settings)
+    )
     results.put(Ready(worker=number))
     while True:
         task = tasks.get()

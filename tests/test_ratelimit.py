@@ -1,0 +1,80 @@
+"""Rate limits shared by all workers of a KB, counted by the scripted server per time window."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from extractor.cli import main
+from extractor.config import Settings
+from extractor.ratelimit import SharedLimits, estimated_tokens
+from tests.drafts import NULL
+from tests.fakeopenai import FakeOpenAI, Reply, answer, error
+from tests.kbfactory import make_inbox_kb
+
+FAST = "retry_initial_wait = 0.01\nretry_max_wait = 5\nmax_per_cycle = 50\n"
+
+
+def most_in_window(times: list[float], seconds: float) -> int:
+    return max(sum(1 for t in times if start <= t < start + seconds) for start in times)
+
+
+@pytest.fixture
+def endpoint(fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
+    fake_llm.default = answer(NULL)
+    return fake_llm
+
+
+def test_workers_share_one_requests_per_minute_limit(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    free = make_inbox_kb(tmp_path / "free", 12, FAST + "workers = 4\n")
+    assert main(["run", "--once", "--kb", str(free)]) == 0
+    unlimited = most_in_window(endpoint.request_times, 1.0)
+
+    endpoint.request_times.clear()
+    limited = make_inbox_kb(tmp_path / "limited", 12, FAST + "workers = 4\nrequests_per_minute = 120\n")
+    assert main(["run", "--once", "--kb", str(limited)]) == 0
+    times = endpoint.request_times
+    span = times[-1] - times[0]
+    print(f"\n4 workers, 12 requests: {unlimited} in the busiest second unlimited; "
+          f"limited to 120/min: {most_in_window(times, 0.95)} in the busiest 0.95 s, {span:.1f} s in all")  # fmt: skip
+    assert len(times) == 12 and unlimited > 2
+    # 2 a second (arrival times jitter by some milliseconds): 12 requests need 5 seconds or more.
+    assert most_in_window(times, 0.95) <= 2 and span >= 5.0
+
+
+def test_a_429_pauses_every_worker_not_only_the_one_that_got_it(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    endpoint.push(error(429, "slow down", {"retry-after": "2"}))
+    endpoint.default = Reply(body=answer(NULL).body, delay=0.2)
+    kb = make_inbox_kb(tmp_path / "kb", 9, FAST + "workers = 3\n")
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    times = endpoint.request_times
+    refused = times[0]
+    during = [t - refused for t in times[1:] if refused + 0.3 < t < refused + 1.9]
+    print(f"\nrequests in the 2 s after the 429, besides those already sent: {len(during)}; {len(times)} in all")
+    assert len(times) == 10 and during == []
+
+
+def test_tokens_per_minute_count_the_prompt_and_max_tokens(tmp_path: Path) -> None:
+    messages = [{"role": "user", "content": "x" * 4000}]
+    assert estimated_tokens(messages, 500) >= 1500
+    limits = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:9/v1", tokens_per_minute=3000))
+    other_process = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:9/v1", tokens_per_minute=3000))
+    assert limits.wait(2000) < 0.5
+    assert limits.tokens is not None and other_process.tokens is not None
+    # The minute's budget is shared: another process gets the 1,000 tokens left, not 2,000.
+    assert not other_process.tokens.try_acquire(limits.endpoint, 2000, timeout=0.5)
+    assert other_process.tokens.try_acquire(limits.endpoint, 1000, timeout=0.5)
+
+
+def test_a_pause_is_seen_by_every_process_of_the_kb(tmp_path: Path) -> None:
+    settings = Settings(base_url="http://127.0.0.1:9/v1")
+    first, second = SharedLimits(tmp_path, settings), SharedLimits(tmp_path, settings)
+    first.pause(0.6)
+    started = time.monotonic()
+    second.wait(10)
+    assert time.monotonic() - started >= 0.5
+    elsewhere = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:10/v1"))
+    assert elsewhere.paused_until() == 0.0  # limits are per endpoint
