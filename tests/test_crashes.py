@@ -99,12 +99,20 @@ def commits_per_source(kb: Path, rev: str = "--all") -> Counter[str]:
     return Counter(re.findall(r"^- Source: (\S+)$", git(kb, "log", rev, "--format=%B"), re.M))
 
 
+def read_mark(mark: Path) -> str:
+    """The git command a mark names; empty when it is gone (the command finished while we looked)."""
+    try:
+        return mark.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def phase(kb: Path, marks: Path, llm: FakeOpenAI) -> str:
     """What the run was doing, all of it at once: LLM calls, a journalled write, the git commands running."""
     doing = ["LLM call"] if llm.in_flight else []
     if (kb / ".extractor" / JOURNAL).exists():
         doing.append("file write")
-    running = sorted({m.read_text().strip() for m in marks.glob("*") if m.is_file() and m.stat().st_size})
+    running = sorted({command for mark in marks.glob("*") if (command := read_mark(mark))})
     doing += [f"git {command}" for command in running]
     return " + ".join(doing) or "between steps"
 
