@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from extractor import __version__, review
+from extractor.batch import BatchError, collect, refresh, submit
 from extractor.config import Settings, SettingsError, load_settings
 from extractor.demo import DemoError, create_demo_kb, report
 from extractor.endpoint import llm_endpoint
@@ -30,7 +31,7 @@ from extractor.provenance import ProvenanceError, claim_provenance
 from extractor.publish import PublishError, publish
 from extractor.ratelimit import SharedLimits
 from extractor.redact import register_settings, scrub, scrub_data
-from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon, start_of_today
+from extractor.scheduler import CycleReport, Runner, SourceOutcome, run_daemon, scan_inbox, start_of_today
 from extractor.sources import SourceError, check_source_file
 from extractor.state import SourceState, StateStore
 from extractor.workers import WorkerPool
@@ -73,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     costs.add_argument("--by", choices=COST_GROUPS, help="one grouping, every row (default: all, top sources)")
     costs.add_argument("--since", type=datetime.date.fromisoformat, help="from this local date (YYYY-MM-DD)")
     costs.add_argument("--json", action="store_true", help="machine-readable output")
+
+    batch = commands.add_parser("batch", help="extract a backlog through the provider's Batch API, at its price")
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True)
+    submit = batch_commands.add_parser("submit", help="send due sources as one batch job")
+    submit.add_argument("--limit", type=int, default=1000, help="at most this many sources (default 1000)")
+    batch_status = batch_commands.add_parser("status", help="the batches not yet collected, as the provider sees them")
+    batch_status.add_argument("--json", action="store_true", help="machine-readable output")
+    batch_commands.add_parser("collect", help="write the results of finished batches; failed items are due again")
+    for sub in batch_commands.choices.values():
+        sub.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
 
     validate = commands.add_parser("validate", help="check stored claim and source files against the gates")
     validate.add_argument("paths", type=Path, nargs="*", help="files or folders (default: the whole KB)")
@@ -485,6 +496,50 @@ def run_costs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_batch(args: argparse.Namespace) -> int:
+    try:
+        kb_root, settings = start_kb(args)
+    except (GitError, SettingsError) as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    if not settings.base_url:
+        return fail("batch mode needs an endpoint with a Batch API: set base_url", EXIT_CANNOT_START)
+    client = make_client(settings)
+    store = StateStore.open(kb_root)
+    try:
+        if args.batch_command == "submit":
+            with kb_lock(kb_root, "run"):
+                scan_inbox(kb_root, settings, store)
+                record = submit(kb_root, settings, store, client, args.limit)
+            print(f"submitted {record.id}: {len(record.items)} source(s), status {record.status}")
+        elif args.batch_command == "status":
+            records = refresh(store, client)
+            if args.json:
+                print(json.dumps([r.model_dump(exclude={"items"}) | {"sources": len(r.items)} for r in records]))
+            for record in [] if args.json else records:
+                print(f"{record.id}: {record.status}, {len(record.items)} source(s)")
+            if not records and not args.json:
+                print("no batch awaits collection")
+        else:
+            with kb_lock(kb_root, "run"):
+                runner = Runner(kb_root, settings, None, store)
+                report = collect(kb_root, settings, store, client, runner)
+            for outcome in report.outcomes:
+                print(describe_cycle_outcome(outcome))
+            for path, why in report.requeued.items():
+                print(f"{path}: due again: {why}")
+            for batch_id in report.waiting:
+                print(f"{batch_id}: still running")
+            if report.outcomes and all(not o.ok for o in report.outcomes):
+                return EXIT_FAILED
+    except BatchError as exc:
+        return fail(str(exc))
+    except LockHeldError as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
 def run_validate(args: argparse.Namespace) -> int:
     try:
         kb_root, settings = start_kb(args)
@@ -610,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": run_run,
         "status": run_status,
         "costs": run_costs,
+        "batch": run_batch,
         "validate": run_validate,
         "review": run_review,
         "provenance": run_provenance,

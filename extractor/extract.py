@@ -15,7 +15,14 @@ from extractor.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salv
 from extractor.claims import wiki_links
 from extractor.config import Settings
 from extractor.kb import ClaimRef, KBIndex
-from extractor.llm import LLMError, StructuredClient, Usage, response_format, schema_for_prompt
+from extractor.llm import (
+    LLMError,
+    StructuredClient,
+    StructuredReply,
+    Usage,
+    response_format,
+    schema_for_prompt,
+)
 from extractor.prompts import Candidate, build_messages, default_prompts_dir, prompt_hash
 from extractor.sources import Source
 from extractor.state import CallRecord
@@ -162,15 +169,20 @@ def reconcile(
     return claims, enrichments, dropped
 
 
-def extract_source(
-    source: Source,
-    source_path: str,
-    settings: Settings,
-    llm: StructuredClient,
-    index: KBIndex,
-    replace_previous: bool = False,
-) -> ExtractionResult:
-    """Ask the model about one source and reconcile its answer with the KB."""
+class PreparedRequest(BaseModel):
+    """What is sent to the model for one source, and what judging its answer needs."""
+
+    source_path: str
+    agent: str
+    messages: list[dict[str, str]]
+    prompt_hash: str
+    replaced: set[str] = Field(default_factory=set)  # earlier drafts a forced re-extraction replaces
+
+
+def prepare_request(
+    source: Source, source_path: str, settings: Settings, index: KBIndex, replace_previous: bool = False
+) -> PreparedRequest:
+    """The messages for one source: its agent's prompt, the source, the KB claims it may relate to."""
     agent = settings.agent_for(source.domain)
     directory = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
     candidates = [
@@ -185,22 +197,55 @@ def extract_source(
         candidates,
         schema_for_prompt(settings.structured_mode, ExtractionAnswer),
     )
-    digest = prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer))
-    replaced = previous_drafts(source, index, settings.claims_dir) if replace_previous else set()
-    reply = llm.ask(messages, ExtractionAnswer, salvage=salvage_answer)
+    return PreparedRequest(
+        source_path=source_path,
+        agent=agent,
+        messages=messages,
+        prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer)),
+        replaced=previous_drafts(source, index, settings.claims_dir) if replace_previous else set(),
+    )
+
+
+def extract_source(
+    source: Source,
+    source_path: str,
+    settings: Settings,
+    llm: StructuredClient,
+    index: KBIndex,
+    replace_previous: bool = False,
+) -> ExtractionResult:
+    """Ask the model about one source and reconcile its answer with the KB."""
+    request = prepare_request(source, source_path, settings, index, replace_previous)
+    reply = llm.ask(request.messages, ExtractionAnswer, salvage=salvage_answer)
+    return judge_answer(source, request, reply, settings, index, llm)
+
+
+def judge_answer(
+    source: Source,
+    request: PreparedRequest,
+    reply: StructuredReply[ExtractionAnswer],
+    settings: Settings,
+    index: KBIndex,
+    llm: StructuredClient | None,
+) -> ExtractionResult:
+    """The gates, one re-ask with their messages (when ``llm`` is given), and reconciliation with the KB.
+
+    Batch results come without a client: what fails the gates there is dropped.
+    """
     usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
     dropped = list(reply.salvaged)
     answer = reply.value
     source_text = source.text  # frontmatter too: dates, authors and titles ground figures
     domain = source.domain or ""
+    replaced = request.replaced
 
     def gates(drafts: list[ClaimDraft]) -> GateReport:
         return check_claims(drafts, source_text, domain, settings.domains, index, replaced)
 
     report = gates(answer.claims)
-    if report.failures and settings.gate_reasks > 0:
+    if report.failures and settings.gate_reasks > 0 and llm is not None:
         follow_up = [
-            *messages,
+            *request.messages,
             {"role": "assistant", "content": reply.raw_replies[-1]},
             {"role": "user", "content": report.feedback(answer.claims)},
         ]
@@ -229,12 +274,12 @@ def extract_source(
     claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
     dropped += reconciled
     return ExtractionResult(
-        source_path=source_path,
+        source_path=request.source_path,
         source_slug=source.slug,
         domain=source.domain or "",
-        agent=agent,
+        agent=request.agent,
         model=settings.model,
-        prompt_hash=digest,
+        prompt_hash=request.prompt_hash,
         answer=answer,
         claims=claims,
         enrichments=enrichments,

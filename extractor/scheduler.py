@@ -134,7 +134,7 @@ def merge_row(old: SourceRow | None, new: SourceRow) -> SourceRow:
             return keep
         return keep.model_copy(update={"state": SourceState.INVALID, "last_error": new.last_error})
     keep = keep.model_copy(update={"content_hash": new.content_hash, "file_status": new.file_status})
-    if old.state in (SourceState.RUNNING, SourceState.PARKED, SourceState.AWAITING_REVIEW):
+    if old.state in (SourceState.RUNNING, SourceState.PARKED, SourceState.AWAITING_REVIEW, SourceState.BATCHED):
         return keep
     if new.state is SourceState.DONE:
         changed = old.processed_hash is not None and new.content_hash != old.processed_hash
@@ -238,7 +238,7 @@ class Runner:
         self,
         kb_root: Path,
         settings: Settings,
-        pool: WorkerPool,
+        pool: WorkerPool | None,
         store: StateStore,
         on_outcome: Callable[[SourceOutcome], None] | None = None,
     ) -> None:
@@ -268,10 +268,11 @@ class Runner:
             spent_cycle=self.store.spent_since(cycle_started),
             spent_today=self.store.spent_since(start_of_today()),
             per_source=self.store.cost_per_source(),
-            in_flight=len(self.pool.busy),
+            in_flight=len(self.pool.busy) if self.pool is not None else 0,
         )
 
     def cycle(self, force_parked: bool = False, on_start: Callable[[int], None] | None = None) -> CycleReport:
+        assert self.pool is not None, "a cycle needs workers"
         started, started_at = time.monotonic(), time.time()
         report = CycleReport(recovered=self.recover())
         report.scan = scan_inbox(self.kb_root, self.settings, self.store)
@@ -316,7 +317,7 @@ class Runner:
                 self.pool.submit(number, Task(source_path=path, force=force_parked, base=base))
             result = self.pool.next_result(timeout=0.2)
             if result is not None:
-                report.outcomes.append(self._finish(result))
+                report.outcomes.append(self.finish(result))
             for number, task in self.pool.overdue(self.settings.source_timeout) + self.pool.dead():
                 self.pool.replace(number)
                 error = f"no result within {self.settings.source_timeout:.0f}s (worker {number} replaced)"
@@ -366,7 +367,8 @@ class Runner:
         return self._emit(SourceOutcome(source_path=path, worker=worker, ok=False, status=state.value,
                                         error=error, seconds=seconds))  # fmt: skip
 
-    def _finish(self, result: TaskResult) -> SourceOutcome:
+    def finish(self, result: TaskResult, runner: str = CYCLE_RUNNER) -> SourceOutcome:
+        """Log a worker's (or a batch's) result, then plan and commit it against the KB as it is now."""
         path = result.source_path
         self.store.log_calls(path, result.worker, result.calls, agent=result.agent)
         usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
@@ -387,7 +389,7 @@ class Runner:
             assert self.index is not None
             changes = plan_changes(
                 self.kb_root, source, extraction, self.settings, self.index,
-                today=datetime.date.today().isoformat(), worker=result.worker, runner=CYCLE_RUNNER,
+                today=datetime.date.today().isoformat(), worker=result.worker, runner=runner,
                 replace_previous=False, view=view,
             )  # fmt: skip
             with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):

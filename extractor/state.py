@@ -106,6 +106,19 @@ MIGRATIONS: list[str] = [
         cost REAL
     );
     """,
+    # 4: Batch API jobs
+    """
+    CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        input_file_id TEXT NOT NULL,
+        output_file_id TEXT,
+        error_file_id TEXT,
+        items TEXT NOT NULL,
+        collected_at REAL
+    );
+    """,
 ]
 
 
@@ -126,6 +139,7 @@ class SourceState(StrEnum):
     AWAITING_REVIEW = "awaiting_review"
     INVALID = "invalid"  # the file cannot be parsed; re-read when it changes
     SKIPPED = "skipped"  # a status the pipeline does not act on (processing, unknown)
+    BATCHED = "batched"  # sent in a Batch API job; waits for batch collect
 
 
 class SourceRow(BaseModel):
@@ -383,6 +397,21 @@ class StateStore:
                     for c in calls
                 ],
             )  # fmt: skip
+
+    # Batch API jobs
+
+    def save_batch(self, batch: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO batches (id, created_at, status, input_file_id, output_file_id, "
+                "error_file_id, items, collected_at) VALUES (:id, :created_at, :status, :input_file_id, "
+                ":output_file_id, :error_file_id, :items, :collected_at)",
+                batch,
+            )
+
+    def batches(self, open_only: bool = False) -> list[dict[str, Any]]:
+        where = " WHERE collected_at IS NULL" if open_only else ""
+        return [dict(row) for row in self.db.execute(f"SELECT * FROM batches{where} ORDER BY created_at").fetchall()]
 
     # the response cache
 
