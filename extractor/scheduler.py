@@ -249,6 +249,7 @@ class Runner:
         self.on_outcome = on_outcome
         self.stop = threading.Event()
         self.index: KBIndex | None = None
+        self.cycles = 0
         self.author = Identity(name=settings.author_name, email=settings.author_email)
 
     def recover(self) -> list[str]:
@@ -273,6 +274,7 @@ class Runner:
 
     def cycle(self, force_parked: bool = False, on_start: Callable[[int], None] | None = None) -> CycleReport:
         assert self.pool is not None, "a cycle needs workers"
+        self.cycles += 1
         started, started_at = time.monotonic(), time.time()
         report = CycleReport(recovered=self.recover())
         report.scan = scan_inbox(self.kb_root, self.settings, self.store)
@@ -314,7 +316,7 @@ class Runner:
                     break
                 path = pending.pop(0)
                 self.store.update(path, worker=number)
-                self.pool.submit(number, Task(source_path=path, force=force_parked, base=base))
+                self.pool.submit(number, Task(source_path=path, force=force_parked, base=base, cycle=self.cycles))
             result = self.pool.next_result(timeout=0.2)
             if result is not None:
                 report.outcomes.append(self.finish(result))

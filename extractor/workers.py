@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from extractor.config import Settings
 from extractor.extract import ExtractionResult, extract_source
-from extractor.gitrepo import read_at
+from extractor.gitrepo import head, read_at
 from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage, make_client
 from extractor.prompts import PromptError
@@ -37,6 +37,7 @@ class Task(BaseModel):
     source_path: str  # relative to the KB root
     force: bool = False
     base: str | None = None  # branch mode: read the source as it is in this commit
+    cycle: int = 0  # a worker reloads its KB index at least once per cycle
 
 
 class Ready(BaseModel):
@@ -62,7 +63,37 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient, worker: int) -> TaskResult:
+class IndexCache:
+    """The KB index a worker keeps between tasks.
+
+    Loading it is most of a task's cost on a large KB. It is loaded again when
+    the commit the task is based on changes (in branch mode, main's tip; in
+    main mode, HEAD, which every commit moves) and once per cycle, so edits in
+    the work tree are seen by the next cycle at the latest.
+    """
+
+    def __init__(self, kb_root: Path, settings: Settings) -> None:
+        self.kb_root = kb_root
+        self.settings = settings
+        self.index: KBIndex | None = None
+        self.key: tuple[str | None, int] | None = None
+
+    def for_task(self, task: Task) -> KBIndex:
+        key = (task.base or head(self.kb_root), task.cycle)
+        if self.index is None or key != self.key:
+            self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir])
+            self.key = key
+        return self.index
+
+
+def compute(
+    kb_root: Path,
+    task: Task,
+    settings: Settings,
+    llm: StructuredClient,
+    worker: int,
+    indexes: IndexCache | None = None,
+) -> TaskResult:
     """One extraction, start to finish, as data; every failure is reported, none raised."""
     started = time.monotonic()
 
@@ -86,7 +117,7 @@ def compute(kb_root: Path, task: Task, settings: Settings, llm: StructuredClient
     digest = content_hash(source.text)
     agent = settings.agent_for(source.domain)
     try:
-        index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
+        index = (indexes or IndexCache(kb_root, settings)).for_task(task)
         extraction = extract_source(source, task.source_path, settings, llm, index, replace_previous=task.force)
     except LLMError as exc:
         return result(error=f"LLM failed: {exc}", content_hash=digest, usage=exc.usage, calls=exc.calls, agent=agent)
@@ -112,12 +143,13 @@ def worker_main(number: int, kb_root: Path, settings: Settings, tasks: Any, resu
     llm = StructuredClient(
         make_client(settings), settings, cache=StateStore.open(kb_root), limits=SharedLimits(kb_root, settings)
     )
+    indexes = IndexCache(kb_root, settings)
     results.put(Ready(worker=number))
     while True:
         task = tasks.get()
         if task is None:
             return
-        results.put(compute(kb_root, task, settings, llm, number))
+        results.put(compute(kb_root, task, settings, llm, number, indexes))
 
 
 class WorkerPool:
