@@ -33,6 +33,7 @@ from extractor.kb import KBIndex  # noqa: E402
 from extractor.llm import StructuredReply, Usage  # noqa: E402
 from extractor.sources import parse_source  # noqa: E402
 from extractor.writer import commit_extraction, plan_changes, planning_view  # noqa: E402
+from tests.kbfactory import make_inbox_kb  # noqa: E402
 
 PROMPT = Path(__file__).resolve().parent.parent / "prompts" / "system.md"
 WORDS = [word for word in PROMPT.read_text(encoding="utf-8").split() if word.isalpha()]
@@ -44,7 +45,8 @@ def phrase(rng: random.Random, n: int) -> str:
 
 
 def build_kb(root: Path, claims: int, sources: int, rng: random.Random) -> Path:
-    folder = root / "claims" / DOMAIN
+    kb = make_inbox_kb(root, sources, domain=DOMAIN, body=lambda number: f"{phrase(rng, 400)}.")
+    folder = kb / "claims" / DOMAIN
     folder.mkdir(parents=True)
     for number in range(claims):
         title = f"Claim {number} shows that {phrase(rng, 8)}"
@@ -64,17 +66,9 @@ def build_kb(root: Path, claims: int, sources: int, rng: random.Random) -> Path:
             topics=[],
         )
         (folder / f"claim-{number}.md").write_text(render_claim(document), encoding="utf-8")
-    inbox = root / "inbox" / "archive"
-    inbox.mkdir(parents=True)
-    for number in range(sources):
-        (inbox / f"2026-02-{number:02d}-source-{number}.md").write_text(
-            f"---\ntype: source\ntitle: Source {number}\nauthor: A\ndate: 2026-02-00\ndomain: {DOMAIN}\n"
-            f"status: unprocessed\n---\n\n{phrase(rng, 400)}.\n",
-            encoding="utf-8",
-        )
-    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "synthetic KB"]):
-        subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@x", *command], cwd=root, check=True)
-    return root
+    for command in (["add", "-A"], ["commit", "-qm", "synthetic claims"]):
+        subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@x", *command], cwd=kb, check=True)
+    return kb
 
 
 def canned(body: str) -> StructuredReply[ExtractionAnswer]:
