@@ -41,8 +41,10 @@ def test_workers_share_one_requests_per_minute_limit(tmp_path: Path, endpoint: F
     print(f"\n4 workers, 12 requests: {unlimited} in the busiest second unlimited; "
           f"limited to 120/min: {most_in_window(times, 0.95)} in the busiest 0.95 s, {span:.1f} s in all")  # fmt: skip
     assert len(times) == 12 and unlimited > 2
-    # 2 a second (arrival times jitter by some milliseconds): 12 requests need 5 seconds or more.
-    assert most_in_window(times, 0.95) <= 2 and span >= 5.0
+    # 2 a second: 12 requests need 5 seconds or more. Arrival times jitter (by more on a busy machine) around
+    # the moments the limiter let each request go, so short windows get some slack: never 3 within half a second,
+    # never more than 6 within two and a half seconds.
+    assert most_in_window(times, 0.5) <= 2 and most_in_window(times, 2.5) <= 6 and span >= 5.0
 
 
 def test_a_429_pauses_every_worker_not_only_the_one_that_got_it(tmp_path: Path, endpoint: FakeOpenAI) -> None:
