@@ -1,23 +1,24 @@
 """Git plumbing: commit exactly the files an extraction wrote.
 
-The commit is built on a private index (``GIT_INDEX_FILE``) from HEAD plus
-those paths, so whatever the user has staged or changed elsewhere is neither
-committed nor disturbed. The ref moves with a compare-and-swap on its old value.
+Objects are read and written in-process (pygit2): the commit is HEAD's or
+main's tree with only those paths replaced, so whatever the user has staged
+or changed elsewhere is neither committed nor disturbed, and a commit costs
+the same in a KB of any size. Refs and the user's index move through git
+itself, a ref with a compare-and-swap on its old value.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pygit2
 from pydantic import BaseModel
+from pygit2.enums import FileMode
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 
@@ -66,69 +67,117 @@ def toplevel(path: Path) -> Path:
 
 def head(repo: Path) -> str | None:
     try:
-        return git(repo, "rev-parse", "--verify", "--quiet", "HEAD").strip() or None
-    except GitError:
+        repository = open_repository(repo)
+        return None if repository.head_is_unborn else str(repository.head.target)
+    except (GitError, pygit2.GitError):
         return None
 
 
-PRIVATE_INDEX_PREFIX = "extractor-index-"
+_opened: dict[tuple[str, int], tuple[pygit2.Repository, int]] = {}
 
 
-@functools.lru_cache(maxsize=64)
-def absolute_git_dir(repo: Path) -> Path:
-    """The repository's git folder; asked once per process, since every commit needs it."""
-    return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+def open_repository(repo: Path) -> pygit2.Repository:
+    """The repository holding ``repo``, for reading and writing objects in-process.
 
-
-@contextlib.contextmanager
-def private_index(repo: Path) -> Iterator[dict[str, str]]:
-    """Environment for git commands that use an index of their own, never the user's.
-
-    The file's name carries the pid, so a crashed run's leftover can be told
-    from a live one's and removed (:func:`remove_stale_private_indexes`).
+    The handle is kept per process, so libgit2's object, config and attribute
+    caches stay warm from one commit to the next. A forked worker opens its
+    own, and once the packs change (``git gc``, a fetch) the next call reopens.
     """
-    git_dir = absolute_git_dir(repo)
-    fd, index_file = tempfile.mkstemp(prefix=f"{PRIVATE_INDEX_PREFIX}{os.getpid()}-", dir=git_dir)
-    os.close(fd)
-    os.unlink(index_file)  # git creates it; an empty file is not a valid index
+    key = (str(repo), os.getpid())
+    kept = _opened.get(key)
+    if kept is not None and kept[1] == _packs_stamp(kept[0]):
+        return kept[0]
     try:
-        yield {"GIT_INDEX_FILE": index_file}
-    finally:
-        Path(index_file).unlink(missing_ok=True)
-        Path(index_file + ".lock").unlink(missing_ok=True)
+        repository = pygit2.Repository(str(repo))
+    except pygit2.GitError as exc:
+        raise GitError(f"{repo} is not a git repository: {exc}") from exc
+    _opened[key] = (repository, _packs_stamp(repository))
+    return repository
 
 
-def remove_stale_private_indexes(repo: Path, alive: Callable[[int], bool]) -> int:
-    """Delete private indexes (and their locks) whose process is gone; returns how many."""
-    git_dir = absolute_git_dir(repo)
-    removed = 0
-    for file in git_dir.glob(f"{PRIVATE_INDEX_PREFIX}*"):
-        pid = file.name.removeprefix(PRIVATE_INDEX_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or not alive(int(pid)):
-            file.unlink(missing_ok=True)
-            removed += 1
-    return removed
+def _packs_stamp(repository: pygit2.Repository) -> int:
+    try:
+        return os.stat(os.path.join(repository.path, "objects", "pack")).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _commit_at(repository: pygit2.Repository, rev: str) -> pygit2.Commit | None:
+    try:
+        return repository.revparse_single(rev).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+
+
+def _blob(repository: pygit2.Repository, path: str, data: bytes) -> pygit2.Oid:
+    """Store ``data`` as git would store the file at ``path``: through its clean filters (line endings)."""
+    filters = repository.load_filter_list(path)
+    return repository.create_blob(filters.apply_to_buffer(data) if filters else data)
+
+
+def _tree_with(
+    repository: pygit2.Repository, tree: pygit2.Tree | None, files: dict[str, pygit2.Oid | None], where: str = ""
+) -> pygit2.Oid | None:
+    """``tree`` with ``files`` (paths below it) replaced or deleted; None when nothing is left.
+
+    Only the trees on the changed paths are rebuilt, so a commit costs the same
+    whether the KB holds a hundred claims or a hundred thousand elsewhere.
+    """
+    builder = repository.TreeBuilder(tree) if tree is not None else repository.TreeBuilder()
+    below: dict[str, dict[str, pygit2.Oid | None]] = {}
+    for path, blob in files.items():
+        name, _, rest = path.partition("/")
+        if rest:
+            below.setdefault(name, {})[rest] = blob
+        elif blob is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
+        else:
+            old = builder.get(name)
+            if old is not None and old.filemode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+                raise GitError(f"cannot write {where}{name}: a folder or link of that name exists")
+            builder.insert(name, blob, old.filemode if old is not None else FileMode.BLOB)
+    for name, inner in below.items():
+        old = builder.get(name)
+        if old is not None and old.filemode != FileMode.TREE:
+            raise GitError(f"cannot write below {where}{name}: a file of that name exists")
+        subtree = repository[old.id] if old is not None else None
+        new = _tree_with(repository, subtree, inner, f"{where}{name}/")
+        if new is None:
+            if old is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, new, FileMode.TREE)
+    return builder.write() if len(builder) else None
+
+
+def _commit_onto(
+    repository: pygit2.Repository, parent: pygit2.Commit | None, files: dict[str, pygit2.Oid | None],
+    message: str, author: Identity,
+) -> str:  # fmt: skip
+    """A commit of ``parent``'s tree with ``files`` changed; no ref moves."""
+    tree = _tree_with(repository, parent.tree if parent is not None else None, files)
+    if tree is None:
+        tree = repository.TreeBuilder().write()
+    signature = pygit2.Signature(author.name, author.email)
+    parents = [parent.id] if parent is not None else []
+    return str(repository.create_commit(None, signature, signature, message, tree, parents))
 
 
 def build_commit(repo: Path, paths: list[str], message: str, author: Identity) -> tuple[str, str | None]:
     """A commit of the working-tree state of ``paths`` (present or deleted) on HEAD, and its parent.
 
     HEAD does not move: the caller records the commit first, so a crash
-    before or after :func:`move_ref` can be settled either way.
+    before or after :func:`move_ref` can be settled either way. Whatever the
+    user has staged or changed elsewhere is neither committed nor disturbed.
     """
-    parent = head(repo)
-    with private_index(repo) as private:
-        git(repo, "read-tree", parent or "--empty", env=private)
-        present = [p for p in paths if (repo / p).exists()]
-        missing = [p for p in paths if not (repo / p).exists()]
-        if present:
-            git(repo, "update-index", "--add", "--", *present, env=private)
-        if missing:
-            git(repo, "update-index", "--force-remove", "--", *missing, env=private)
-        tree = git(repo, "write-tree", env=private).strip()
-    parents = ["-p", parent] if parent else []
-    commit = git(repo, "commit-tree", tree, *parents, "-F", "-", env=identity_env(author), input=message).strip()
-    return commit, parent
+    repository = open_repository(repo)
+    parent = None if repository.head_is_unborn else repository.head.peel(pygit2.Commit)
+    files = {
+        path: _blob(repository, path, (repo / path).read_bytes()) if (repo / path).is_file() else None for path in paths
+    }
+    commit = _commit_onto(repository, parent, files, message, author)
+    return commit, str(parent.id) if parent is not None else None
 
 
 def _lock_contention(exc: BaseException) -> bool:
@@ -166,9 +215,16 @@ ZERO = "0" * 40
 
 def read_at(repo: Path, rev: str, path: str) -> str | None:
     """A file's text at a revision, or None where it does not exist."""
-    result = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True)
+    repository = open_repository(repo)
+    commit = _commit_at(repository, rev)
+    try:
+        entry = commit.tree[path] if commit is not None else None
+    except (KeyError, ValueError):
+        return None
+    if entry is None or entry.filemode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+        return None
     # Decoded strictly: text that is not UTF-8 raises UnicodeDecodeError rather than being mangled.
-    return result.stdout.decode("utf-8") if result.returncode == 0 else None
+    return repository[entry.id].data.decode("utf-8")
 
 
 def source_that_added(repo: Path, rev: str, path: str) -> str | None:
@@ -181,17 +237,28 @@ def source_that_added(repo: Path, rev: str, path: str) -> str | None:
     return found.group(1).strip() if found else None
 
 
-def names_at(repo: Path, rev: str, folder: str) -> set[str]:
-    """File names directly inside ``folder`` at a revision."""
-    out = git(repo, "ls-tree", "--name-only", rev, f"{folder.rstrip('/')}/")
-    return {line.rsplit("/", 1)[-1] for line in out.splitlines() if line}
+def names_at(repo: Path, rev: str, folder: str) -> frozenset[str]:
+    """Names of every entry directly inside ``folder`` at a revision."""
+    repository = open_repository(repo)
+    commit = _commit_at(repository, rev)
+    if commit is None:
+        raise GitError(f"no commit {rev!r}")
+    try:
+        entry = commit.tree[folder.strip("/")]
+    except (KeyError, ValueError):
+        return frozenset()
+    return _tree_names(repo, str(entry.id)) if entry.filemode == FileMode.TREE else frozenset()
+
+
+@functools.lru_cache(maxsize=16)
+def _tree_names(repo: Path, tree: str) -> frozenset[str]:
+    # A tree's id is its content: every source planned against the same main reuses the listing.
+    return frozenset(child.name for child in open_repository(repo)[tree])
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
-    try:
-        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip() or None
-    except GitError:
-        return None
+    commit = _commit_at(open_repository(repo), rev)
+    return str(commit.id) if commit is not None else None
 
 
 def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message: str, author: Identity) -> str:
@@ -200,17 +267,14 @@ def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message:
     Nothing outside the object store changes: the user's checkout, index and
     current branch are never touched.
     """
-    with private_index(repo) as private:
-        git(repo, "read-tree", base, env=private)
-        for path, text in files.items():
-            if text is None:
-                git(repo, "update-index", "--force-remove", "--", path, env=private)
-            else:
-                blob = git(repo, "hash-object", "-w", "--stdin", "--path", path, input=text).strip()
-                git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=private)
-        tree = git(repo, "write-tree", env=private).strip()
-    identity = identity_env(author)
-    return git(repo, "commit-tree", tree, "-p", base, "-F", "-", env=identity, input=message).strip()
+    repository = open_repository(repo)
+    parent = _commit_at(repository, base)
+    if parent is None:
+        raise GitError(f"no commit {base!r}")
+    blobs = {
+        path: None if text is None else _blob(repository, path, text.encode("utf-8")) for path, text in files.items()
+    }
+    return _commit_onto(repository, parent, blobs, message, author)
 
 
 def move_ref(repo: Path, ref: str, new: str, old: str | None) -> None:

@@ -15,7 +15,7 @@ from extractor.gitrepo import names_at, read_at, source_that_added
 class KBView(Protocol):
     def read(self, path: str) -> str | None: ...
 
-    def names(self, folder: str) -> set[str]: ...
+    def names(self, folder: str) -> frozenset[str]: ...
 
     def added_by(self, path: str) -> str | None:
         """The source whose extraction commit added ``path``; None when no extraction added it."""
@@ -30,10 +30,10 @@ class WorktreeView:
         file = self.root / path
         return file.read_text(encoding="utf-8") if file.is_file() else None
 
-    def names(self, folder: str) -> set[str]:
+    def names(self, folder: str) -> frozenset[str]:
         directory = self.root / folder
         # Every entry, as git's tree listing gives: a new file must not take a folder's or a link's name.
-        return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+        return frozenset(p.name for p in directory.iterdir()) if directory.is_dir() else frozenset()
 
     def added_by(self, path: str) -> str | None:
         return source_that_added(self.root, "HEAD", path)
@@ -52,7 +52,7 @@ class RevisionView:
             self._read[key] = read_at(self.root, self.rev, key)
         return self._read[key]
 
-    def names(self, folder: str) -> set[str]:
+    def names(self, folder: str) -> frozenset[str]:
         return names_at(self.root, self.rev, folder)
 
     def added_by(self, path: str) -> str | None:
