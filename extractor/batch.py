@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from extractor.answer import ExtractionAnswer
 from extractor.config import Settings
+from extractor.contextsize import fits
 from extractor.costs import price_for, usage_cost
 from extractor.extract import PreparedRequest, judge_answer, prepare_request
 from extractor.kb import KBIndex
@@ -32,6 +34,8 @@ from extractor.sources import SourceError, parse_source
 from extractor.state import CallRecord, SourceState, StateStore
 from extractor.workers import TaskResult, content_hash
 from extractor.writer import planning_view
+
+log = logging.getLogger(__name__)
 
 BATCH_RUNNER = "batch extraction"
 BATCH_WORKER = 0  # no worker process made these drafts
@@ -101,6 +105,10 @@ def submit(kb_root: Path, settings: Settings, store: StateStore, client: openai.
         except SourceError:
             continue  # the next scan marks it invalid, with its reason
         request = prepare_request(source, path, settings, index)
+        if not fits(request.messages, settings):
+            # One request per source: a source read in parts stays due, for a normal run.
+            log.warning("%s does not fit the model's context in one request; left to a normal run", path)
+            continue
         digest = content_hash(source.text)
         item = BatchItem(custom_id=custom_id_for(digest), source_path=path, content_hash=digest,
                          agent=request.agent, prompt_hash=request.prompt_hash)  # fmt: skip

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     max_reasks: int = Field(default=2, ge=0, le=5)
     gate_reasks: int = Field(default=1, ge=0, le=1, description="re-asks with the gates' messages")
     retrieval_k: int = Field(default=10, ge=0, le=50, description="existing claims offered to the model")
+    context_tokens: int | None = Field(
+        default=None, ge=1024, description="tokens the model reads at once (default: known for the model, else 8192)"
+    )
+    chunk_overlap_chars: int = Field(
+        default=1500, ge=0, description="characters consecutive parts of a long source share"
+    )
+    chunk_concurrency: int = Field(default=4, ge=1, le=32, description="parts of one long source asked at once")
     endpoint_id: str | None = Field(
         default=None, description="what names the endpoint in cache keys and limits (default: base_url)"
     )

@@ -8,6 +8,8 @@ known price has no cost (None), never a guessed one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, Field
 
 
@@ -38,8 +40,16 @@ def price_for(model: str, prices: dict[str, ModelPrice], embedded: bool = False)
     for table in (prices, DEFAULT_PRICES):
         if model in table:
             return table[model]
-    family = max((name for name in DEFAULT_PRICES if model.startswith(f"{name}-20")), key=len, default=None)
+    family = known_family(model, DEFAULT_PRICES)
     return DEFAULT_PRICES[family] if family else None
+
+
+def known_family(model: str, known: Iterable[str]) -> str | None:
+    """``model`` itself when known, else the family a dated snapshot (``gpt-4o-2024-08-06``) belongs to."""
+    names = set(known)
+    if model in names:
+        return model
+    return max((name for name in names if model.startswith(f"{name}-20")), key=len, default=None)
 
 
 def usage_cost(

@@ -36,6 +36,7 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
                 "model": alias,
                 "structured_mode": StructuredMode.JSON_OBJECT_SCHEMA,
                 "max_tokens": settings.local_max_tokens,
+                "context_tokens": settings.local_ctx,  # what the server was started with
                 "max_reasks": settings.local_max_reasks,
                 "gate_reasks": settings.local_gate_reasks,
             }

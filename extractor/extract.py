@@ -7,13 +7,17 @@ that repeats an existing title is dropped. What is dropped is said in notes.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, Field
 
+from extractor.anchoring import Anchor, anchor_claims
 from extractor.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salvage_answer
+from extractor.chunking import Chunk, merge_answers, split_body
 from extractor.claims import wiki_links
 from extractor.config import Settings
+from extractor.contextsize import fits, part_chars
 from extractor.kb import ClaimRef, KBIndex
 from extractor.llm import (
     LLMError,
@@ -23,7 +27,7 @@ from extractor.llm import (
     response_format,
     schema_for_prompt,
 )
-from extractor.prompts import Candidate, build_messages, default_prompts_dir, prompt_hash
+from extractor.prompts import Candidate, build_messages, default_prompts_dir, part_note, prompt_hash
 from extractor.sources import Source
 from extractor.state import CallRecord
 from extractor.validate import GateReport, check_claims, unlink_unresolved
@@ -41,6 +45,7 @@ class ResolvedEnrichment(BaseModel):
 class ResolvedClaim(BaseModel):
     draft: ClaimDraft
     related: list[ClaimRef] = Field(default_factory=list)
+    anchors: list[Anchor] = Field(default_factory=list, description="each evidence item's place in the source body")
 
 
 class ExtractionResult(BaseModel):
@@ -63,6 +68,8 @@ class ExtractionResult(BaseModel):
     reasks: int
     raw_replies: list[str] = Field(default_factory=list)
     calls: list[CallRecord] = Field(default_factory=list)
+    parts: int = Field(default=1, description="how many parts of a long source were asked about")
+    part_notes: list[str] = Field(default_factory=list, description="what reading in parts skipped or combined")
 
 
 def candidates_for(source: Source, index: KBIndex, k: int = MAX_CANDIDATES) -> list[ClaimRef]:
@@ -170,27 +177,33 @@ def reconcile(
 
 
 class PreparedRequest(BaseModel):
-    """What is sent to the model for one source, and what judging its answer needs."""
+    """What is sent to the model for one source (or one part of it), and what judging its answer needs."""
 
     source_path: str
     agent: str
     messages: list[dict[str, str]]
     prompt_hash: str
     replaced: set[str] = Field(default_factory=set)  # earlier drafts a forced re-extraction replaces
+    part: Chunk | None = None  # the part of a long source these messages hold
 
 
 def prepare_request(
-    source: Source, source_path: str, settings: Settings, index: KBIndex, replace_previous: bool = False
+    source: Source,
+    source_path: str,
+    settings: Settings,
+    index: KBIndex,
+    replace_previous: bool = False,
+    candidates: list[Candidate] | None = None,
 ) -> PreparedRequest:
     """The messages for one source: its agent's prompt, the source, the KB claims it may relate to."""
     agent = settings.agent_for(source.domain)
-    directory = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
-    candidates = [
-        Candidate(title=ref.title, description=ref.description)
-        for ref in candidates_for(source, index, settings.retrieval_k)
-    ]
+    if candidates is None:
+        candidates = [
+            Candidate(title=ref.title, description=ref.description)
+            for ref in candidates_for(source, index, settings.retrieval_k)
+        ]
     messages = build_messages(
-        directory,
+        prompts_dir(settings),
         agent,
         source,
         source_path,
@@ -206,6 +219,43 @@ def prepare_request(
     )
 
 
+def prompts_dir(settings: Settings) -> Path:
+    return Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
+
+
+def prepare_requests(
+    source: Source, source_path: str, settings: Settings, index: KBIndex, replace_previous: bool = False
+) -> tuple[list[PreparedRequest], list[str]]:
+    """One request, or one per part when the source does not fit the model's context; and notes on parts skipped.
+
+    Every part carries the source's metadata and the same KB candidates. The
+    parts overlap and together cover the whole body: nothing is cut off. Parts
+    holding only blanks (padding in converted PDFs) are not sent, and said so.
+    """
+    whole = prepare_request(source, source_path, settings, index, replace_previous)
+    if fits(whole.messages, settings):
+        return [whole], []
+    candidates = [
+        Candidate(title=ref.title, description=ref.description)
+        for ref in candidates_for(source, index, settings.retrieval_k)
+    ]
+    note = part_note(prompts_dir(settings), 99, 99, 999_999, 999_999, 999_999)
+    frame = prepare_request(
+        source.model_copy(update={"body": note}), source_path, settings, index, candidates=candidates
+    )
+    size = part_chars(frame.messages, settings)
+    chunks = split_body(source.body, size, min(settings.chunk_overlap_chars, size // 4))
+    kept = [chunk for chunk in chunks if chunk.text.strip()]
+    notes = [f"skipped {len(chunks) - len(kept)} part(s) holding only blank space"] if len(kept) < len(chunks) else []
+    requests = []
+    for number, chunk in enumerate(kept, start=1):
+        header = part_note(prompts_dir(settings), number, len(kept), chunk.start, chunk.end, len(source.body))
+        part = source.model_copy(update={"body": f"{header}\n\n{chunk.text.strip()}"})
+        request = prepare_request(part, source_path, settings, index, candidates=candidates)
+        requests.append(request.model_copy(update={"replaced": whole.replaced, "part": chunk}))
+    return requests, notes
+
+
 def extract_source(
     source: Source,
     source_path: str,
@@ -214,10 +264,82 @@ def extract_source(
     index: KBIndex,
     replace_previous: bool = False,
 ) -> ExtractionResult:
-    """Ask the model about one source and reconcile its answer with the KB."""
-    request = prepare_request(source, source_path, settings, index, replace_previous)
-    reply = llm.ask(request.messages, ExtractionAnswer, salvage=salvage_answer)
-    return judge_answer(source, request, reply, settings, index, llm)
+    """Ask the model about one source (in parts when it is long) and reconcile its answer with the KB."""
+    requests, notes = prepare_requests(source, source_path, settings, index, replace_previous)
+    if len(requests) == 1:
+        reply = llm.ask(requests[0].messages, ExtractionAnswer, salvage=salvage_answer)
+        return judge_answer(source, requests[0], reply, settings, index, llm)
+    return extract_in_parts(source, requests, notes, settings, llm, index)
+
+
+def extract_in_parts(
+    source: Source,
+    requests: list[PreparedRequest],
+    notes: list[str],
+    settings: Settings,
+    llm: StructuredClient,
+    index: KBIndex,
+) -> ExtractionResult:
+    """Each part asked and judged on its own (re-asks included), then the answers merged and judged once more.
+
+    A part that gets no usable answer fails the whole source, which is tried
+    again later: the parts that did answer come from the response cache then.
+    """
+
+    def one(request: PreparedRequest) -> ExtractionResult:
+        reply = llm.ask(request.messages, ExtractionAnswer, salvage=salvage_answer)
+        return judge_answer(source, request, reply, settings, index, llm, anchor=False)
+
+    concurrency = 1 if settings.is_embedded else settings.chunk_concurrency
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(requests))) as pool:
+        futures = [pool.submit(one, request) for request in requests]
+    usage, calls, failure = Usage(), [], None  # failure: the first part's (kind, message)
+    results: list[ExtractionResult] = []
+    for number, future in enumerate(futures, start=1):
+        try:
+            part = future.result()
+        except LLMError as exc:
+            usage.merge(exc.usage)
+            calls += exc.calls
+            failure = failure or (
+                exc.kind,
+                f"part {number} of {len(requests)}: {str(exc).removeprefix(exc.kind + ': ')}",
+            )
+            continue
+        usage.merge(part.usage)
+        calls += part.calls
+        results.append(part)
+    if failure is not None:
+        raise LLMError(*failure, usage, calls)
+    merged, report = merge_answers([part.answer for part in results])
+    reply = StructuredReply[ExtractionAnswer](
+        value=merged,
+        usage=usage,
+        attempts=usage.requests,
+        retries=sum(part.retries for part in results),
+        reasks=sum(part.reasks for part in results),
+        raw_replies=[reply for part in results for reply in part.raw_replies],
+        calls=calls,
+    )
+    everything = [message for request in requests for message in request.messages]
+    combined = requests[0].model_copy(
+        update={
+            "messages": everything,
+            "prompt_hash": prompt_hash(everything, response_format(settings.structured_mode, ExtractionAnswer)),
+            "part": None,
+        }
+    )
+    result = judge_answer(source, combined, reply, settings, index, llm=None)
+    dropped = [f"part {number}: {item}" for number, part in enumerate(results, 1) for item in part.dropped]
+    combined_notes = [f"combined across parts: {title}" for title in report.combined_claims]
+    return result.model_copy(
+        update={
+            "dropped": dropped + result.dropped,
+            "drafted_claims": sum(part.drafted_claims for part in results),
+            "parts": len(requests),
+            "part_notes": notes + combined_notes + report.dropped_enrichments,
+        }
+    )
 
 
 def judge_answer(
@@ -227,10 +349,12 @@ def judge_answer(
     settings: Settings,
     index: KBIndex,
     llm: StructuredClient | None,
+    anchor: bool = True,
 ) -> ExtractionResult:
     """The gates, one re-ask with their messages (when ``llm`` is given), and reconciliation with the KB.
 
     Batch results come without a client: what fails the gates there is dropped.
+    Each kept claim's evidence is then located in the source body (``anchor``).
     """
     usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
     dropped = list(reply.salvaged)
@@ -273,6 +397,9 @@ def judge_answer(
     answer = answer.model_copy(update={"claims": kept, "null_result_reason": reason})
     claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
     dropped += reconciled
+    if anchor:
+        anchors = anchor_claims([claim.draft.evidence for claim in claims], source.body)
+        claims = [claim.model_copy(update={"anchors": found}) for claim, found in zip(claims, anchors, strict=True)]
     return ExtractionResult(
         source_path=request.source_path,
         source_slug=source.slug,

@@ -21,6 +21,7 @@ from extractor.llm import LLMError, StructuredClient, Usage
 from extractor.localmodel import LocalModelError
 from extractor.locks import LockHeldError, kb_lock
 from extractor.prompts import PromptError
+from extractor.report import ExtractionReport, build_report
 from extractor.sources import SourceError, check_source_file, load_source, parse_source
 from extractor.state import CallRecord
 from extractor.writer import ChangeSet, WriteError, commit_extraction, plan_changes, planning_view
@@ -48,6 +49,7 @@ class Outcome(BaseModel):
     agent: str | None = None
     calls: list[CallRecord] = []
     seconds: float = 0.0
+    report: ExtractionReport | None = None  # what was committed, for the state store
 
     @property
     def ok(self) -> bool:
@@ -126,4 +128,6 @@ def process_source(
     except (WriteError, GitError, PromptError, LocalModelError, LockHeldError, OSError) as exc:
         return done(OutcomeKind.FAILED, error=" ".join(str(exc).split()), usage=usage, agent=agent, calls=calls)
     kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
-    return done(kind, commit=commit, branch=branch, changes=changes, usage=usage, agent=agent, calls=calls)
+    report = build_report(result, changes, commit, branch, worker)
+    return done(kind, commit=commit, branch=branch, changes=changes, usage=usage, agent=agent, calls=calls,
+                report=report)  # fmt: skip

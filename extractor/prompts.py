@@ -58,6 +58,13 @@ def persona(directory: Path, agent: str) -> str:
     return _fill(template, name, {"agent": agent, "Agent": agent.capitalize()})
 
 
+def part_note(directory: Path, part: int, parts: int, start: int, end: int, length: int) -> str:
+    """What a part of a long source is told about itself: ``part.md``, the packaged one if the folder lacks it."""
+    folder = directory if (directory / "part.md").is_file() else default_prompts_dir()
+    values = {"part": str(part), "parts": str(parts), "start": f"{start:,}", "end": f"{end:,}", "length": f"{length:,}"}
+    return _fill(_template(folder, "part.md"), "part.md", values)
+
+
 def format_candidates(candidates: list[Candidate]) -> str:
     if not candidates:
         return "(none)"

@@ -57,7 +57,8 @@ class SharedLimits:
                 [Rate(settings.tokens_per_minute, Duration.MINUTE)], table="tokens", db_path=path, use_file_lock=True
             )
             self.tokens = Limiter(bucket)
-        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        # The parts of a long source are asked from threads; single statements, so one connection serves them.
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS paused (endpoint TEXT PRIMARY KEY, until REAL NOT NULL)")
 
     def paused_until(self) -> float:

@@ -22,6 +22,7 @@ from extractor.gitrepo import GitError, Identity, git, read_at, rev_parse
 from extractor.kb import KBIndex
 from extractor.locks import kb_lock
 from extractor.publish import PublishError, publish
+from extractor.report import build_report
 from extractor.sources import SourceError, SourceStatus, parse_source, read_source_text
 from extractor.state import SourceRow, SourceState, StateStore
 from extractor.workers import Task, TaskResult, WorkerPool, content_hash
@@ -402,6 +403,7 @@ class Runner:
             self.store.update(path, **usage)
             return self._fail(path, result.worker, " ".join(str(exc).split()), result.seconds)
         self.index.refresh([c.path for c in changes.changes] if branch is None else [])
+        self.store.record_extraction(build_report(extraction, changes, commit, branch, result.worker))
         common = dict(
             attempts=0, last_error=None, next_retry_at=None, owner_pid=None, worker=result.worker,
             finished_at=time.time(), duration=result.seconds, commit_sha=commit, model=extraction.model,

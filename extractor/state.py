@@ -18,11 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from extractor.redact import scrub
+
+if TYPE_CHECKING:
+    from extractor.report import ExtractionReport
 
 STATE_DIR = ".extractor"
 STATE_FILE = "state.db"
@@ -118,6 +121,23 @@ MIGRATIONS: list[str] = [
         items TEXT NOT NULL,
         collected_at REAL
     );
+    """,
+    # 5: what each extraction wrote, with its evidence anchored in the source
+    """
+    CREATE TABLE extractions (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source_path TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        branch TEXT,
+        worker INTEGER,
+        parts INTEGER NOT NULL DEFAULT 1,
+        evidence_items INTEGER NOT NULL DEFAULT 0,
+        anchored_items INTEGER NOT NULL DEFAULT 0,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX extractions_source ON extractions(source_path);
+    CREATE INDEX extractions_commit ON extractions(commit_sha);
     """,
 ]
 
@@ -441,6 +461,31 @@ class StateStore:
     def last_cycle(self) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
         return dict(row) if row else None
+
+    def record_extraction(self, report: ExtractionReport) -> None:
+        self.db.execute(
+            "INSERT INTO extractions (at, source_path, commit_sha, branch, worker, parts, evidence_items, "
+            "anchored_items, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), report.source_path, report.commit, report.branch, report.worker, report.parts,
+             report.evidence_items, report.anchored_items, report.model_dump_json()),
+        )  # fmt: skip
+
+    def extraction_for(self, commit: str) -> ExtractionReport | None:
+        """The report of the extraction that made ``commit``; None for commits the store did not see."""
+        from extractor.report import ExtractionReport
+
+        row = self.db.execute(
+            "SELECT report FROM extractions WHERE commit_sha = ? ORDER BY id DESC LIMIT 1", (commit,)
+        ).fetchone()
+        return ExtractionReport.model_validate_json(row[0]) if row else None
+
+    def anchored_share_since(self, since: float) -> tuple[int, int]:
+        """Evidence items anchored in their source, and all evidence items, of extractions since ``since``."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(anchored_items), 0), COALESCE(SUM(evidence_items), 0) FROM extractions WHERE at >= ?",
+            (since,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
 
     def calls_for(self, source_path: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM llm_calls WHERE source_path = ? ORDER BY id", (source_path,))

@@ -230,6 +230,10 @@ def gate_duplicate(title: str, index: KBIndex, earlier: list[str], ignore: set[s
 # --- all gates over an answer ----------------------------------------------
 
 
+# Every gate a drafted claim passes before it is written, in the order they run.
+GATES = ("title", "description", "evidence", "grounding", "degenerate", "allowed", "off-topic", "duplicate")
+
+
 class GateReport(BaseModel):
     failures: dict[int, list[GateFailure]]
 

@@ -171,6 +171,14 @@ def null_result_reason(result: ExtractionResult) -> str:
 
 def extraction_notes(result: ExtractionResult) -> str:
     parts = [result.answer.notes] if result.answer.notes else []
+    if result.parts > 1:
+        parts.append(f"Read in {result.parts} overlapping parts.")
+    if result.part_notes:
+        parts.append("Parts: " + "; ".join(result.part_notes) + ".")
+    anchors = [anchor for claim in result.claims for anchor in claim.anchors]
+    if anchors:
+        found = sum(anchor.method != "paraphrase" for anchor in anchors)
+        parts.append(f"Evidence found in the source: {found} of {len(anchors)} items; the rest is paraphrase.")
     if result.dropped:
         parts.append("Dropped: " + "; ".join(result.dropped))
     return one_line(" ".join(parts)) or "No notes."

@@ -15,8 +15,18 @@ def first_user_message(request: dict[str, Any]) -> str:
 
 
 def source_body(request: dict[str, Any]) -> str:
+    """The source text the request holds (one part's, for a long source: its header left out)."""
     found = re.search(r"<source>\n(.*)\n</source>", first_user_message(request), re.S)
-    return found.group(1) if found else ""
+    return PART_HEADER.sub("", found.group(1)) if found else ""
+
+
+PART_HEADER = re.compile(r"\A\[Part \d+ of \d+ of this source:[^\]]*\]\n\n")
+
+
+def part_of(request: dict[str, Any]) -> tuple[int, int] | None:
+    """Which part of a long source the request holds: (number, of how many); None for a whole source."""
+    found = re.search(r"\[Part (\d+) of (\d+) of this source:", first_user_message(request))
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def source_file(request: dict[str, Any]) -> str:

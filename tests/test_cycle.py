@@ -71,11 +71,11 @@ def test_one_cycle_commits_each_source_and_reports_failures(
 ) -> None:
     kb = create_demo_kb(tmp_path / "kb")
     start = git(kb, "rev-parse", "HEAD").strip()
-    # Sorted order: hanson, baicker, bai (broken three times), fullstack.
-    endpoint.push(answer(NULL), answer(NULL), *[completion("not json")] * 3, answer(FULLSTACK_ANSWER))
+    # Sorted order: hanson, baicker, bai (broken three times), fullstack, the long report.
+    endpoint.push(answer(NULL), answer(NULL), *[completion("not json")] * 3, answer(FULLSTACK_ANSWER), answer(NULL))
     assert main(["run", "--once", "--kb", str(kb)]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines[-1]["message"] == "cycle" and lines[-1]["summary"] == "cycle: 4 source(s), 3 done, 1 failed"
+    assert lines[-1]["message"] == "cycle" and lines[-1]["summary"] == "cycle: 5 source(s), 4 done, 1 failed"
     failed = [line for line in lines if line["message"] == "source" and not line["ok"]]
     assert [f["source_path"] for f in failed] == [
         "inbox/archive/2022-12-00-bai-constitutional-ai-harmlessness-from-ai-feedback.md"
@@ -86,7 +86,7 @@ def test_one_cycle_commits_each_source_and_reports_failures(
     assert git(kb, "rev-parse", "HEAD").strip() == start and git(kb, "branch", "--show-current").strip() == "main"
     assert git(kb, "status", "--porcelain") == ""
     branches = git(kb, "for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads/extract/").split()
-    assert len(branches) == 3
+    assert len(branches) == 4
     for branch in branches:
         assert git(kb, "rev-list", "--count", f"main..{branch}").strip() == "1"
         assert git(kb, "rev-parse", f"{branch}~1").strip() == start
@@ -114,12 +114,12 @@ def test_demo_runs_twice_and_never_touches_other_folders(
 ) -> None:
     target = tmp_path / "demo"
     for _ in range(2):
-        endpoint.push(answer(NULL), answer(NULL), answer(NULL), answer(FULLSTACK_ANSWER))
+        endpoint.push(answer(NULL), answer(NULL), answer(NULL), answer(FULLSTACK_ANSWER), answer(NULL))
         assert main(["demo", "--dir", str(target)]) == 0
         out = capsys.readouterr().out
         assert "Pentagon-Agent: Theseus <HEADLESS>" in out
         assert "==> claims/ai-alignment/aligning-ai-systems-with-their-operators-is-not-enough" in out
-        assert len(git(target, "log", "--branches", "--format=%h").split()) == 5
+        assert len(git(target, "log", "--branches", "--format=%h").split()) == 6
     precious = tmp_path / "my-kb"
     precious.mkdir()
     (precious / "keep.md").write_text("mine")
