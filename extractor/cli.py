@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     showing = actions.add_parser("show", help="the drafts of one branch")
     showing.add_argument("slug")
+    showing.add_argument("--html", action="store_true",
+                         help="a self-contained HTML page: the source with each evidence span highlighted, "
+                              "the claims with their gates, enrichments as diffs, provenance")  # fmt: skip
+    showing.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
+    serving = actions.add_parser("serve", help="serve the review pages on 127.0.0.1 until Ctrl-C")
+    serving.add_argument("slug", nargs="?", help="also print the address of this branch's page")
+    serving.add_argument("--port", type=int, default=0, help="port (default 0: a free one; the address is printed)")
     accepting = actions.add_parser("accept", help="merge branches into the main branch")
     accepting.add_argument("slugs", nargs="+")
     rejecting = actions.add_parser("reject", help="delete a branch and record why on the source")
@@ -235,6 +242,8 @@ def run_extract(args: argparse.Namespace) -> int:
             store.restore(source_path, previous)
         if outcome is not None:  # a dry run's or a failure's calls cost money too
             store.log_calls(source_path, args.worker, outcome.calls, agent=outcome.agent)
+        if outcome is not None and outcome.report is not None:
+            store.record_extraction(outcome.report)
         store.close()
     if not outcome.ok:
         return fail(f"{outcome.source_path}: {outcome.error}")
@@ -588,7 +597,30 @@ def run_review(args: argparse.Namespace) -> int:
                 )
             print(f"{len(items)} extraction(s) awaiting review")
         elif args.action == "show":
-            print(review.show(kb_root, args.slug, settings), end="")
+            if args.html:
+                from extractor import reviewpage  # Jinja2 is loaded only for the page
+
+                text = reviewpage.render_page(reviewpage.gather(kb_root, args.slug, settings))
+            else:
+                text = review.show(kb_root, args.slug, settings)
+            if args.output is None:
+                print(text, end="")
+            else:
+                try:
+                    args.output.write_text(text, encoding="utf-8")
+                except OSError as exc:
+                    return fail(f"{args.output}: cannot write: {exc.strerror or exc}")
+        elif args.action == "serve":
+            from extractor import reviewpage
+
+            if not 0 <= args.port <= 65535:
+                return fail("--port must be 0 to 65535", EXIT_CANNOT_START)
+            if args.slug:
+                review.describe_branch(kb_root, review.branch_for(args.slug), settings)  # an unknown slug fails now
+            try:
+                reviewpage.serve(kb_root, settings, args.port, args.slug)
+            except OSError as exc:
+                return fail(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}", EXIT_CANNOT_START)
         elif args.action == "accept":
             for slug in args.slugs:
                 item = review.describe_branch(kb_root, review.branch_for(slug), settings)
