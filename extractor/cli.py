@@ -421,6 +421,10 @@ def run_status(args: argparse.Namespace) -> int:
                 "budget_per_cycle": settings.budget_per_cycle,
                 "stopped_by_budget": last_cycle["note"] if last_cycle and last_cycle["note"] else None,
             },
+            "evidence_anchored": {  # evidence items found in their source, of all evidence items written
+                "last_cycle": store.anchored_share_since(last_cycle["started_at"]) if last_cycle else None,
+                "all": store.anchored_share_since(0.0),
+            },
         }
     finally:
         store.close()
@@ -446,6 +450,12 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"spent today: ${spending['today']:.4f}{daily}")
     if spending["stopped_by_budget"]:
         print(f"  the last cycle stopped taking sources: {spending['stopped_by_budget']}")
+    anchored = data["evidence_anchored"]
+    if anchored["all"][1]:
+        cycle = anchored["last_cycle"]
+        recent = f"last cycle {cycle[0]} of {cycle[1]}, " if cycle and cycle[1] else ""
+        found, items = anchored["all"]
+        print(f"evidence found in its source: {recent}all {found} of {items} ({found / items:.0%})")
     for failure in data["recent_failures"]:
         if failure["state"] == SourceState.INVALID:
             print(f"  invalid: {failure['path']}: {failure['error']}")

@@ -33,6 +33,8 @@ from extractor.state import CallRecord
 from extractor.validate import GateReport, check_claims, unlink_unresolved
 
 MAX_CANDIDATES = 10
+# Kinds of LLMError that asking again later would not fix: a part failing so is skipped, and said so.
+UNUSABLE = frozenset({"invalid", "length", "refusal"})
 MAX_LINKED = 5
 QUERY_CHARS = 6000
 
@@ -282,8 +284,10 @@ def extract_in_parts(
 ) -> ExtractionResult:
     """Each part asked and judged on its own (re-asks included), then the answers merged and judged once more.
 
-    A part that gets no usable answer fails the whole source, which is tried
-    again later: the parts that did answer come from the response cache then.
+    A part whose answer is unusable however often it is asked (invalid, cut
+    off, refused) is skipped, and the notes say so; a part the endpoint did not
+    answer (transport errors) fails the whole source, which is tried again
+    later, when the parts that did answer come from the response cache.
     """
 
     def one(request: PreparedRequest) -> ExtractionResult:
@@ -293,7 +297,8 @@ def extract_in_parts(
     concurrency = 1 if settings.is_embedded else settings.chunk_concurrency
     with ThreadPoolExecutor(max_workers=min(concurrency, len(requests))) as pool:
         futures = [pool.submit(one, request) for request in requests]
-    usage, calls, failure = Usage(), [], None  # failure: the first part's (kind, message)
+    usage, calls, skipped = Usage(), [], list(notes)
+    failures: list[tuple[str, str]] = []  # (kind, message) of the parts without an answer
     results: list[ExtractionResult] = []
     for number, future in enumerate(futures, start=1):
         try:
@@ -301,16 +306,18 @@ def extract_in_parts(
         except LLMError as exc:
             usage.merge(exc.usage)
             calls += exc.calls
-            failure = failure or (
-                exc.kind,
-                f"part {number} of {len(requests)}: {str(exc).removeprefix(exc.kind + ': ')}",
-            )
+            problem = str(exc).removeprefix(f"{exc.kind}: ")
+            failures.append((exc.kind, f"part {number} of {len(requests)}: {problem}"))
+            if exc.kind in UNUSABLE:
+                short = problem if len(problem) <= 200 else problem[:199] + "…"
+                skipped.append(f"skipped part {number} of {len(requests)}, no usable answer ({exc.kind}): {short}")
             continue
         usage.merge(part.usage)
         calls += part.calls
         results.append(part)
-    if failure is not None:
-        raise LLMError(*failure, usage, calls)
+    unanswered = [failure for failure in failures if failure[0] not in UNUSABLE]
+    if unanswered or not results:
+        raise LLMError(*(unanswered or failures)[0], usage, calls)
     merged, report = merge_answers([part.answer for part in results])
     reply = StructuredReply[ExtractionAnswer](
         value=merged,
@@ -337,7 +344,7 @@ def extract_in_parts(
             "dropped": dropped + result.dropped,
             "drafted_claims": sum(part.drafted_claims for part in results),
             "parts": len(requests),
-            "part_notes": notes + combined_notes + report.dropped_enrichments,
+            "part_notes": skipped + combined_notes + report.dropped_enrichments,
         }
     )
 

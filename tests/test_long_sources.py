@@ -19,7 +19,7 @@ from extractor.sources import Source, SourceError, load_source, parse_source
 from extractor.state import StateStore
 from extractor.writer import extraction_notes
 from tests.drafts import NULL, grounded_answer, part_of, source_body
-from tests.fakeopenai import FakeOpenAI, answer, error
+from tests.fakeopenai import FakeOpenAI, answer, completion, error
 
 COMMON = "Shared infrastructure lowers the cost of running many small extraction jobs together"
 
@@ -149,6 +149,27 @@ def test_a_part_that_fails_fails_the_source_and_the_retry_asks_only_for_that_par
     assert [part_of(request)[0] for request in fake_llm.requests] == [2]  # the others come from the cache
     assert result.parts == parts and result.claims
     store.close()
+
+
+def test_a_part_with_no_usable_answer_is_skipped_and_the_notes_say_so(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    """Asking again later would not fix an unusable answer: the other parts are kept, the gap is named."""
+    source = long_source(tmp_path)
+    settings, llm = scripted(fake_llm, context_tokens=8192, max_tokens=2048)
+
+    def second_part_unusable(request: dict[str, Any]) -> Any:
+        found = part_of(request)
+        return completion("no JSON here") if found and found[0] == 2 else answer_each_part(request)
+
+    fake_llm.responder = second_part_unusable
+    result = extract_source(source, "s.md", settings, llm, empty_index(tmp_path))
+    skipped = [note for note in result.part_notes if note.startswith("skipped part 2 of")]
+    assert len(skipped) == 1 and "no usable answer (invalid)" in skipped[0]
+    assert result.claims and "skipped part 2 of" in extraction_notes(result)
+
+    fake_llm.responder = lambda request: completion("no JSON here")  # no part answers: the source fails
+    fake_llm.requests.clear()
+    with pytest.raises(LLMError, match=r"invalid: part 1 of \d+"):
+        extract_source(long_source(tmp_path, paragraphs=61), "s.md", settings, llm, empty_index(tmp_path))
 
 
 def test_parts_are_asked_at_once_where_the_endpoint_allows(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
