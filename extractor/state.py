@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -235,8 +236,11 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # One thread at a time (the daemon polls in a scheduler thread), so sharing is safe.
+        # Shared by threads: the daemon polls in a scheduler thread, and the parts of a long source are asked
+        # from threads that read and fill the response cache. Transactions hold the lock, so one thread's
+        # statements never land inside another's transaction.
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()
         self.db.row_factory = sqlite3.Row
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA journal_mode = WAL")
@@ -253,13 +257,14 @@ class StateStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # sources
 
@@ -436,7 +441,8 @@ class StateStore:
     # the response cache
 
     def cached_answer(self, key: str) -> str | None:
-        row = self.db.execute("SELECT content FROM response_cache WHERE key = ?", (key,)).fetchone()
+        with self.lock:
+            row = self.db.execute("SELECT content FROM response_cache WHERE key = ?", (key,)).fetchone()
         return row["content"] if row else None
 
     def cache_answer(self, key: str, model: str, content: str, prompt_tokens: int, completion_tokens: int,

@@ -173,8 +173,11 @@ def test_a_part_with_no_usable_answer_is_skipped_and_the_notes_say_so(tmp_path: 
 
 
 def test_parts_are_asked_at_once_where_the_endpoint_allows(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    """Three parts in flight at once, all sharing one response cache (one state store connection)."""
     source = long_source(tmp_path)
-    settings, llm = scripted(fake_llm, context_tokens=8192, max_tokens=2048, chunk_concurrency=3)
+    settings, _ = scripted(fake_llm, context_tokens=8192, max_tokens=2048, chunk_concurrency=3)
+    store = StateStore.open(tmp_path)
+    llm = StructuredClient(make_client(settings), settings, cache=store)
     most = {"in_flight": 0}
 
     def slow(request: dict[str, Any]) -> Any:
@@ -184,8 +187,12 @@ def test_parts_are_asked_at_once_where_the_endpoint_allows(tmp_path: Path, fake_
         return reply
 
     fake_llm.responder = slow
-    extract_source(source, "s.md", settings, llm, empty_index(tmp_path))
+    first = extract_source(source, "s.md", settings, llm, empty_index(tmp_path))
     assert most["in_flight"] == 3
+    asked = len(fake_llm.requests)
+    again = extract_source(source, "s.md", settings, llm, empty_index(tmp_path))
+    assert len(fake_llm.requests) == asked and again.claims == first.claims  # every part's answer was cached
+    store.close()
 
 
 def test_blank_padding_is_not_sent_and_the_notes_say_so(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
