@@ -354,7 +354,9 @@ def build_page(data: PageInput) -> ReviewPage:
     """The page model: anchors computed afresh from the claim files as they are on the branch."""
     item = data.review
     source, body = _source_view(item.source, data.source_text)
-    paths = list(data.claim_texts)
+    # In the order the model gave them where the store recorded it; git lists paths alphabetically.
+    recorded = {claim.path: position for position, claim in enumerate(data.report.claims)} if data.report else {}
+    paths = sorted(data.claim_texts, key=lambda path: (recorded.get(path, len(recorded)), path))
     anchors = anchor_claims([_evidence_of(data.claim_texts[path]) for path in paths], body)
     claims = [
         _claim_view(number, path, data.claim_texts[path], claim_anchors, data.report)

@@ -340,3 +340,12 @@ def test_index_and_not_found_pages_escape_and_nest() -> None:
 def test_the_page_model_round_trips_as_json() -> None:
     page = build_page(page_input(report=report(list(GATES))))
     assert ReviewPage.model_validate_json(page.model_dump_json()) == page
+
+
+def test_claims_come_in_the_model_s_order_where_the_store_recorded_it() -> None:
+    recorded = report(["title"]).model_copy(update={"claims": [
+        ClaimReport(title="Second claim", path=SECOND, gates=["title"], anchors=[], anchored_share=0.0),
+        ClaimReport(title="First", path=FIRST, gates=["title"], anchors=[], anchored_share=0.0),
+    ]})  # fmt: skip
+    assert [claim.path for claim in build_page(page_input(report=recorded)).claims] == [SECOND, FIRST]
+    assert [claim.path for claim in build_page(page_input(report=None)).claims] == [FIRST, SECOND]  # by path
