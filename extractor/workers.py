@@ -29,6 +29,7 @@ from extractor.kb import KBIndex
 from extractor.llm import LLMError, StructuredClient, Usage, make_client
 from extractor.prompts import PromptError
 from extractor.ratelimit import SharedLimits
+from extractor.redact import register_settings, scrub
 from extractor.sources import SourceError, check_source_file, load_source, parse_source
 from extractor.state import CallRecord, StateStore
 
@@ -135,7 +136,22 @@ def _die_with_parent() -> None:
 
 
 def worker_main(number: int, kb_root: Path, settings: Settings, tasks: Any, results: Any) -> None:
-    """A worker process's loop: take a task, put a result, until told to stop."""
+    """A worker process's loop: take a task, put a result, until told to stop.
+
+    A failure outside a task's own handling (the store, the queue) ends the
+    worker; its traceback is redacted first, since Python's default one would
+    print the settings it holds, and the parent replaces the worker.
+    """
+    register_settings(settings)  # a spawned worker starts without the parent's list of secrets
+    try:
+        _work(number, kb_root, settings, tasks, results)
+    except Exception:  # noqa: BLE001 - the process ends here either way
+        sys.stderr.write(scrub(traceback.format_exc()))
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def _work(number: int, kb_root: Path, settings: Settings, tasks: Any, results: Any) -> None:
     if sys.platform.startswith("linux"):
         _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop

@@ -507,3 +507,30 @@ def test_a_model_that_repeats_the_key_commits_no_secret(
     evidence.add("stdout", capsys.readouterr().out)
     evidence.add_repo(kb, "kb")
     evidence.assert_clean()
+
+
+def test_a_worker_that_fails_outside_a_task_prints_a_redacted_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawned worker knows the secrets too (it registers its settings), so its dying words are redacted."""
+    from extractor import workers
+    from extractor.config import Settings
+
+    # Run here, in the test's process: keep its signal handlers and its parent-death setting as they are.
+    monkeypatch.setattr(workers, "_die_with_parent", lambda: None)
+    monkeypatch.setattr(workers.signal, "signal", lambda *args: None)
+
+    class BrokenQueue:
+        def get(self) -> None:
+            raise RuntimeError(f"queue broke while holding {API_KEY}")
+
+    class Results:
+        def put(self, item: object) -> None:
+            pass
+
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=SecretStr(API_KEY))
+    with pytest.raises(SystemExit) as ended:
+        workers.worker_main(1, tmp_path, settings, BrokenQueue(), Results())
+    err = capsys.readouterr().err
+    assert ended.value.code == 1 and "RuntimeError: queue broke while holding" in err
+    assert needles_in(err.encode()) == [], err
