@@ -19,6 +19,7 @@ from extractor.claims import Confidence
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 TITLE_MAX = 260
 _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
+_ARGUES_THAT = re.compile(r"^\W*this note argues that\s+", re.IGNORECASE)
 
 
 def letter_words(text: str) -> int:
@@ -96,6 +97,8 @@ class ClaimDraft(BaseModel):
     def _title_length(cls, value: str) -> str:
         if len(value) > TITLE_MAX:
             raise ValueError(f"title is {len(value)} characters; keep it under {TITLE_MAX}")
+        # The prompt's test sentence ("This note argues that <title>") copied into the title.
+        value = _ARGUES_THAT.sub("", value)
         if letter_words(value) < 4:
             raise ValueError("title must be a complete proposition, not a topic")
         return value.lstrip("# ").rstrip().rstrip(".")

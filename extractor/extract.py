@@ -318,7 +318,7 @@ def extract_in_parts(
     unanswered = [failure for failure in failures if failure[0] not in UNUSABLE]
     if unanswered or not results:
         raise LLMError(*(unanswered or failures)[0], usage, calls)
-    merged, report = merge_answers([part.answer for part in results])
+    merged, report = merge_answers([kept_answer(part) for part in results])
     reply = StructuredReply[ExtractionAnswer](
         value=merged,
         usage=usage,
@@ -347,6 +347,14 @@ def extract_in_parts(
             "part_notes": skipped + combined_notes + report.dropped_enrichments,
         }
     )
+
+
+def kept_answer(result: ExtractionResult) -> ExtractionAnswer:
+    """The answer with only what survived the gates and the KB, so merging parts does not judge it twice."""
+    claims = [claim.draft for claim in result.claims]
+    enrichments = [enrichment.draft for enrichment in result.enrichments]
+    reason = result.answer.null_result_reason or (None if claims or enrichments else "Nothing passed the checks.")
+    return result.answer.model_copy(update={"claims": claims, "enrichments": enrichments, "null_result_reason": reason})
 
 
 def judge_answer(

@@ -79,6 +79,11 @@ def test_bracket_soup_is_not_a_title_and_braces_are_not_a_description() -> None:
         ClaimDraft.model_validate({**GOOD["claims"][0], "description": "{{{"})
     draft = ClaimDraft.model_validate({**GOOD["claims"][0], "title": "Markets beat polls at forecasting."})
     assert draft.title == "Markets beat polls at forecasting"
+    # A small model copies the prompt's test sentence into the title.
+    draft = ClaimDraft.model_validate({**GOOD["claims"][0], "title": "This note argues that markets beat polls often."})
+    assert draft.title == "markets beat polls often"
+    with pytest.raises(ValidationError, match="complete proposition"):
+        ClaimDraft.model_validate({**GOOD["claims"][0], "title": "This note argues that markets"})
 
 
 def test_grammar_schema_bounds_lists_and_strings() -> None:

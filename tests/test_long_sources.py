@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -170,6 +171,22 @@ def test_a_part_with_no_usable_answer_is_skipped_and_the_notes_say_so(tmp_path: 
     fake_llm.requests.clear()
     with pytest.raises(LLMError, match=r"invalid: part 1 of \d+"):
         extract_source(long_source(tmp_path, paragraphs=61), "s.md", settings, llm, empty_index(tmp_path))
+
+
+def test_what_a_part_drops_is_dropped_and_said_once(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    source = long_source(tmp_path)
+    settings, llm = scripted(fake_llm, context_tokens=8192, max_tokens=2048)
+    ghost = {"target": "A claim nobody ever wrote down anywhere at all", "evidence": "It says so.", "kind": "extend"}
+
+    def with_a_ghost_enrichment(request: dict[str, Any]) -> Any:
+        drafted = json.loads(answer_each_part(request).body["choices"][0]["message"]["content"])
+        return answer({**drafted, "enrichments": [ghost]})
+
+    fake_llm.responder = with_a_ghost_enrichment
+    result = extract_source(source, "s.md", settings, llm, empty_index(tmp_path))
+    ghosts = [item for item in result.dropped if ghost["target"] in item]
+    assert len(ghosts) == result.parts and all(item.startswith("part ") for item in ghosts)  # once per part
+    assert not result.enrichments and result.claims
 
 
 def test_parts_are_asked_at_once_where_the_endpoint_allows(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
