@@ -150,12 +150,14 @@ def expected_anchors(kb: Path) -> tuple[str, dict[str, Anchor]]:
     body = parse_source(Path(SOURCE), git(kb, "show", f"{base}:{SOURCE}")).body
     added = git(kb, "diff", "--name-only", "--diff-filter=A", base, branch, "--", "claims").split()
     claims = [parse_claim(git(kb, "show", f"{branch}:{path}")) for path in added]
+    order = [claim["title"] for claim in ANSWER["claims"]]
+    claims.sort(key=lambda claim: order.index(claim.title))  # the page numbers claims in the model's order
     anchors = anchor_claims([claim.evidence for claim in claims], body)
     methods = {claim.title: [a.method for a in found] for claim, found in zip(claims, anchors, strict=True)}
     assert [methods[c["title"]] for c in ANSWER["claims"]] == METHODS  # the scenario does what it means to
     return body, {
         f"claim-{n}-evidence-{m}": anchor
-        for n, claim_anchors in enumerate(anchors, start=1)  # the page numbers claims in git's order too
+        for n, claim_anchors in enumerate(anchors, start=1)
         for m, anchor in enumerate(claim_anchors, start=1)
     }
 
