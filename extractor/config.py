@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     )
     requests_per_minute: int | None = Field(default=None, ge=1, description="shared by all workers of the KB")
     tokens_per_minute: int | None = Field(default=None, ge=1, description="shared by all workers of the KB")
+    slow_down_seconds: float = Field(
+        default=60.0, ge=0, description="after a 429, every worker's requests stay spaced out this long (0: off)"
+    )
 
     # Spending
     cache: bool = Field(default=True, description="reuse validated answers to identical requests")

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,6 +231,22 @@ def migrate(db: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
+@contextmanager
+def immediate_transaction(
+    db: sqlite3.Connection, lock: threading.Lock | threading.RLock
+) -> Iterator[sqlite3.Connection]:
+    """One thread of this process at a time (they share ``db``); BEGIN IMMEDIATE keeps other processes out
+    until COMMIT, and an error rolls everything back."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
 class StateStore:
     """Typed access to the state database; one connection per process."""
 
@@ -255,16 +271,8 @@ class StateStore:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self.db, self.lock)
 
     # sources
 

@@ -80,3 +80,49 @@ def test_a_pause_is_seen_by_every_process_of_the_kb(tmp_path: Path) -> None:
     assert time.monotonic() - started >= 0.5
     elsewhere = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:10/v1"))
     assert elsewhere.paused_until() == 0.0  # limits are per endpoint
+
+
+@pytest.mark.parametrize("per_minute", [1, 59, 60, 61, 120, 10_000])
+def test_any_requests_per_minute_makes_a_limiter_that_lets_one_through(tmp_path: Path, per_minute: int) -> None:
+    limits = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:9/v1", requests_per_minute=per_minute))
+    assert limits.wait(10) < 0.5
+
+
+def test_each_endpoint_has_a_request_budget_of_its_own(tmp_path: Path) -> None:
+    one = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:9/v1", requests_per_minute=1))
+    other = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:10/v1", requests_per_minute=1))
+    assert one.requests is not None and other.requests is not None
+    assert one.requests.try_acquire(one.endpoint, 1, timeout=0.5)
+    assert not one.requests.try_acquire(one.endpoint, 1, timeout=0.5)  # its minute's one request is spent
+    assert other.requests.try_acquire(other.endpoint, 1, timeout=0.5)  # the other endpoint's is not
+
+
+def test_429s_in_a_row_widen_the_spacing_every_process_keeps(tmp_path: Path) -> None:
+    settings = Settings(base_url="http://127.0.0.1:9/v1", requests_per_minute=600)
+    first, second = SharedLimits(tmp_path, settings), SharedLimits(tmp_path, settings)
+    assert first.spacing() == 0.0
+    first.pause(0.0)
+    assert second.spacing() == pytest.approx(0.2)  # twice the configured gap of 0.1 s
+    second.pause(0.0)
+    assert first.spacing() == pytest.approx(0.4)
+    started = time.monotonic()
+    for _ in range(4):
+        (first if _ % 2 else second).wait(10)
+    # Four requests from two processes, 0.4 s apart (the first goes at once).
+    assert time.monotonic() - started >= 1.1
+    off = SharedLimits(tmp_path, Settings(base_url="http://127.0.0.1:11/v1", slow_down_seconds=0))
+    off.pause(0.0)
+    assert off.spacing() == 0.0
+
+
+def test_after_a_429_every_worker_goes_slower_for_a_while(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    endpoint.push(error(429, "slow down", {"retry-after": "1"}))
+    kb = make_inbox_kb(tmp_path / "kb", 7, FAST + "workers = 3\n")
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    times = endpoint.request_times
+    # The other workers' first requests went out with the refused one; the rest waited out the 1 s pause.
+    after = [t for t in times if t > times[0] + 0.5]
+    gaps = [b - a for a, b in zip(after, after[1:], strict=False)]
+    print(f"\nafter a 429: {len(after)} requests, gaps {', '.join(f'{g:.2f}' for g in gaps)} s")
+    # Unslowed, three workers send three requests within a few milliseconds; slowed, one a second between them.
+    assert len(times) == 8 and len(after) >= 4 and min(gaps) >= 0.8
