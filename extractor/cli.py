@@ -18,6 +18,7 @@ from tqdm import tqdm
 from extractor import __version__, review
 from extractor.batch import BatchError, collect, refresh, submit
 from extractor.config import Settings, SettingsError, load_settings
+from extractor.costs import unenforceable_budget
 from extractor.demo import DemoError, create_demo_kb, report
 from extractor.endpoint import llm_endpoint
 from extractor.gitrepo import GitError, head, toplevel
@@ -343,6 +344,8 @@ def run_run(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_CANNOT_START)
     if args.workers is not None and args.workers < 1:
         return fail("--workers must be 1 or more", EXIT_CANNOT_START)
+    if (why := unenforceable_budget(settings)) is not None:
+        return fail(why, EXIT_CANNOT_START)
     try:
         if args.once:
             interactive = is_interactive()
@@ -522,6 +525,8 @@ def run_batch(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_CANNOT_START)
     if not settings.base_url:
         return fail("batch mode needs an endpoint with a Batch API: set base_url", EXIT_CANNOT_START)
+    if (why := unenforceable_budget(settings)) is not None:
+        return fail(why, EXIT_CANNOT_START)
     client = make_client(settings)
     store = StateStore.open(kb_root)
     try:

@@ -9,8 +9,12 @@ known price has no cost (None), never a guessed one.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from extractor.config import Settings
 
 
 class ModelPrice(BaseModel):
@@ -62,3 +66,16 @@ def usage_cost(
     cached_rate = price.input if price.cached_input is None else price.cached_input
     dollars = (prompt_tokens - cached) * price.input + cached * cached_rate + completion_tokens * price.output
     return dollars * factor / 1_000_000
+
+
+def unenforceable_budget(settings: Settings) -> str | None:
+    """Why the settings' budget could not be kept, or None: a model with no known price never costs anything
+    by our count, so a budget over it would silently never stop a run."""
+    if settings.budget_per_cycle is None and settings.budget_per_day is None:
+        return None
+    if settings.base_url is None or price_for(settings.model, settings.prices) is not None:
+        return None  # the embedded model (no endpoint) is free; a priced model is counted
+    return (
+        f"a budget is set but model {settings.model!r} has no known price, so its spending cannot be counted: "
+        f'add its price to the settings, e.g. prices = {{ "{settings.model}" = {{ input = 0.5, output = 1.5 }} }}'
+    )

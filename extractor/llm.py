@@ -242,9 +242,10 @@ def cache_key(settings: Settings, messages: list[dict[str, str]], fmt: dict[str,
 
 
 def call_cost(settings: Settings, usage: Any | None) -> float | None:
-    if usage is None:
-        return None
+    """Dollars for one call; a call that reported no usage (a refused or dropped request) billed nothing."""
     price = price_for(settings.model, settings.prices, embedded=settings.is_embedded)
+    if usage is None:
+        return None if price is None else 0.0
     prompt, completion = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
     return usage_cost(price, prompt, completion, cached_tokens(usage))
 

@@ -405,7 +405,8 @@ class StateStore:
             f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(outcome = 'cached') AS cache_hits, "
             "SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
             "SUM(completion_tokens) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost, "
-            "SUM(cost IS NULL AND outcome != 'cached') AS unpriced_calls "
+            "SUM(cost IS NULL AND outcome != 'cached' "
+            "AND COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) > 0) AS unpriced_calls "
             f"FROM llm_calls WHERE at >= ? GROUP BY 1 ORDER BY {'1' if by == 'day' else 'cost DESC, 1'}",
             (since or 0,),
         ).fetchall()

@@ -16,7 +16,7 @@ from extractor.llm import StructuredClient, make_client
 from extractor.state import StateStore
 from tests.conftest import git
 from tests.drafts import NULL
-from tests.fakeopenai import FakeOpenAI, answer, completion
+from tests.fakeopenai import FakeOpenAI, answer, completion, error
 from tests.kbfactory import make_inbox_kb
 
 SOURCE = "inbox/archive/2026-01-00-source-00.md"
@@ -166,3 +166,33 @@ def test_budgets_stop_new_sources_and_say_so(
     assert main(["status", "--kb", str(kb)]) == 0
     text = capsys.readouterr().out
     assert "spent today: $0.4200 of a $0.50 daily budget" in text and "daily budget $0.50 reached" in text
+
+
+def test_a_budget_over_a_model_with_no_known_price_refuses_to_start(
+    tmp_path: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
+    config = FAST.replace("gpt-4o-mini", "house-model") + "budget_per_day = 1.0\n"
+    kb = make_inbox_kb(tmp_path / "kb", 2, config)
+    assert main(["run", "--once", "--kb", str(kb)]) == 2
+    assert "'house-model' has no known price" in capsys.readouterr().err
+    assert main(["batch", "submit", "--kb", str(kb)]) == 2
+    assert fake_llm.requests == []
+    (kb / "extractor.toml").write_text(config + "[prices]\nhouse-model = { input = 1.0, output = 2.0 }\n")
+    fake_llm.default = answer(NULL)
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    assert len(fake_llm.requests) == 2
+
+
+def test_a_request_that_failed_without_usage_is_free_not_unpriced(kb: Path, fake_llm: FakeOpenAI) -> None:
+    fake_llm.push(error(500, "try again"))
+    fake_llm.default = answer(NULL, prompt_tokens=1_000, completion_tokens=100)
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    store = StateStore.open(kb)
+    try:
+        [total] = store.cost_report("model")
+        failed = store.db.execute("SELECT cost FROM llm_calls WHERE outcome != 'ok'").fetchall()
+    finally:
+        store.close()
+    assert total["unpriced_calls"] == 0 and total["calls"] == 4
+    assert [row[0] for row in failed] == [0.0]
