@@ -29,7 +29,9 @@ from extractor.costs import price_for, usage_cost
 from extractor.extract import PreparedRequest, judge_answer, prepare_request
 from extractor.kb import KBIndex
 from extractor.llm import StructuredReply, Usage, cached_tokens, parse_reply, response_format
-from extractor.scheduler import Runner, SourceOutcome, choose_due
+from extractor.ratelimit import estimated_tokens
+from extractor.redact import scrub
+from extractor.scheduler import Runner, SourceOutcome, choose_due, start_of_today
 from extractor.sources import SourceError, parse_source
 from extractor.state import CallRecord, SourceState, StateStore
 from extractor.workers import TaskResult, content_hash
@@ -65,6 +67,7 @@ class BatchRecord(BaseModel):
     error_file_id: str | None = None
     items: list[BatchItem]
     collected_at: float | None = None
+    estimated_cost: float = 0.0  # dollars, held against the daily budget until collected
 
     def row(self) -> dict[str, Any]:
         return {**self.model_dump(exclude={"items"}), "items": json.dumps([i.model_dump() for i in self.items])}
@@ -90,10 +93,41 @@ def batch_line(custom_id: str, messages: list[dict[str, str]], settings: Setting
     return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
 
-def submit(kb_root: Path, settings: Settings, store: StateStore, client: openai.OpenAI, limit: int) -> BatchRecord:
-    """Send up to ``limit`` due sources as one batch job and mark them batched."""
+def batch_allowance(settings: Settings, store: StateStore) -> float | None:
+    """Dollars a new batch may be expected to cost under the budgets (None: no budget).
+
+    A batch counts as one cycle; the daily budget also holds what today's calls
+    cost and what batches not yet collected are expected to.
+    """
+    allowances = []
+    if settings.budget_per_cycle is not None:
+        allowances.append(settings.budget_per_cycle)
+    if settings.budget_per_day is not None:
+        spent = store.spent_since(start_of_today()) + store.pending_batch_cost()
+        allowances.append(settings.budget_per_day - spent)
+    return min(allowances) if allowances else None
+
+
+def item_estimate(settings: Settings, messages: list[dict[str, str]], recent_average: float) -> float:
+    """One request's expected cost at the batch price: the recent average per source where there is one,
+    never more than the request's prompt plus a full ``max_tokens`` reply would cost."""
+    price = price_for(settings.model, settings.prices, embedded=settings.is_embedded)
+    prompt = estimated_tokens(messages, 0)
+    ceiling = usage_cost(price, prompt, settings.max_tokens, factor=BATCH_PRICE_FACTOR) or 0.0
+    return min(ceiling, recent_average * BATCH_PRICE_FACTOR) if recent_average > 0 else ceiling
+
+
+def submit(
+    kb_root: Path, settings: Settings, store: StateStore, client: openai.OpenAI, limit: int
+) -> tuple[BatchRecord, str | None]:
+    """Send up to ``limit`` due sources as one batch job and mark them batched; also says why fewer went, when
+    a budget held some back."""
     view, _ = planning_view(kb_root, settings)
     index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
+    allowance = batch_allowance(settings, store)
+    recent_average = store.cost_per_source()
+    estimate = 0.0
+    held_back = 0
     items: list[BatchItem] = []
     lines: list[str] = []
     for path in choose_due(store, limit):
@@ -114,10 +148,21 @@ def submit(kb_root: Path, settings: Settings, store: StateStore, client: openai.
                          agent=request.agent, prompt_hash=request.prompt_hash)  # fmt: skip
         if any(i.custom_id == item.custom_id for i in items):
             continue  # two files with one text: one request
+        cost = item_estimate(settings, request.messages, recent_average)
+        if allowance is not None and estimate + cost > allowance:
+            held_back += 1  # stays due, for a later batch or run
+            continue
+        estimate += cost
         items.append(item)
         lines.append(json.dumps(batch_line(item.custom_id, request.messages, settings), ensure_ascii=False))
+    budget_note = (
+        f"{held_back} due source(s) held back by the budget (${max(allowance or 0.0, 0.0):.4f} left, "
+        f"about ${estimate:.4f} sent)"
+        if held_back
+        else None
+    )
     if not items:
-        raise BatchError("no due source to send")
+        raise BatchError(budget_note or "no due source to send")
     try:
         upload = client.files.create(file=("extractor-batch.jsonl", io.BytesIO("\n".join(lines).encode())),
                                      purpose="batch")  # fmt: skip
@@ -125,11 +170,12 @@ def submit(kb_root: Path, settings: Settings, store: StateStore, client: openai.
                                     metadata={"tool": "extractor", "sources": str(len(items))})  # fmt: skip
     except openai.OpenAIError as exc:
         raise BatchError(f"submitting the batch failed: {exc}") from exc
-    record = BatchRecord(id=job.id, created_at=time.time(), status=job.status, input_file_id=upload.id, items=items)
+    record = BatchRecord(id=job.id, created_at=time.time(), status=job.status, input_file_id=upload.id, items=items,
+                         estimated_cost=estimate)  # fmt: skip
     store.save_batch(record.row())
     for item in items:
         store.update(item.source_path, state=SourceState.BATCHED, last_error=None)
-    return record
+    return record, budget_note
 
 
 def refresh(store: StateStore, client: openai.OpenAI) -> list[BatchRecord]:
@@ -140,7 +186,10 @@ def refresh(store: StateStore, client: openai.OpenAI) -> list[BatchRecord]:
         try:
             job = client.batches.retrieve(record.id)
         except openai.OpenAIError as exc:
-            raise BatchError(f"reading batch {record.id} failed: {exc}") from exc
+            # One batch the provider cannot tell about now must not hide the others: it keeps its last status.
+            log.warning("reading batch %s failed: %s", record.id, scrub(str(exc)))
+            records.append(record)
+            continue
         record = record.model_copy(update={"status": job.status, "output_file_id": job.output_file_id,
                                            "error_file_id": job.error_file_id})  # fmt: skip
         store.save_batch(record.row())
@@ -148,13 +197,27 @@ def refresh(store: StateStore, client: openai.OpenAI) -> list[BatchRecord]:
     return records
 
 
-def read_results(client: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, Any]]:
-    """A result file's lines by ``custom_id``."""
+def read_results(client: openai.OpenAI, batch_id: str, file_id: str | None) -> dict[str, dict[str, Any]]:
+    """A result file's lines by ``custom_id``; a line that is not a result is left out (its item comes back
+    without a result, so it goes back to the queue)."""
     if not file_id:
         return {}
-    text = client.files.content(file_id).text
-    lines = (json.loads(line) for line in text.splitlines() if line.strip())
-    return {line["custom_id"]: line for line in lines if isinstance(line, dict) and "custom_id" in line}
+    try:
+        text = client.files.content(file_id).text
+    except openai.OpenAIError as exc:
+        raise BatchError(f"batch {batch_id}: downloading result file {file_id} failed: {exc}") from exc
+    results: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            log.warning("batch %s, file %s, line %d is not JSON: %s", batch_id, file_id, number, exc)
+            continue
+        if isinstance(value, dict) and isinstance(value.get("custom_id"), str):
+            results[value["custom_id"]] = value
+    return results
 
 
 def batch_reply(completion: ChatCompletion, settings: Settings, item: BatchItem) -> StructuredReply[ExtractionAnswer]:
@@ -166,23 +229,32 @@ def batch_reply(completion: ChatCompletion, settings: Settings, item: BatchItem)
         raise ValueError("reply cut off at max_tokens (finish_reason=length)")
     content = choice.message.content or ""
     value = parse_reply(content, ExtractionAnswer)
+    record = batch_call(completion, settings, item, "ok")
+    record.raw_reply = content
+    total = Usage(prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
+                  cached_tokens=record.cached_tokens, requests=1, cost=record.cost)  # fmt: skip
+    return StructuredReply[ExtractionAnswer](value=value, usage=total, attempts=1, retries=0, reasks=0,
+                                             raw_replies=[content], calls=[record])  # fmt: skip
+
+
+def batch_call(
+    completion: ChatCompletion, settings: Settings, item: BatchItem, outcome: str, error: str | None = None
+) -> CallRecord:
+    """The call log's record of one batch result, priced at the batch price from the usage it reports."""
     price = price_for(settings.model, settings.prices, embedded=settings.is_embedded)
     usage = completion.usage
     prompt, completion_tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
     cost = usage_cost(price, prompt, completion_tokens, cached_tokens(usage), factor=BATCH_PRICE_FACTOR)
-    record = CallRecord(at=time.time(), model=settings.model, request_hash=item.custom_id[:16], prompt_tokens=prompt,
-                        completion_tokens=completion_tokens, cached_tokens=cached_tokens(usage), cost=cost,
-                        latency=0.0, outcome="ok", raw_reply=content)  # fmt: skip
-    total = Usage(prompt_tokens=prompt, completion_tokens=completion_tokens, cached_tokens=cached_tokens(usage),
-                  requests=1, cost=cost)  # fmt: skip
-    return StructuredReply[ExtractionAnswer](value=value, usage=total, attempts=1, retries=0, reasks=0,
-                                             raw_replies=[content], calls=[record])  # fmt: skip
+    return CallRecord(at=time.time(), model=settings.model, request_hash=item.custom_id[:16], prompt_tokens=prompt,
+                      completion_tokens=completion_tokens, cached_tokens=cached_tokens(usage), cost=cost,
+                      latency=0.0, outcome=outcome, error=error)  # fmt: skip
 
 
 class CollectReport(BaseModel):
     batches: int = 0
     outcomes: list[SourceOutcome] = []
     requeued: dict[str, str] = {}  # source path: why it went back to the normal queue
+    skipped: dict[str, str] = {}  # source path: why its result was not used (it no longer awaited it)
     waiting: list[str] = []  # batch ids still running
 
 
@@ -197,8 +269,15 @@ def collect(
             report.waiting.append(record.id)
             continue
         report.batches += 1
-        results = read_results(client, record.output_file_id) | read_results(client, record.error_file_id)
+        results = read_results(client, record.id, record.output_file_id) | read_results(
+            client, record.id, record.error_file_id
+        )
         for item in record.items:
+            row = store.get(item.source_path)
+            if row is None or row.state != SourceState.BATCHED:
+                # Extracted by hand meanwhile, or collected by an earlier collect that stopped half-way.
+                report.skipped[item.source_path] = f"no longer waiting for this batch ({row.state if row else 'gone'})"
+                continue
             why = _collect_item(kb_root, settings, runner, item, results.get(item.custom_id), report)
             if why is not None:
                 store.update(item.source_path, state=SourceState.DUE, last_error=f"batch {record.id}: {why}")
@@ -224,9 +303,17 @@ def _collect_item(kb_root: Path, settings: Settings, runner: Runner, item: Batch
     if content_hash(source.text) != item.content_hash:
         return "the source changed after it was sent"
     try:
-        reply = batch_reply(ChatCompletion.model_validate(response.get("body")), settings, item)
+        completion = ChatCompletion.model_validate(response.get("body"))
+    except ValidationError as exc:
+        return f"the result is not a chat completion: {' '.join(str(exc).split())[:200]}"
+    try:
+        reply = batch_reply(completion, settings, item)
     except (ValueError, ValidationError) as exc:
-        return f"the answer is unusable: {' '.join(str(exc).split())[:200]}"
+        why = f"the answer is unusable: {' '.join(str(exc).split())[:200]}"
+        # Billed all the same: the call is logged with its cost, so costs and budgets count it.
+        call = batch_call(completion, settings, item, "invalid", why)
+        runner.store.log_calls(item.source_path, BATCH_WORKER, [call], agent=item.agent)
+        return why
     request = PreparedRequest(source_path=item.source_path, agent=item.agent, messages=[], prompt_hash=item.prompt_hash)
     assert runner.index is not None
     result = judge_answer(source, request, reply, settings, runner.index, llm=None)

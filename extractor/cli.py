@@ -533,8 +533,10 @@ def run_batch(args: argparse.Namespace) -> int:
         if args.batch_command == "submit":
             with kb_lock(kb_root, "run"):
                 scan_inbox(kb_root, settings, store)
-                record = submit(kb_root, settings, store, client, args.limit)
+                record, budget_note = submit(kb_root, settings, store, client, args.limit)
             print(f"submitted {record.id}: {len(record.items)} source(s), status {record.status}")
+            if budget_note:
+                print(budget_note)
         elif args.batch_command == "status":
             records = refresh(store, client)
             if args.json:
@@ -551,6 +553,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 print(describe_cycle_outcome(outcome))
             for path, why in report.requeued.items():
                 print(f"{path}: due again: {why}")
+            for path, why in report.skipped.items():
+                print(f"{path}: result not used: {why}")
             for batch_id in report.waiting:
                 print(f"{batch_id}: still running")
             if report.outcomes and all(not o.ok for o in report.outcomes):

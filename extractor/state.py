@@ -140,6 +140,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX extractions_source ON extractions(source_path);
     CREATE INDEX extractions_commit ON extractions(commit_sha);
     """,
+    # 6: what a batch job is expected to cost, held against the daily budget until it is collected
+    """
+    ALTER TABLE batches ADD COLUMN estimated_cost REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -438,10 +442,15 @@ class StateStore:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO batches (id, created_at, status, input_file_id, output_file_id, "
-                "error_file_id, items, collected_at) VALUES (:id, :created_at, :status, :input_file_id, "
-                ":output_file_id, :error_file_id, :items, :collected_at)",
+                "error_file_id, items, collected_at, estimated_cost) VALUES (:id, :created_at, :status, "
+                ":input_file_id, :output_file_id, :error_file_id, :items, :collected_at, :estimated_cost)",
                 batch,
             )
+
+    def pending_batch_cost(self) -> float:
+        """What the batches not yet collected are expected to cost: spent, as far as budgets go."""
+        row = self.db.execute("SELECT COALESCE(SUM(estimated_cost), 0) FROM batches WHERE collected_at IS NULL")
+        return float(row.fetchone()[0])
 
     def batches(self, open_only: bool = False) -> list[dict[str, Any]]:
         where = " WHERE collected_at IS NULL" if open_only else ""

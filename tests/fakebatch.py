@@ -87,8 +87,16 @@ class FakeBatchAPI(LoopbackServer):
         data = self.files[self.batches[batch_id]["input_file_id"]].decode()
         return [json.loads(line) for line in data.splitlines() if line.strip()]
 
-    def complete(self, batch_id: str, result: Callable[[dict[str, Any]], Result], seed: int = 0) -> None:
-        """Finish a batch: ``result`` answers each request's body; the output is shuffled."""
+    def expire(self, batch_id: str) -> None:
+        """The completion window passed with no request done: no output file at all."""
+        with self.lock:
+            self.batches[batch_id]["status"] = "expired"
+
+    def complete(
+        self, batch_id: str, result: Callable[[dict[str, Any]], Result], seed: int = 0, garbage: bool = False
+    ) -> None:
+        """Finish a batch: ``result`` answers each request's body; the output is shuffled (with a broken line
+        and a line of another shape among them when ``garbage``)."""
         output, errors = [], []
         for number, line in enumerate(self.requests(batch_id)):
             body = result(line["body"])
@@ -99,11 +107,15 @@ class FakeBatchAPI(LoopbackServer):
                 output.append({**entry, "response": {"status_code": 200, "request_id": f"r{number}", "body": body},
                                "error": None})  # fmt: skip
         random.Random(seed).shuffle(output)
+        text = {kind: [json.dumps(line) for line in lines] for kind, lines in (("output_file_id", output),
+                                                                              ("error_file_id", errors))}  # fmt: skip
+        if garbage:
+            text["output_file_id"][1:1] = ['{"custom_id": "source-', '["not", "a", "result"]']
         with self.lock:
             batch = self.batches[batch_id]
-            for kind, lines in (("output_file_id", output), ("error_file_id", errors)):
+            for kind, lines in text.items():
                 if lines:
                     file_id = f"file-{len(self.files) + 1}"
-                    self.files[file_id] = "\n".join(json.dumps(line) for line in lines).encode()
+                    self.files[file_id] = "\n".join(lines).encode()
                     batch[kind] = file_id
             batch["status"] = "completed"

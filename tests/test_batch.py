@@ -97,6 +97,8 @@ def test_submit_status_collect_writes_results_by_custom_id_and_requeues_the_rest
     assert "- Extracted by: batch extraction (worker 0)" in message and "Extraction-Model: gpt-4o-mini" in message
     calls = store.calls_for(SOURCES[0])
     assert calls[-1]["cost"] == pytest.approx((1_000_000 * 0.15 + 100_000 * 0.60) / 1e6 / 2)  # the batch price
+    unusable = store.calls_for(SOURCES[3])  # billed though unusable: counted
+    assert [c["outcome"] for c in unusable] == ["invalid"] and unusable[0]["cost"] == pytest.approx(calls[-1]["cost"])
     assert main(["batch", "status", "--kb", str(kb)]) == 0
     assert "no batch awaits collection" in capsys.readouterr().out
 
@@ -121,3 +123,51 @@ def test_batch_mode_needs_an_endpoint(
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert main(["batch", "submit", "--kb", str(kb)]) == 2
     assert "batch mode needs an endpoint with a Batch API" in capsys.readouterr().err
+
+
+def test_an_expired_batch_sends_every_source_back_to_the_queue(kb: Path, api: FakeBatchAPI) -> None:
+    assert main(["batch", "submit", "--kb", str(kb)]) == 0
+    api.expire("batch_1")
+    assert main(["batch", "collect", "--kb", str(kb)]) == 0
+    rows = StateStore.open(kb).all_sources()
+    assert {rows[p].state for p in SOURCES} == {SourceState.DUE}
+    assert all("no result (failed or expired)" in (rows[p].last_error or "") for p in SOURCES)
+    assert git(kb, "branch", "--list", "extract/*") == ""
+
+
+def test_broken_result_lines_are_left_out_and_a_collect_cut_short_is_not_collected_twice(
+    kb: Path, api: FakeBatchAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["batch", "submit", "--kb", str(kb)]) == 0
+    api.complete("batch_1", result_for, garbage=True)
+    assert main(["batch", "collect", "--kb", str(kb)]) == 0
+    store = StateStore.open(kb)
+    assert store.get(SOURCES[0]).state is SourceState.AWAITING_REVIEW  # type: ignore[union-attr]
+    tip = git(kb, "rev-parse", f"extract/{Path(SOURCES[0]).stem}").strip()
+    # As if the collect had died before it recorded the batch as collected: a second collect reads it again.
+    store.db.execute("UPDATE batches SET collected_at = NULL")
+    store.db.commit()
+    capsys.readouterr()
+    assert main(["batch", "collect", "--kb", str(kb)]) == 0
+    out = capsys.readouterr().out
+    assert f"{SOURCES[0]}: result not used: no longer waiting for this batch" in out
+    assert git(kb, "rev-parse", f"extract/{Path(SOURCES[0]).stem}").strip() == tip  # one commit, not two
+    assert StateStore.open(kb).get(SOURCES[0]).state is SourceState.AWAITING_REVIEW  # type: ignore[union-attr]
+
+
+def test_submit_sends_only_what_the_daily_budget_allows_counting_batches_not_yet_collected(
+    kb: Path, api: FakeBatchAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No history: each request is expected to cost at most its prompt plus a full max_tokens reply, at half price.
+    (kb / "extractor.toml").write_text('model = "gpt-4o-mini"\nmax_per_cycle = 10\nbudget_per_day = 0.004\n')
+    assert main(["batch", "submit", "--kb", str(kb)]) == 0
+    out = capsys.readouterr().out
+    sent = len(api.requests("batch_1"))
+    assert 1 <= sent < 4 and "held back by the budget" in out
+    store = StateStore.open(kb)
+    assert store.counts() == {"batched": sent, "due": 4 - sent}
+    assert 0 < store.pending_batch_cost() <= 0.004
+    # The first batch's expected cost is held against today's budget until it is collected.
+    assert main(["batch", "submit", "--kb", str(kb)]) == 1
+    assert "held back by the budget" in capsys.readouterr().err
+    assert len(api.batches) == 1
