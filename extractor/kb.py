@@ -43,6 +43,9 @@ class KBIndex:
     def __init__(self, root: Path, claims: list[ClaimRef], files: list[str] | None = None) -> None:
         self.root = root
         self.files = files if files is not None else [c.path for c in claims]
+        # What each file was when read (modification time, size) and what it gave: a later load reads only
+        # the files that changed since.
+        self._read: dict[str, tuple[tuple[int, int], ClaimRef | None]] = {}
         self._build(claims)
 
     def _build(self, claims: list[ClaimRef]) -> None:
@@ -65,8 +68,11 @@ class KBIndex:
                 self._folded.setdefault(key.casefold(), claim)
 
     @classmethod
-    def load(cls, root: Path, exclude: list[str] | None = None) -> KBIndex:
+    def load(cls, root: Path, exclude: list[str] | None = None, previous: KBIndex | None = None) -> KBIndex:
+        """Every claim under ``root``; files unchanged since ``previous`` was loaded are not read again."""
         excluded = {PurePosixPath(e) for e in (exclude or [])}
+        known = previous._read if previous is not None and previous.root == root else {}
+        read: dict[str, tuple[tuple[int, int], ClaimRef | None]] = {}
         claims: list[ClaimRef] = []
         files: list[str] = []
         for path in sorted(root.rglob("*.md")):
@@ -76,10 +82,22 @@ class KBIndex:
             files.append(str(rel))  # every note can be a link target, sources included
             if any(rel.is_relative_to(e) for e in excluded):
                 continue
-            ref = read_claim_ref(path, rel)
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            stamp = (info.st_mtime_ns, info.st_size)
+            seen = known.get(str(rel))
+            ref = seen[1] if seen is not None and seen[0] == stamp else read_claim_ref(path, rel)
+            read[str(rel)] = (stamp, ref)
             if ref is not None:
                 claims.append(ref)
-        return cls(root, claims, files)
+        index = cls(root, claims, files)
+        index._read = read
+        same = previous is not None and len(previous.claims) == len(claims)
+        if previous is not None and same and all(a is b for a, b in zip(previous.claims, claims, strict=True)):
+            index._retriever = previous._retriever  # the same claims: the same ranking
+        return index
 
     def refresh(self, paths: list[str]) -> None:
         """Re-read these files after a write (new, changed or deleted claims)."""

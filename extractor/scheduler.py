@@ -289,7 +289,7 @@ class Runner:
         report.taken = len(pending)
         if on_start is not None:
             on_start(len(pending))
-        self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir])
+        self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir], previous=self.index)
         base = planning_view(self.kb_root, self.settings)[1] if pending else None
         shutdown_deadline: float | None = None
         while pending or self.pool.busy:
