@@ -60,6 +60,9 @@ class TaskResult(BaseModel):
     seconds: float = 0.0
 
 
+STARTUP_GRACE = 120.0  # seconds a fresh worker may take to start before its task's clock runs anyway
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -182,6 +185,7 @@ class WorkerPool:
         self.task_queues: dict[int, Any] = {}
         self.busy: dict[int, tuple[Task, float]] = {}
         self.ready: set[int] = set()
+        self.ready_at: dict[int, float] = {}
         for number in range(1, size + 1):
             self._start(number)
 
@@ -215,6 +219,7 @@ class WorkerPool:
     def _take(self, message: TaskResult | Ready) -> TaskResult | None:
         if isinstance(message, Ready):
             self.ready.add(message.worker)
+            self.ready_at[message.worker] = time.monotonic()
             return None
         self.busy.pop(message.worker, None)
         return message
@@ -226,8 +231,17 @@ class WorkerPool:
             return None
 
     def overdue(self, limit: float) -> list[tuple[int, Task]]:
+        """Tasks past ``limit`` seconds of work. A worker's start-up (a fresh one imports everything, slowly on a
+        busy machine) is not the source's time: its clock starts when the worker is ready, or after
+        ``STARTUP_GRACE`` seconds of waiting for that."""
         now = time.monotonic()
-        return [(n, task) for n, (task, since) in self.busy.items() if now - since > limit]
+        overdue = []
+        for number, (task, since) in self.busy.items():
+            ready_at = self.ready_at.get(number) if number in self.ready else None
+            began = since + STARTUP_GRACE if ready_at is None else max(since, ready_at)
+            if now - began > limit:
+                overdue.append((number, task))
+        return overdue
 
     def dead(self) -> list[tuple[int, Task]]:
         return [(n, task) for n, (task, _) in self.busy.items() if not self.processes[n].is_alive()]
@@ -240,6 +254,7 @@ class WorkerPool:
         process.join(timeout=10)
         task = self.busy.pop(number, (None, 0.0))[0]
         self.ready.discard(number)
+        self.ready_at.pop(number, None)
         self._start(number)
         return task
 

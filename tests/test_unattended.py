@@ -185,10 +185,12 @@ def test_a_hung_source_hits_the_time_limit_and_the_worker_is_replaced(
 ) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
     kb = make_kb(tmp_path / "kb", 2, "source_timeout = 2\nmax_per_cycle = 5\n")
-    fake_llm.push(Reply(body=answer(NULL).body, delay=8), answer(NULL))
+    fake_llm.push(Reply(body=answer(NULL).body, delay=40), answer(NULL))
     started = time.monotonic()
     assert main(["run", "--once", "--kb", str(kb)]) == 1
-    assert time.monotonic() - started < 8
+    # Cut off long before the hung reply came (the replacement worker's start-up is not counted as work, so
+    # on a busy machine the second source still gets its full 2 s).
+    assert time.monotonic() - started < 30
     store = StateStore.open(kb)
     hung = store.get("inbox/archive/2026-01-00-source-00.md")
     assert hung and hung.state is SourceState.FAILED and "no result within 2s" in (hung.last_error or "")
