@@ -42,6 +42,36 @@ class PendingReview(BaseModel):
     age_seconds: float
 
 
+def dropped_items(notes: str) -> list[str]:
+    """The items of the ``Dropped:`` part that closes a source's ``extraction_notes``.
+
+    Items are joined by "; ", and so are the gates' reasons inside an item's
+    parentheses (and a title in quotes may hold one), so only a separator
+    outside quotes and parentheses ends an item.
+    """
+    if "Dropped: " not in notes:
+        return []
+    text = notes.rsplit("Dropped: ", 1)[1]  # the pipeline's own part comes last, after the model's notes
+    items, current, depth, quoted = [], [], 0, False
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth = max(depth - 1, 0)
+        elif not quoted and depth == 0 and text.startswith("; ", position):
+            items.append("".join(current))
+            current, position = [], position + 2
+            continue
+        current.append(char)
+        position += 1
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
 def branch_for(slug: str) -> str:
     slug = slug.removeprefix(PREFIX)
     if not slug or "/" in slug or slug.startswith("."):
@@ -70,9 +100,7 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
     warnings: list[str] = []
     if source:
         text = git(kb, "show", f"{commit}:{source.group(1)}")
-        notes = str(split_document(text)[0].get("extraction_notes") or "")
-        if "Dropped: " in notes:
-            warnings = [w.strip() for w in notes.split("Dropped: ", 1)[1].split("; ") if w.strip()]
+        warnings = dropped_items(str(split_document(text)[0].get("extraction_notes") or ""))
     return PendingReview(
         slug=branch.removeprefix(PREFIX),
         branch=branch,

@@ -387,7 +387,7 @@ def build_page(data: PageInput) -> ReviewPage:
         claims=claims,
         enrichments=[diff_lines(path, *texts) for path, texts in data.enrichment_texts.items()],
         source_diff=diff_lines(item.source, data.source_text, data.source_after) if source_changed else None,
-        warnings=item.warnings,
+        warnings=report.dropped if report else item.warnings,
         part_notes=report.part_notes if report else [],
         provenance=Provenance(
             agent=item.agent,

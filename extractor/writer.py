@@ -178,7 +178,11 @@ def extraction_notes(result: ExtractionResult) -> str:
     anchors = [anchor for claim in result.claims for anchor in claim.anchors]
     if anchors:
         found = sum(anchor.method != "paraphrase" for anchor in anchors)
-        parts.append(f"Evidence found in the source: {found} of {len(anchors)} items; the rest is paraphrase.")
+        by_claim = [
+            f"{sum(a.method != 'paraphrase' for a in claim.anchors)} of {len(claim.anchors)}" for claim in result.claims
+        ]
+        detail = f" (by claim, in order: {', '.join(by_claim)})" if len(by_claim) > 1 else ""
+        parts.append(f"Evidence found in the source: {found} of {len(anchors)} items{detail}; the rest is paraphrase.")
     if result.dropped:
         parts.append("Dropped: " + "; ".join(result.dropped))
     return one_line(" ".join(parts)) or "No notes."

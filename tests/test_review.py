@@ -165,3 +165,19 @@ def test_a_source_that_is_not_utf8_on_main_fails_with_a_clear_error(
     assert main(["extract", str(kb / HANSON)]) == 1
     assert capsys.readouterr().err.strip() == f"extractor: {HANSON}: not UTF-8 text (byte 11)"
     assert branches(kb) == []
+
+
+def test_dropped_items_split_only_between_items() -> None:
+    from extractor.review import dropped_items
+
+    notes = (
+        "The model says: Dropped: nothing of note. Evidence found in the source: 1 of 2 items; the rest is paraphrase. "
+        'Dropped: dropped claim "Costs fall; then rise again over time" (grounding: "12%" is not in the source; '
+        "description: repeats the title); unlinked 2 wiki link(s) that resolve to no note"
+    )
+    assert dropped_items(notes) == [
+        'dropped claim "Costs fall; then rise again over time" (grounding: "12%" is not in the source; '
+        "description: repeats the title)",
+        "unlinked 2 wiki link(s) that resolve to no note",
+    ]
+    assert dropped_items("Read in 3 overlapping parts.") == []
