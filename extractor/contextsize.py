@@ -24,6 +24,28 @@ KNOWN_CONTEXT_TOKENS: dict[str, int] = {
     "gpt-5-mini": 400_000,
     "gpt-5-nano": 400_000,
 }
+# Families by name prefix, for models reached through compatible endpoints (OpenRouter, vLLM, Ollama, proxies),
+# whose names vary in everything but how they start; a provider prefix ("anthropic/") is ignored. First match wins.
+KNOWN_FAMILY_PREFIXES: list[tuple[str, int]] = [
+    ("gpt-4-turbo", 128_000),
+    ("gpt-4o", 128_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-5", 400_000),
+    ("gpt-3.5-turbo", 16_385),
+    ("claude", 200_000),
+    ("gemini-1.5", 1_048_576),
+    ("gemini-2", 1_048_576),
+    ("llama-3.1", 131_072),
+    ("llama-3.2", 131_072),
+    ("llama-3.3", 131_072),
+    ("llama3.1", 131_072),
+    ("llama3.2", 131_072),
+    ("llama3.3", 131_072),
+    ("mistral-large", 131_072),
+    ("mistral-small", 32_768),
+    ("qwen2.5", 32_768),
+    ("deepseek-chat", 65_536),
+]
 # An unknown model is taken to be a small one: parts cost more calls, an overflow costs the source.
 DEFAULT_CONTEXT_TOKENS = 8192
 # Share of the context left unused: the character estimate of tokens is rough.
@@ -40,7 +62,10 @@ def context_tokens_for(settings: Settings) -> int:
     if settings.context_tokens:
         return settings.context_tokens
     family = known_family(settings.model, KNOWN_CONTEXT_TOKENS)
-    return KNOWN_CONTEXT_TOKENS[family] if family else DEFAULT_CONTEXT_TOKENS
+    if family:
+        return KNOWN_CONTEXT_TOKENS[family]
+    name = settings.model.rsplit("/", 1)[-1].casefold()
+    return next((tokens for prefix, tokens in KNOWN_FAMILY_PREFIXES if name.startswith(prefix)), DEFAULT_CONTEXT_TOKENS)
 
 
 def fits(messages: list[dict[str, str]], settings: Settings) -> bool:

@@ -74,10 +74,13 @@ class ExtractionResult(BaseModel):
     part_notes: list[str] = Field(default_factory=list, description="what reading in parts skipped or combined")
 
 
-def candidates_for(source: Source, index: KBIndex, k: int = MAX_CANDIDATES) -> list[ClaimRef]:
-    """Existing claims to offer the model: the ones the source links to, then the BM25 best matches."""
+def candidates_for(
+    source: Source, index: KBIndex, k: int = MAX_CANDIDATES, links_from: str | None = None
+) -> list[ClaimRef]:
+    """Existing claims to offer the model: the ones the source links to (in ``links_from``, by default its
+    body), then the BM25 best matches for its title and text."""
     found: dict[str, ClaimRef] = {}
-    for name in wiki_links(source.body):
+    for name in wiki_links(source.body if links_from is None else links_from):
         ref = index.resolve(name)
         if ref is not None:
             found.setdefault(ref.path, ref)
@@ -230,7 +233,7 @@ def prepare_requests(
 ) -> tuple[list[PreparedRequest], list[str]]:
     """One request, or one per part when the source does not fit the model's context; and notes on parts skipped.
 
-    Every part carries the source's metadata and the same KB candidates. The
+    Every part carries the source's metadata and KB candidates chosen for it. The
     parts overlap and together cover the whole body: nothing is cut off. Parts
     holding only blanks (padding in converted PDFs) are not sent, and said so.
     """
@@ -253,7 +256,18 @@ def prepare_requests(
     for number, chunk in enumerate(kept, start=1):
         header = part_note(prompts_dir(settings), number, len(kept), chunk.start, chunk.end, len(source.body))
         part = source.model_copy(update={"body": f"{header}\n\n{chunk.text.strip()}"})
-        request = prepare_request(part, source_path, settings, index, candidates=candidates)
+        # The KB claims offered are those the whole source links to, then the best matches for this part's own
+        # text, so a section deep in a long report is not shown only claims chosen for its first pages. A part
+        # whose own choice would not fit falls back to the whole source's, which the part's size allows for.
+        own = [
+            Candidate(title=ref.title, description=ref.description)
+            for ref in candidates_for(
+                source.model_copy(update={"body": chunk.text}), index, settings.retrieval_k, links_from=source.body
+            )  # fmt: skip
+        ]
+        request = prepare_request(part, source_path, settings, index, candidates=own)
+        if not fits(request.messages, settings):
+            request = prepare_request(part, source_path, settings, index, candidates=candidates)
         requests.append(request.model_copy(update={"replaced": whole.replaced, "part": chunk}))
     return requests, notes
 
@@ -382,12 +396,17 @@ def judge_answer(
         return check_claims(drafts, source_text, domain, settings.domains, index, replaced)
 
     report = gates(answer.claims)
-    if report.failures and settings.gate_reasks > 0 and llm is not None:
-        follow_up = [
-            *request.messages,
-            {"role": "assistant", "content": reply.raw_replies[-1]},
-            {"role": "user", "content": report.feedback(answer.claims)},
-        ]
+    follow_up = [
+        *request.messages,
+        {"role": "assistant", "content": reply.raw_replies[-1] if reply.raw_replies else ""},
+        {"role": "user", "content": report.feedback(answer.claims)},
+    ]
+    wants_reask = bool(report.failures) and settings.gate_reasks > 0 and llm is not None
+    if wants_reask and not fits(follow_up, settings):
+        wants_reask = False  # past the model's context a strict server refuses the request: the gates decide alone
+        dropped.append("no re-ask after the gates failed: it would not fit the model's context")
+    if wants_reask:
+        assert llm is not None
         try:
             second = llm.ask(follow_up, ExtractionAnswer, salvage=salvage_answer)
         except LLMError as exc:

@@ -29,6 +29,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from extractor.config import Settings, StructuredMode
+from extractor.contextsize import fits
 from extractor.costs import price_for, usage_cost
 from extractor.ratelimit import estimated_tokens
 from extractor.redact import scrub
@@ -397,15 +398,20 @@ class StructuredClient:
                 value = parse_reply(content, model)
             except (ValueError, ValidationError) as error:
                 calls[-1].outcome, calls[-1].error = "invalid", reask_message(error)
-                if reask == settings.max_reasks:
-                    rescued = _try_salvage(salvage, content)
-                    if rescued is not None:
-                        return reply(rescued[0], reask, rescued[1])
-                    raise give_up("invalid", f"{reask_message(error)} (after {reask} re-ask(s))", error) from error
-                conversation += [
+                follow_up = [
+                    *conversation,
                     {"role": "assistant", "content": content},
                     {"role": "user", "content": reask_message(error)},
                 ]
+                # A re-ask carries the reply back: past the model's context, a strict server refuses it (400).
+                too_long = not fits(follow_up, settings)
+                if reask == settings.max_reasks or too_long:
+                    rescued = _try_salvage(salvage, content)
+                    if rescued is not None:
+                        return reply(rescued[0], reask, rescued[1])
+                    why = "no re-ask: it would not fit the model's context" if too_long else f"after {reask} re-ask(s)"
+                    raise give_up("invalid", f"{reask_message(error)} ({why})", error) from error
+                conversation = follow_up
                 continue
             if key is not None and self.cache is not None:
                 self.cache.cache_answer(key, settings.model, content, usage.prompt_tokens, usage.completion_tokens,

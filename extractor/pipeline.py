@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from extractor.config import Settings
+from extractor.contextsize import ContextTooSmallError
 from extractor.extract import extract_source
 from extractor.gitrepo import GitError
 from extractor.kb import KBIndex
@@ -125,7 +126,7 @@ def process_source(
             commit, branch = commit_extraction(kb_root, changes, settings, source_path, source.slug, base, force)
     except LLMError as exc:
         return done(OutcomeKind.FAILED, error=f"LLM failed: {exc}", usage=exc.usage, agent=agent, calls=exc.calls)
-    except (WriteError, GitError, PromptError, LocalModelError, LockHeldError, OSError) as exc:
+    except (WriteError, GitError, PromptError, LocalModelError, LockHeldError, OSError, ContextTooSmallError) as exc:
         return done(OutcomeKind.FAILED, error=" ".join(str(exc).split()), usage=usage, agent=agent, calls=calls)
     kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
     report = build_report(result, changes, commit, branch, worker)

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from extractor.config import Settings
+from extractor.contextsize import ContextTooSmallError
 from extractor.extract import ExtractionResult, extract_source
 from extractor.gitrepo import head, read_at
 from extractor.kb import KBIndex
@@ -126,7 +127,7 @@ def compute(
         extraction = extract_source(source, task.source_path, settings, llm, index, replace_previous=task.force)
     except LLMError as exc:
         return result(error=f"LLM failed: {exc}", content_hash=digest, usage=exc.usage, calls=exc.calls, agent=agent)
-    except (PromptError, OSError) as exc:
+    except (PromptError, OSError, ContextTooSmallError) as exc:
         return result(error=" ".join(str(exc).split()), content_hash=digest, agent=agent)
     except Exception as exc:  # noqa: BLE001 - a bug must fail one source, not the worker
         where = traceback.extract_tb(exc.__traceback__)[-1]

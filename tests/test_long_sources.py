@@ -73,6 +73,9 @@ def test_context_sizes_known_set_and_defaulted(tmp_path: Path) -> None:
     assert context_tokens_for(Settings(model="gpt-4o-2024-08-06")) == 128_000  # a dated snapshot: its family's
     assert context_tokens_for(Settings(model="gpt-4.1-nano")) == 1_047_576
     assert context_tokens_for(Settings(model="my-local-llama")) == 8192  # unknown: taken to be small
+    assert context_tokens_for(Settings(model="anthropic/claude-3.5-sonnet")) == 200_000  # by family, past a prefix
+    assert context_tokens_for(Settings(model="meta-llama/Llama-3.3-70B-Instruct")) == 131_072
+    assert context_tokens_for(Settings(model="gpt-4-turbo-2024-04-09")) == 128_000
     assert context_tokens_for(Settings(model="my-local-llama", context_tokens=32_768)) == 32_768
     with pytest.raises(ContextTooSmallError, match="raise context_tokens or lower max_tokens"):
         part_chars([{"role": "user", "content": "x" * 20_000}], Settings(model="m", context_tokens=8192))
@@ -116,6 +119,10 @@ def test_a_long_source_is_read_in_overlapping_parts_that_cover_it_all(tmp_path: 
     assert f"combined across parts: {COMMON}" in result.part_notes
     notes = extraction_notes(result)
     assert f"Read in {result.parts} overlapping parts." in notes
+    items = sum(len(claim.anchors) for claim in result.claims)
+    by_claim = ", ".join(f"{len(claim.anchors)} of {len(claim.anchors)}" for claim in result.claims)
+    detail = f" (by claim, in order: {by_claim})" if len(result.claims) > 1 else ""
+    assert f"Evidence found in the source: {items} of {items} items{detail};" in notes  # every item found
     # Every evidence item is located in the source body, at text that says it.
     for claim in result.claims:
         assert len(claim.anchors) == len(claim.draft.evidence)
@@ -253,3 +260,61 @@ def test_every_corpus_source_extracts_with_the_scripted_server(corpus: Path, fak
           f"{sum(parts > 1 for parts in outcomes.values())} read in parts. Longest: {longest[1]} "
           f"({longest[0]:,} characters) in {result.parts} parts, {statistics.median(times):.2f} s "
           f"(median of 3; scripted server, no response cache, {result.usage.requests} requests)")  # fmt: skip
+
+
+def test_a_context_too_small_for_any_part_fails_the_source_with_a_clear_error(
+    tmp_path: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from extractor.cli import main
+    from tests.kbfactory import make_inbox_kb
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
+    kb = make_inbox_kb(tmp_path / "kb", 2, "context_tokens = 4096\nmax_tokens = 4096\nmax_per_cycle = 5\n")
+    source = sorted((kb / "inbox" / "archive").glob("*.md"))[0]
+    assert main(["extract", str(source), "--kb", str(kb)]) == 1
+    err = capsys.readouterr().err
+    assert "raise context_tokens or lower max_tokens" in err and "Traceback" not in err
+    assert main(["run", "--once", "--kb", str(kb)]) == 1
+    row = StateStore.open(kb).get(source.relative_to(kb).as_posix())
+    assert row is not None and "raise context_tokens" in (row.last_error or "")
+    assert "internal error" not in (row.last_error or "") and fake_llm.requests == []
+
+
+def test_a_reask_that_would_not_fit_the_context_is_not_sent(fake_llm: FakeOpenAI) -> None:
+    from extractor.answer import ExtractionAnswer
+
+    settings = Settings(base_url=fake_llm.base_url, model="scripted", context_tokens=2048, max_tokens=512,
+                        max_reasks=1, timeout=10)  # fmt: skip
+    client = StructuredClient(make_client(settings), settings)
+    messages = [{"role": "user", "content": "x" * 4000}]  # about 1,000 tokens: fits with a 512-token reply
+    fake_llm.push(completion("{'not': json"))
+    fake_llm.push(completion(json.dumps(NULL)))
+    assert client.ask(messages, ExtractionAnswer).reasks == 1  # a short broken reply: re-asked as usual
+    fake_llm.requests.clear()
+    fake_llm.push(completion("{'not': json " + "y" * 2400))  # carried back, it would pass the context
+    with pytest.raises(LLMError) as raised:
+        client.ask(messages, ExtractionAnswer)
+    assert raised.value.kind == "invalid" and "would not fit the model's context" in str(raised.value)
+    assert len(fake_llm.requests) == 1
+
+
+def test_each_part_is_offered_the_kb_claims_that_match_its_own_text(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    from extractor.kb import ClaimRef
+
+    source = long_source(tmp_path)
+    late = "Walrus colonies migrate north earlier when the sea ice thins in spring."
+    body = source.body + "\n\n## Appendix\n\n" + (late + " ") * 30 + "\n"
+    source = source.model_copy(update={"body": body, "text": source.text + "\n\n## Appendix\n\n" + (late + " ") * 30})
+    claims = [ClaimRef(path=f"claims/ai-alignment/review-{n}.md", title=f"Careful review of drafted claims costs {n}",
+                       description="measured drafts in a week of review") for n in range(6)]  # fmt: skip
+    claims.append(ClaimRef(path="claims/ai-alignment/walrus.md", title="Walrus colonies migrate north with thin ice",
+                           description="sea ice and walrus migration"))  # fmt: skip
+    index = KBIndex(tmp_path, claims)
+    settings = Settings(base_url=fake_llm.base_url, model="scripted", context_tokens=8192, max_tokens=2048,
+                        retrieval_k=3)  # fmt: skip
+    requests, _ = prepare_requests(source, "inbox/archive/x.md", settings, index)
+    assert len(requests) > 2
+    offered = [request.messages[1]["content"] for request in requests]
+    assert "Walrus colonies migrate north with thin ice" not in offered[0]
+    assert "Walrus colonies migrate north with thin ice" in offered[-1]
+    assert all(estimated_tokens(r.messages, settings.max_tokens) <= 8192 * 0.9 for r in requests)
