@@ -9,6 +9,7 @@ SDK's own retries are off so attempts never multiply.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import json
 import re
@@ -106,6 +107,17 @@ def make_client(settings: Settings) -> openai.OpenAI:
 
 
 def response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any]:
+    """What the request's ``response_format`` says for this mode; a fresh copy, since callers may change it."""
+    return json.loads(_response_format_json(mode, model))
+
+
+@functools.cache
+def _response_format_json(mode: StructuredMode, model: type[BaseModel]) -> str:
+    """Building a model's JSON schema takes milliseconds, and every request (and its cache key) needs it."""
+    return json.dumps(_build_response_format(mode, model))
+
+
+def _build_response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any]:
     if mode is StructuredMode.JSON_SCHEMA:
         return {
             "type": "json_schema",
