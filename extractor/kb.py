@@ -7,6 +7,8 @@ BM25 (``bm25s``) over titles and descriptions.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import bm25s
@@ -70,26 +72,25 @@ class KBIndex:
     @classmethod
     def load(cls, root: Path, exclude: list[str] | None = None, previous: KBIndex | None = None) -> KBIndex:
         """Every claim under ``root``; files unchanged since ``previous`` was loaded are not read again."""
-        excluded = {PurePosixPath(e) for e in (exclude or [])}
+        excluded = tuple(f"{PurePosixPath(e).as_posix().strip('/')}/" for e in (exclude or []))
         known = previous._read if previous is not None and previous.root == root else {}
         read: dict[str, tuple[tuple[int, int], ClaimRef | None]] = {}
         claims: list[ClaimRef] = []
         files: list[str] = []
-        for path in sorted(root.rglob("*.md")):
-            rel = PurePosixPath(path.relative_to(root).as_posix())
-            if SKIP_DIRS.intersection(rel.parts):
-                continue
-            files.append(str(rel))  # every note can be a link target, sources included
-            if any(rel.is_relative_to(e) for e in excluded):
+        # In path order, part by part, as before: the first of two notes with one stem is the one a link finds.
+        for rel, entry in sorted(markdown_files(root), key=lambda item: item[0].split("/")):
+            files.append(rel)  # every note can be a link target, sources included
+            if rel.startswith(excluded):
                 continue
             try:
-                info = path.stat()
+                info = entry.stat(follow_symlinks=True)
             except OSError:
                 continue
             stamp = (info.st_mtime_ns, info.st_size)
-            seen = known.get(str(rel))
-            ref = seen[1] if seen is not None and seen[0] == stamp else read_claim_ref(path, rel)
-            read[str(rel)] = (stamp, ref)
+            seen = known.get(rel)
+            unchanged = seen is not None and seen[0] == stamp
+            ref = seen[1] if seen is not None and unchanged else read_claim_ref(Path(entry.path), PurePosixPath(rel))
+            read[rel] = (stamp, ref)
             if ref is not None:
                 claims.append(ref)
         index = cls(root, claims, files)
@@ -166,6 +167,28 @@ class KBIndex:
     def resolve(self, name: str) -> ClaimRef | None:
         key = _link_key(name)
         return self._exact.get(key) or self._folded.get(key.casefold())
+
+
+def markdown_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every ``*.md`` below ``root`` (its path relative to root, POSIX, and its entry), skipping tool folders.
+
+    Walks with ``os.scandir`` and string paths: a KB of 100,000 files is walked again at every reload.
+    """
+    try:
+        entries = list(os.scandir(root if not prefix else root / prefix))
+    except OSError:
+        return
+    for entry in entries:
+        rel = f"{prefix}{entry.name}"
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)  # a linked folder is not walked into
+        except OSError:
+            continue
+        if is_dir:
+            if entry.name not in SKIP_DIRS:
+                yield from markdown_files(root, f"{rel}/")
+        elif entry.name.endswith(".md"):
+            yield rel, entry
 
 
 def read_claim_ref(path: Path, rel: PurePosixPath) -> ClaimRef | None:
