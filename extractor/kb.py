@@ -151,8 +151,9 @@ class KBIndex:
         query_tokens = tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
         if not any(query_tokens[0]):
             return []
+        # n_threads=0: in the calling thread (bm25s starts a thread pool per call for any other value).
         found, scores = retriever.retrieve(
-            query_tokens, k=min(len(self.claims), k * 2), show_progress=False, n_threads=1
+            query_tokens, k=min(len(self.claims), k * 2), show_progress=False, n_threads=0
         )
         seen: set[str] = set()
         ranked = []
