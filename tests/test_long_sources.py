@@ -123,6 +123,13 @@ def test_a_long_source_is_read_in_overlapping_parts_that_cover_it_all(tmp_path: 
     by_claim = ", ".join(f"{len(claim.anchors)} of {len(claim.anchors)}" for claim in result.claims)
     detail = f" (by claim, in order: {by_claim})" if len(result.claims) > 1 else ""
     assert f"Evidence found in the source: {items} of {items} items{detail};" in notes  # every item found
+    # With several claims the notes count claim by claim: here a copy whose evidence was all paraphrase.
+    first = result.claims[0]
+    paraphrased = [anchor.model_copy(update={"method": "paraphrase"}) for anchor in first.anchors]
+    unfound = first.model_copy(update={"anchors": paraphrased})
+    n = len(first.anchors)
+    two = extraction_notes(result.model_copy(update={"claims": [first, unfound]}))
+    assert f"Evidence found in the source: {n} of {2 * n} items (by claim, in order: {n} of {n}, 0 of {n});" in two
     # Every evidence item is located in the source body, at text that says it.
     for claim in result.claims:
         assert len(claim.anchors) == len(claim.draft.evidence)
