@@ -111,8 +111,17 @@ class SharedLimits:
             row = self.db.execute("SELECT spacing, until FROM slowed WHERE endpoint = ?", (self.endpoint,)).fetchone()
         return float(row[0]) if row and row[1] > time.time() else 0.0
 
+    def _wait_out_pause(self) -> None:
+        while (pause := self.paused_until() - time.time()) > 0:
+            time.sleep(min(pause, 1.0))
+
     def _take_slot(self) -> float:
-        """While slowed, book the next free moment for this request (shared by all processes); returns it."""
+        """While slowed, book the next free moment for this request (shared by all processes); returns it.
+
+        Not slowed (the usual case), nothing is booked: no write lock on the shared file for every request.
+        """
+        if not self.spacing():
+            return time.time()
         with self._transaction():
             row = self.db.execute(
                 "SELECT spacing, until, next_slot FROM slowed WHERE endpoint = ?", (self.endpoint,)
@@ -127,17 +136,14 @@ class SharedLimits:
     def wait(self, tokens: int) -> float:
         """Block until a request of ``tokens`` may go; returns the seconds waited."""
         started = time.monotonic()
-        while (pause := self.paused_until() - time.time()) > 0:
-            time.sleep(min(pause, 1.0))
+        self._wait_out_pause()
         if (delay := self._take_slot() - time.time()) > 0:
             time.sleep(delay)
         if self.requests is not None:
             self.requests.try_acquire(self.endpoint, 1)
         if self.tokens is not None and self.tokens_per_minute:
             self.tokens.try_acquire(self.endpoint, min(tokens, self.tokens_per_minute))
-        # A 429 another process got while this one waited for the bucket holds for it too.
-        while (pause := self.paused_until() - time.time()) > 0:
-            time.sleep(min(pause, 1.0))
+        self._wait_out_pause()  # a 429 another process got while this one waited for the bucket holds here too
         return time.monotonic() - started
 
     def pause(self, seconds: float | None) -> None:
