@@ -396,17 +396,19 @@ def judge_answer(
         return check_claims(drafts, source_text, domain, settings.domains, index, replaced)
 
     report = gates(answer.claims)
-    follow_up = [
-        *request.messages,
-        {"role": "assistant", "content": reply.raw_replies[-1] if reply.raw_replies else ""},
-        {"role": "user", "content": report.feedback(answer.claims)},
-    ]
-    wants_reask = bool(report.failures) and settings.gate_reasks > 0 and llm is not None
-    if wants_reask and not fits(follow_up, settings):
-        wants_reask = False  # past the model's context a strict server refuses the request: the gates decide alone
+    follow_up = (
+        [
+            *request.messages,
+            {"role": "assistant", "content": reply.raw_replies[-1]},
+            {"role": "user", "content": report.feedback(answer.claims)},
+        ]
+        if report.failures and settings.gate_reasks > 0 and llm is not None
+        else None
+    )
+    if follow_up is not None and not fits(follow_up, settings):
+        follow_up = None  # past the model's context a strict server refuses the request: the gates decide alone
         dropped.append("no re-ask after the gates failed: it would not fit the model's context")
-    if wants_reask:
-        assert llm is not None
+    if follow_up is not None and llm is not None:
         try:
             second = llm.ask(follow_up, ExtractionAnswer, salvage=salvage_answer)
         except LLMError as exc:

@@ -87,16 +87,15 @@ class KBIndex:
             except OSError:
                 continue
             stamp = (info.st_mtime_ns, info.st_size)
-            seen = known.get(rel)
-            unchanged = seen is not None and seen[0] == stamp
-            ref = seen[1] if seen is not None and unchanged else read_claim_ref(Path(entry.path), PurePosixPath(rel))
+            stamp_then, ref = known.get(rel, (None, None))
+            if stamp_then != stamp:
+                ref = read_claim_ref(Path(entry.path), PurePosixPath(rel))
             read[rel] = (stamp, ref)
             if ref is not None:
                 claims.append(ref)
         index = cls(root, claims, files)
         index._read = read
-        same = previous is not None and len(previous.claims) == len(claims)
-        if previous is not None and same and all(a is b for a, b in zip(previous.claims, claims, strict=True)):
+        if previous is not None and _same_objects(previous.claims, claims):
             index._retriever = previous._retriever  # the same claims: the same ranking
         return index
 
@@ -168,6 +167,11 @@ class KBIndex:
     def resolve(self, name: str) -> ClaimRef | None:
         key = _link_key(name)
         return self._exact.get(key) or self._folded.get(key.casefold())
+
+
+def _same_objects(before: list[ClaimRef], after: list[ClaimRef]) -> bool:
+    """Every claim reused as it was, in the same order: nothing the ranking depends on changed."""
+    return len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=True))
 
 
 def markdown_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
