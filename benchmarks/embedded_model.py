@@ -17,11 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from extractor.config import load_settings  # noqa: E402
-from extractor.demo import create_demo_kb  # noqa: E402
-from extractor.endpoint import llm_endpoint  # noqa: E402
-from extractor.llm import StructuredClient, make_client  # noqa: E402
-from extractor.pipeline import MANUAL_RUNNER, process_source  # noqa: E402
+from extractor.cli.demo import create_demo_kb  # noqa: E402
+from extractor.core.settings import load_settings  # noqa: E402
+from extractor.llm.client import StructuredClient, make_client  # noqa: E402
+from extractor.llm.endpoint import llm_endpoint  # noqa: E402
+from extractor.run.service import MANUAL_RUNNER, SourceService  # noqa: E402
+from extractor.store.state import StateStore  # noqa: E402
 
 
 def main() -> None:
@@ -38,13 +39,12 @@ def main() -> None:
         with llm_endpoint(settings) as live:
             print(f"model: {live.model}; server ready in {time.monotonic() - started:.1f}s; {os.cpu_count()} cores")
             client = StructuredClient(make_client(live), live)
+            service = SourceService(kb, live, StateStore.open(kb), runner=MANUAL_RUNNER, count_failures=False)
             rows = []
             print(f"{'source':58} {'s':>6} {'in':>6} {'out':>6} {'reqs':>4} outcome")
             for path in sorted((kb / "inbox" / "archive").glob("*.md")):
                 for _ in range(args.repeat):
-                    outcome = process_source(
-                        kb, path, live, client, worker=1, runner=MANUAL_RUNNER, force=True, dry_run=True
-                    )
+                    outcome = service.process(path, client, worker=1, force=True, dry_run=True)
                     usage = outcome.usage
                     rows.append((outcome.seconds, usage.prompt_tokens, usage.completion_tokens))
                     detail = outcome.kind.value if outcome.ok else f"failed: {outcome.error}"[:60]

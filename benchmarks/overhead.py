@@ -27,14 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from extractor.answer import ExtractionAnswer  # noqa: E402
-from extractor.claims import ClaimDocument, Section, render_claim  # noqa: E402
-from extractor.config import Settings  # noqa: E402
-from extractor.extract import judge_answer, prepare_request  # noqa: E402
-from extractor.kb import KBIndex  # noqa: E402
-from extractor.llm import StructuredReply, Usage  # noqa: E402
-from extractor.sources import parse_source  # noqa: E402
-from extractor.writer import commit_extraction, plan_changes, planning_view  # noqa: E402
+from extractor.commit.apply import commit_extraction
+from extractor.commit.plan import plan_changes, planning_view  # noqa: E402
+from extractor.core.records import Usage  # noqa: E402
+from extractor.core.settings import Settings  # noqa: E402
+from extractor.extraction.answer import ExtractionAnswer  # noqa: E402
+from extractor.extraction.extract import judge_answer, prepare_request  # noqa: E402
+from extractor.kb.claims import ClaimDocument, Section, render_claim  # noqa: E402
+from extractor.kb.index import KBIndex  # noqa: E402
+from extractor.kb.sources import parse_source  # noqa: E402
+from extractor.llm.client import StructuredReply
 from tests.kbfactory import make_inbox_kb  # noqa: E402
 
 PROMPT = Path(__file__).resolve().parent.parent / "prompts" / "system.md"
@@ -122,8 +124,8 @@ def cache_hit_ms(root: Path, repeat: int = 50) -> float:
     """Milliseconds for an answer served from the response cache (no HTTP), median of ``repeat``."""
     import json
 
-    from extractor.llm import StructuredClient, cache_key, make_client, response_format
-    from extractor.state import StateStore
+    from extractor.llm.client import StructuredClient, cache_key, make_client, response_format
+    from extractor.store.state import StateStore
 
     settings = Settings(base_url="http://127.0.0.1:9/v1", model="gpt-4o-mini")
     store = StateStore.open(root)

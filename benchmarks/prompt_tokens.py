@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tiktoken  # noqa: E402
 
-from extractor.answer import ExtractionAnswer  # noqa: E402
-from extractor.config import Settings, StructuredMode  # noqa: E402
-from extractor.extract import candidates_for  # noqa: E402
-from extractor.kb import KBIndex  # noqa: E402
-from extractor.llm import response_format, schema_for_prompt  # noqa: E402
-from extractor.prompts import Candidate, build_messages, default_prompts_dir  # noqa: E402
-from extractor.sources import SourceError, load_source  # noqa: E402
+from extractor.core.settings import Settings, StructuredMode  # noqa: E402
+from extractor.extraction.answer import ExtractionAnswer  # noqa: E402
+from extractor.extraction.extract import candidates_for  # noqa: E402
+from extractor.extraction.prompts import Candidate, build_messages, default_prompts_dir  # noqa: E402
+from extractor.kb.index import KBIndex  # noqa: E402
+from extractor.kb.sources import SourceError, load_source  # noqa: E402
+from extractor.llm.client import response_format, schema_for_prompt  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "teleo-codex"
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from extractor.config import Settings  # noqa: E402
-from extractor.scheduler import Runner, scan_inbox  # noqa: E402
-from extractor.state import StateStore  # noqa: E402
-from extractor.workers import WorkerPool  # noqa: E402
+from extractor.core.settings import Settings  # noqa: E402
+from extractor.run.scheduler import Runner, scan_inbox  # noqa: E402
+from extractor.run.workers import WorkerPool  # noqa: E402
+from extractor.store.state import StateStore  # noqa: E402
 from tests.fakeopenai import FakeOpenAI, Reply, answer  # noqa: E402
 from tests.kbfactory import make_inbox_kb  # noqa: E402
 

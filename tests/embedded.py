@@ -10,7 +10,7 @@ import pytest
 
 def need_embedded_model() -> Path:
     """The default GGUF; skips without llama-cpp-python, fails instead in CI."""
-    from extractor.localmodel import LocalModelError, default_model_path
+    from extractor.llm.localmodel import LocalModelError, default_model_path
 
     try:
         import llama_cpp.server  # noqa: F401

@@ -10,19 +10,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extractor.anchoring import (
+from extractor.core.records import Anchor, anchored_share
+from extractor.extraction.anchoring import (
     FUZZY_MIN_CHARS,
     FUZZY_THRESHOLD,
-    Anchor,
     anchor_evidence,
-    anchored_share,
     locate,
     normalise_with_offsets,
     quotes_in,
 )
-from extractor.claims import parse_claim
-from extractor.sources import load_source
-from extractor.validate import gate_grounding, normalise
+from extractor.extraction.gates import gate_grounding, normalise
+from extractor.kb.claims import parse_claim
+from extractor.kb.sources import load_source
 
 REPORT = (
     "Annual Report 2024\n\n"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 
-from extractor.answer import ClaimDraft, ExtractionAnswer, salvage_answer, unique_items, without_repeated_sentences
-from extractor.validate import content_stems, gate_on_topic
+from extractor.extraction.answer import (
+    ClaimDraft,
+    ExtractionAnswer,
+    salvage_answer,
+    unique_items,
+    without_repeated_sentences,
+)
+from extractor.extraction.gates import content_stems, gate_on_topic
 from tests.fakeopenai import FakeOpenAI, completion
 from tests.test_llm import GOOD, MESSAGES, client_for
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from extractor.cli import main
-from extractor.sources import parse_source
-from extractor.state import SourceState, StateStore
+from extractor.cli.main import main
+from extractor.kb.sources import parse_source
+from extractor.store.state import SourceState, StateStore
 from tests.conftest import git
 from tests.drafts import NULL, grounded_answer, source_body
 from tests.fakebatch import FakeBatchAPI

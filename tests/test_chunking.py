@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from extractor.answer import ExtractionAnswer
-from extractor.chunking import Chunk, merge_answers, split_body
-from extractor.sources import SourceError, load_source
-from extractor.validate import similar_titles
+from extractor.extraction.answer import ExtractionAnswer
+from extractor.extraction.chunking import Chunk, merge_answers, split_body
+from extractor.extraction.gates import similar_titles
+from extractor.kb.sources import SourceError, load_source
 
 # --- splitting: invariants --------------------------------------------------
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from extractor.claims import (
+from extractor.kb.claims import (
     ClaimDocument,
     ClaimFrontmatter,
     ClaimParseError,
@@ -16,8 +16,8 @@ from extractor.claims import (
     render_claim,
     wiki_links,
 )
-from extractor.writer import slug_for, unique_name
-from extractor.yamlio import has_frontmatter, split_document
+from extractor.kb.names import slug_for, unique_name
+from extractor.kb.yamlio import has_frontmatter, split_document
 
 FOOTER_WORDS = {"---", "Relevant Notes:", "Topics:"}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from extractor.config import SettingsError, StructuredMode, load_settings
+from extractor.core.settings import SettingsError, StructuredMode, load_settings
 
 
 def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

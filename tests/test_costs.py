@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from extractor.answer import ExtractionAnswer
-from extractor.cli import main
-from extractor.config import Settings
-from extractor.costs import DEFAULT_PRICES, ModelPrice, price_for, usage_cost
-from extractor.llm import StructuredClient, make_client
-from extractor.state import StateStore
+from extractor.cli.main import main
+from extractor.core.prices import DEFAULT_PRICES, ModelPrice, price_for, usage_cost
+from extractor.core.settings import Settings
+from extractor.extraction.answer import ExtractionAnswer
+from extractor.llm.client import StructuredClient, make_client
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.drafts import NULL
 from tests.fakeopenai import FakeOpenAI, answer, completion, error

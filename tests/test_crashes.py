@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from extractor.gitrepo import Identity, build_commit, commit_paths
-from extractor.state import StateStore, ensure_state_dir
-from extractor.writer import JOURNAL, Journal, recover_interrupted_write
+from extractor.commit.apply import JOURNAL, Journal, recover_interrupted_write
+from extractor.kb.gitrepo import Identity, build_commit, commit_paths
+from extractor.kb.statedir import ensure_state_dir
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.drafts import grounded_answer, source_body
 from tests.fakeopenai import FakeOpenAI, Reply, answer

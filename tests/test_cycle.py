@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.state import SourceState, StateStore
-from extractor.yamlio import split_document
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.kb.yamlio import split_document
+from extractor.store.state import SourceState, StateStore
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, answer, completion
 
@@ -54,9 +54,9 @@ def endpoint(fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenA
 def test_sample_inbox_is_unprocessed_sources_that_link_to_sample_claims(tmp_path: Path) -> None:
     assert 3 <= len(SAMPLES) <= 5
     kb = create_demo_kb(tmp_path / "kb")
-    from extractor.extract import candidates_for
-    from extractor.kb import KBIndex
-    from extractor.sources import SourceStatus, load_source
+    from extractor.extraction.extract import candidates_for
+    from extractor.kb.index import KBIndex
+    from extractor.kb.sources import SourceStatus, load_source
 
     index = KBIndex.load(kb, exclude=["inbox/archive"])
     assert len(index.claims) >= 3

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extractor.claims import parse_claim
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.localmodel import local_server
-from extractor.yamlio import split_document
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.kb.claims import parse_claim
+from extractor.kb.yamlio import split_document
+from extractor.llm.localmodel import local_server
 from tests.conftest import git
 from tests.embedded import alive, children, cmdline, need_embedded_model
 
@@ -90,7 +90,7 @@ def test_embedded_model_reads_the_long_sample_in_parts(tmp_path: Path, capsys: p
     seconds = time.monotonic() - started
     captured = capsys.readouterr()
     print(captured.out, captured.err, f"{seconds:.0f} s")
-    from extractor.state import StateStore
+    from extractor.store.state import StateStore
 
     store = StateStore.open(kb)
     calls = store.calls_for(LONG_SAMPLE)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.sources import parse_source
-from extractor.state import StateStore
-from extractor.yamlio import split_document
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.kb.sources import parse_source
+from extractor.kb.yamlio import split_document
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, Reply, answer
 from tests.test_cycle import FULLSTACK, FULLSTACK_ANSWER, NULL

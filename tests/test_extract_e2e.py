@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from extractor.cli import main
-from extractor.yamlio import split_document
+from extractor.cli.main import main
+from extractor.kb.yamlio import split_document
 from tests.conftest import commit_all, git
 from tests.fakeopenai import FakeOpenAI, answer, completion
 

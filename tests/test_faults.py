@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from extractor.answer import ExtractionAnswer
-from extractor.claims import parse_claim
-from extractor.cli import main
-from extractor.config import Settings
-from extractor.llm import LLMError, StructuredClient, make_client
-from extractor.sources import SourceError, SourceStatus, parse_source
-from extractor.state import SourceState, StateStore
-from extractor.yamlio import replace_frontmatter_keys
+from extractor.cli.main import main
+from extractor.core.settings import Settings
+from extractor.extraction.answer import ExtractionAnswer
+from extractor.kb.claims import parse_claim
+from extractor.kb.sources import SourceError, SourceStatus, parse_source
+from extractor.kb.yamlio import replace_frontmatter_keys
+from extractor.llm.client import LLMError, StructuredClient, make_client
+from extractor.store.state import SourceState, StateStore
 from tests.conftest import commit_all, git
 from tests.drafts import NULL, grounded_answer, source_body, source_file
 from tests.fakeopenai import FAULT_KINDS, FakeOpenAI, FaultInjector, answer, fault_reply

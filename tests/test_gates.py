@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from extractor.answer import ClaimDraft
-from extractor.claims import parse_claim
-from extractor.cli import main
-from extractor.config import DEFAULT_DOMAINS
-from extractor.kb import KBIndex
-from extractor.validate import (
+from extractor.cli.main import main
+from extractor.core.settings import DEFAULT_DOMAINS
+from extractor.extraction.answer import ClaimDraft
+from extractor.extraction.gates import (
     check_claims,
     gate_degenerate,
     gate_description,
@@ -22,6 +20,8 @@ from extractor.validate import (
     gate_title,
     unlink_unresolved,
 )
+from extractor.kb.claims import parse_claim
+from extractor.kb.index import KBIndex
 from tests.conftest import init_repo
 
 MESSARI = "extractions/2025-12-00-messari-ownership-coins-2026-thesis@350233db"
@@ -144,7 +144,7 @@ def test_validate_reports_problems_and_fixes_links(
 
 
 def test_allowed_sets_and_evidence() -> None:
-    from extractor.validate import gate_allowed, gate_evidence
+    from extractor.extraction.gates import gate_allowed, gate_evidence
 
     draft = ClaimDraft.model_construct(
         evidence=[" "], argument="a", limitations=[], title="t", description="d", confidence="likely",

@@ -22,19 +22,21 @@ from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from extractor.answer import ExtractionAnswer
-from extractor.claims import ClaimDocument, ClaimFrontmatter, Section, parse_claim, render_claim, safe_markdown
-from extractor.cli import main
-from extractor.config import load_settings
-from extractor.extract import ExtractionResult, ResolvedClaim, ResolvedEnrichment
-from extractor.kb import KBIndex
-from extractor.llm import Usage
-from extractor.provenance import claim_provenance
-from extractor.scheduler import scan_inbox
-from extractor.sources import SourceError, load_source, parse_source
-from extractor.state import SourceState, StateStore
-from extractor.writer import SLUG_MAX, WINDOWS_RESERVED, WriteError, _check_inside, plan_changes, slug_for, unique_name
-from extractor.yamlio import split_document
+from extractor.cli.main import main
+from extractor.commit.changeset import WriteError
+from extractor.commit.plan import _check_inside, plan_changes
+from extractor.core.records import Usage
+from extractor.core.settings import load_settings
+from extractor.extraction.answer import ExtractionAnswer
+from extractor.extraction.extract import ExtractionResult, ResolvedClaim, ResolvedEnrichment
+from extractor.kb.claims import ClaimDocument, ClaimFrontmatter, Section, parse_claim, render_claim, safe_markdown
+from extractor.kb.index import KBIndex
+from extractor.kb.names import SLUG_MAX, WINDOWS_RESERVED, slug_for, unique_name
+from extractor.kb.sources import SourceError, load_source, parse_source
+from extractor.kb.yamlio import split_document
+from extractor.review.provenance import claim_provenance
+from extractor.run.scheduler import scan_inbox
+from extractor.store.state import SourceState, StateStore
 from tests.conftest import commit_all, git
 from tests.fakeopenai import FakeOpenAI, Reply, answer
 from tests.kbfactory import make_inbox_kb
@@ -319,7 +321,7 @@ def assert_safe_claims(kb: Path, written: set[str], worker: int, runner: str) ->
         assert document.relevant_notes == [] and "processed_by" not in metadata
         assert "\n---\ntitle: hacked" not in (kb / path).read_text(encoding="utf-8")
         titles.add(document.title)
-        provenance = claim_provenance(kb, path)
+        provenance = claim_provenance(kb, path, load_settings(kb))
         assert (provenance.agent, provenance.worker, provenance.model) == ("Theseus <HEADLESS>", worker, MODEL)
         assert provenance.source == f"{INBOX}/{INJECTION}"
     assert titles == set(WRITTEN_TITLES)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from extractor import kb as kb_module
-from extractor.kb import KBIndex
+from extractor.kb import index as kb_module
+from extractor.kb.index import KBIndex
 
 
 def claim(title: str, description: str) -> str:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from extractor.answer import ExtractionAnswer
-from extractor.config import Settings, StructuredMode
-from extractor.llm import LLMError, StructuredClient, make_client, retry_after_seconds
+from extractor.core.settings import Settings, StructuredMode
+from extractor.extraction.answer import ExtractionAnswer
+from extractor.llm.client import LLMError, StructuredClient, make_client, retry_after_seconds
 from tests.fakeopenai import FakeOpenAI, Reply, answer, completion, error
 
 GOOD = {

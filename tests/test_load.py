@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from extractor.state import StateStore
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.drafts import NULL
 from tests.fakeopenai import FakeOpenAI, answer

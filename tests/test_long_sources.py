@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from extractor.config import Settings
-from extractor.contextsize import ContextTooSmallError, context_tokens_for, fits, part_chars
-from extractor.extract import extract_source, prepare_request, prepare_requests
-from extractor.kb import KBIndex
-from extractor.llm import LLMError, StructuredClient, make_client
-from extractor.ratelimit import estimated_tokens
-from extractor.sources import Source, SourceError, load_source, parse_source
-from extractor.state import StateStore
-from extractor.writer import extraction_notes
+from extractor.commit.plan import extraction_notes
+from extractor.core.settings import Settings
+from extractor.extraction.extract import extract_source, prepare_request, prepare_requests
+from extractor.kb.index import KBIndex
+from extractor.kb.sources import Source, SourceError, load_source, parse_source
+from extractor.llm.client import LLMError, StructuredClient, make_client
+from extractor.llm.contextsize import ContextTooSmallError, context_tokens_for, fits, part_chars
+from extractor.llm.ratelimit import estimated_tokens
+from extractor.store.state import StateStore
 from tests.drafts import NULL, grounded_answer, part_of, source_body
 from tests.fakeopenai import FakeOpenAI, answer, completion, error
 
@@ -272,7 +272,7 @@ def test_every_corpus_source_extracts_with_the_scripted_server(corpus: Path, fak
 def test_a_context_too_small_for_any_part_fails_the_source_with_a_clear_error(
     tmp_path: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from extractor.cli import main
+    from extractor.cli.main import main
     from tests.kbfactory import make_inbox_kb
 
     monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
@@ -288,7 +288,7 @@ def test_a_context_too_small_for_any_part_fails_the_source_with_a_clear_error(
 
 
 def test_a_reask_that_would_not_fit_the_context_is_not_sent(fake_llm: FakeOpenAI) -> None:
-    from extractor.answer import ExtractionAnswer
+    from extractor.extraction.answer import ExtractionAnswer
 
     settings = Settings(base_url=fake_llm.base_url, model="scripted", context_tokens=2048, max_tokens=512,
                         max_reasks=1, timeout=10)  # fmt: skip
@@ -306,7 +306,7 @@ def test_a_reask_that_would_not_fit_the_context_is_not_sent(fake_llm: FakeOpenAI
 
 
 def test_each_part_is_offered_the_kb_claims_that_match_its_own_text(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
-    from extractor.kb import ClaimRef
+    from extractor.kb.index import ClaimRef
 
     source = long_source(tmp_path)
     late = "Walrus colonies migrate north earlier when the sea ice thins in spring."

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from extractor.answer import ExtractionAnswer
-from extractor.config import StructuredMode
-from extractor.extract import candidates_for
-from extractor.kb import KBIndex
-from extractor.llm import response_format
-from extractor.prompts import PromptError, build_messages, default_prompts_dir, prompt_hash
-from extractor.sources import load_source, parse_source
+from extractor.core.settings import StructuredMode
+from extractor.extraction.answer import ExtractionAnswer
+from extractor.extraction.extract import candidates_for
+from extractor.extraction.prompts import PromptError, build_messages, default_prompts_dir, prompt_hash
+from extractor.kb.index import KBIndex
+from extractor.kb.sources import load_source, parse_source
+from extractor.llm.client import response_format
 
 SOURCE = parse_source(
     Path("inbox/archive/s.md"),

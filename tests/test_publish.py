@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.state import StateStore
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, Reply, answer
 from tests.test_cycle import FULLSTACK, FULLSTACK_ANSWER, NULL

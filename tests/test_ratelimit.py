@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from extractor.cli import main
-from extractor.config import Settings
-from extractor.ratelimit import SharedLimits, estimated_tokens
+from extractor.cli.main import main
+from extractor.core.settings import Settings
+from extractor.llm.ratelimit import SharedLimits, estimated_tokens
 from tests.drafts import NULL
 from tests.fakeopenai import FakeOpenAI, Reply, answer, error
 from tests.kbfactory import make_inbox_kb

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from extractor.answer import ClaimDraft
-from extractor.claims import ClaimParseError, parse_claim
-from extractor.config import Settings
-from extractor.extract import extract_source
-from extractor.kb import KBIndex
-from extractor.llm import StructuredClient, make_client
-from extractor.sources import SourceError, load_source
-from extractor.validate import check_claims
+from extractor.core.settings import Settings
+from extractor.extraction.answer import ClaimDraft
+from extractor.extraction.extract import extract_source
+from extractor.extraction.gates import check_claims
+from extractor.kb.claims import ClaimParseError, parse_claim
+from extractor.kb.index import KBIndex
+from extractor.kb.sources import SourceError, load_source
+from extractor.llm.client import StructuredClient, make_client
 from tests.fakeopenai import FakeOpenAI, answer
 
 

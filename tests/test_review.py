@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.yamlio import split_document
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.kb.yamlio import split_document
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, Reply, answer
 from tests.test_cycle import FULLSTACK, FULLSTACK_ANSWER, NULL, SAMPLES
@@ -152,7 +152,7 @@ def test_a_branch_merged_elsewhere_no_longer_awaits_review(kb: Path, capsys: pyt
     assert main(["review", "--kb", str(kb), "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert main(["run", "--once", "--kb", str(kb)]) == 0
-    from extractor.state import SourceState, StateStore
+    from extractor.store.state import SourceState, StateStore
 
     assert StateStore.open(kb).get(HANSON).state is SourceState.DONE  # type: ignore[union-attr]
 
@@ -168,7 +168,7 @@ def test_a_source_that_is_not_utf8_on_main_fails_with_a_clear_error(
 
 
 def test_dropped_items_split_only_between_items() -> None:
-    from extractor.review import dropped_items
+    from extractor.review.branches import dropped_items
 
     notes = (
         "The model says: Dropped: nothing of note. Evidence found in the source: 1 of 2 items; the rest is paraphrase. "

@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 
-from extractor.anchoring import Anchor, anchor_claims
-from extractor.claims import parse_claim
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.sources import parse_source
-from extractor.validate import GATES
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.core.records import Anchor
+from extractor.extraction.anchoring import anchor_claims
+from extractor.extraction.gates import GATES
+from extractor.kb.claims import parse_claim
+from extractor.kb.sources import parse_source
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, answer
 

@@ -8,9 +8,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extractor.report import ClaimReport, ExtractionReport
-from extractor.review import PendingReview
-from extractor.reviewpage import (
+from extractor.core.records import ClaimReport, ExtractionReport
+from extractor.extraction.gates import GATES
+from extractor.kb.sources import parse_source
+from extractor.review.branches import PendingReview
+from extractor.review.page import (
     CSP,
     IndexEntry,
     PageInput,
@@ -22,8 +24,6 @@ from extractor.reviewpage import (
     render_page,
     segment_body,
 )
-from extractor.sources import parse_source
-from extractor.validate import GATES
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 DANGEROUS = {"script", "img", "iframe", "object", "embed", "textarea", "svg", "math", "form", "base", "link", "b", "em"}

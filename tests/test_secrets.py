@@ -29,12 +29,12 @@ import pytest
 from pydantic import SecretStr
 
 import extractor
-from extractor import redact
-from extractor.cli import main
-from extractor.demo import create_demo_kb
-from extractor.output import RedactFilter
-from extractor.redact import PLACEHOLDER, known_secrets, scrub_data, url_secrets
-from extractor.state import StateStore
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.cli.output import RedactFilter
+from extractor.core import redact
+from extractor.core.redact import PLACEHOLDER, known_secrets, scrub_data, url_secrets
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, Reply, answer, completion, error
 from tests.test_cycle import FULLSTACK, FULLSTACK_ANSWER, NULL
@@ -207,9 +207,9 @@ def run_subprocess(kb: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]
         textwrap.dedent("""
             import os
 
-            from extractor import workers
+            from extractor.run import service
 
-            _extract = workers.extract_source
+            _extract = service.extract_source
 
 
             def _crashing(source, source_path, *args, **kwargs):
@@ -219,7 +219,7 @@ def run_subprocess(kb: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]
                 return _extract(source, source_path, *args, **kwargs)
 
 
-            workers.extract_source = _crashing
+            service.extract_source = _crashing
         """),
         encoding="utf-8",
     )
@@ -479,7 +479,7 @@ def test_an_unexpected_exception_is_printed_without_the_key(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"proxy said: key {API_KEY} and token {FORGE_TOKEN} are not allowed")
 
-    monkeypatch.setattr("extractor.pipeline.extract_source", broken)
+    monkeypatch.setattr("extractor.run.service.extract_source", broken)
     assert main(["extract", str(kb / FULLSTACK)]) == 1
     out, err = capsys.readouterr()
     assert "Traceback" in err and f"RuntimeError: proxy said: key {PLACEHOLDER} and token {PLACEHOLDER}" in err
@@ -513,8 +513,8 @@ def test_a_worker_that_fails_outside_a_task_prints_a_redacted_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A spawned worker knows the secrets too (it registers its settings), so its dying words are redacted."""
-    from extractor import workers
-    from extractor.config import Settings
+    from extractor.core.settings import Settings
+    from extractor.run import workers
 
     # Run here, in the test's process: keep its signal handlers and its parent-death setting as they are.
     monkeypatch.setattr(workers, "_die_with_parent", lambda: None)

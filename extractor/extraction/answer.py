@@ -1,0 +1,280 @@
+"""The shape of the LLM's answer, sent to the model as a JSON schema.
+
+Fields that gather evidence come before the fields that judge it, so a model
+writing the JSON in order commits to evidence before verdicts. Checks that
+JSON Schema cannot express portably live in validators: they run locally and
+their messages are what a re-ask feeds back to the model.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from extractor.core.text import CONTROL, one_line
+from extractor.kb.claims import Confidence
+
+TITLE_MAX = 260
+_LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
+_ARGUES_THAT = re.compile(r"^\W*this note argues that\s+", re.IGNORECASE)
+
+
+def letter_words(text: str) -> int:
+    """How many real words (two or more letters) a text has; brackets and quotes do not count."""
+    return len(_LETTER_WORD.findall(text))
+
+
+def _non_empty_items(items: list[str]) -> list[str]:
+    return [item.strip() for item in items if item and item.strip()]
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def unique_items(items: list[str]) -> list[str]:
+    """Items in order, each said once (small models repeat list entries)."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        key = _norm(item)
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def without_repeated_sentences(text: str) -> str:
+    """Drop sentences said before (small models loop); paragraph breaks are kept."""
+    seen: set[str] = set()
+    paragraphs = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        kept = []
+        for sentence in _SENTENCE_END.split(paragraph.strip()):
+            key = _norm(sentence)
+            if key and key in seen:
+                continue
+            seen.add(key)
+            kept.append(sentence)
+        if kept:
+            paragraphs.append(" ".join(kept) if len(kept) > 1 else kept[0])
+    return "\n\n".join(paragraphs)
+
+
+class ClaimDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: list[str]
+    argument: str
+    limitations: list[str]
+    title: str
+    description: str
+    confidence: Confidence
+    secondary_domains: list[str]
+    related: list[str]
+
+    @field_validator("title", "description")
+    @classmethod
+    def _single_line(cls, value: str) -> str:
+        value = without_repeated_sentences(one_line(value))
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title_length(cls, value: str) -> str:
+        if len(value) > TITLE_MAX:
+            raise ValueError(f"title is {len(value)} characters; keep it under {TITLE_MAX}")
+        # The prompt's test sentence ("This note argues that <title>") copied into the title.
+        value = _ARGUES_THAT.sub("", value)
+        if letter_words(value) < 4:
+            raise ValueError("title must be a complete proposition, not a topic")
+        return value.lstrip("# ").rstrip().rstrip(".")
+
+    @field_validator("description")
+    @classmethod
+    def _description_words(cls, value: str) -> str:
+        if letter_words(value) < 3:
+            raise ValueError("description must be a sentence")
+        return value
+
+    @field_validator("evidence")
+    @classmethod
+    def _some_evidence(cls, items: list[str]) -> list[str]:
+        items = unique_items([one_line(item) for item in _non_empty_items(items)])
+        if not items:
+            raise ValueError("each claim needs at least one evidence item")
+        return items
+
+    @field_validator("limitations", "related", "secondary_domains")
+    @classmethod
+    def _clean_list(cls, items: list[str]) -> list[str]:
+        return unique_items([one_line(item) for item in _non_empty_items(items)])
+
+    @field_validator("argument")
+    @classmethod
+    def _argument(cls, value: str) -> str:
+        value = CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else " ", value)
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return without_repeated_sentences(value.strip())
+
+
+class EnrichmentKind(StrEnum):
+    CONFIRM = "confirm"
+    CHALLENGE = "challenge"
+    EXTEND = "extend"
+
+
+class EnrichmentDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    evidence: str
+    kind: EnrichmentKind
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        value = one_line(value)
+        if not value:
+            raise ValueError("must name an existing claim")
+        return value
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence(cls, value: str) -> str:
+        value = CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n" else " ", value).strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class ExtractionAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_facts: list[str]
+    claims: list[ClaimDraft]
+    enrichments: list[EnrichmentDraft]
+    null_result_reason: str | None
+    notes: str
+
+    @field_validator("key_facts")
+    @classmethod
+    def _facts(cls, items: list[str]) -> list[str]:
+        return unique_items([one_line(item) for item in _non_empty_items(items)])
+
+    @field_validator("notes")
+    @classmethod
+    def _notes(cls, value: str) -> str:
+        return one_line(value)
+
+    @field_validator("null_result_reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return one_line(value) or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _something_or_a_reason(self) -> ExtractionAnswer:
+        if not self.claims and not self.enrichments and not self.null_result_reason:
+            raise ValueError(
+                "give at least one claim or enrichment, or explain in null_result_reason "
+                "why nothing is worth extracting"
+            )
+        return self
+
+    @classmethod
+    def grammar_schema(cls) -> dict:
+        """Schema for grammar-constrained endpoints, with bounds a looping model stops at."""
+        return bounded_schema(cls)
+
+
+def salvage_answer(data: object) -> tuple[ExtractionAnswer, list[str]] | None:
+    """Keep the valid parts of an answer that failed validation as a whole.
+
+    Used only after the re-asks are spent: each claim and enrichment is checked
+    on its own, invalid ones are dropped and named. Returns None when nothing
+    usable is left, so a hopeless answer still fails the source.
+    """
+    if not isinstance(data, dict):
+        return None
+    dropped: list[str] = []
+
+    def valid(kind: type[BaseModel], items: object, label: str) -> list[dict]:
+        kept = []
+        for number, item in enumerate(items if isinstance(items, list) else []):
+            try:
+                kept.append(kind.model_validate(item).model_dump(mode="json"))
+            except ValueError as exc:
+                first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+                where = ".".join(str(p) for p in first["loc"])
+                dropped.append(f"invalid {label} {number + 1} ({where}: {first['msg']})")
+        return kept
+
+    def strings(value: object) -> list[str]:
+        return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+    reason = data.get("null_result_reason")
+    cleaned = {
+        "key_facts": strings(data.get("key_facts")),
+        "claims": valid(ClaimDraft, data.get("claims"), "claim"),
+        "enrichments": valid(EnrichmentDraft, data.get("enrichments"), "enrichment"),
+        "null_result_reason": reason if isinstance(reason, str) else None,
+        "notes": data.get("notes") if isinstance(data.get("notes"), str) else "",
+    }
+    if not cleaned["claims"] and not cleaned["enrichments"]:
+        return None
+    try:
+        return ExtractionAnswer.model_validate(cleaned), dropped
+    except ValueError:
+        return None
+
+
+# Upper bounds written into the schema for grammar-constrained endpoints
+# (llama.cpp turns maxItems/maxLength into its grammar), so a small model that
+# loops stops at a bound instead of running into max_tokens.
+SCHEMA_BOUNDS: dict[str, dict[str, dict[str, int]]] = {
+    "ExtractionAnswer": {
+        "key_facts": {"maxItems": 5, "itemMaxLength": 160},
+        "claims": {"maxItems": 3},
+        "enrichments": {"maxItems": 2},
+        "notes": {"maxLength": 240},
+    },
+    "ClaimDraft": {
+        "evidence": {"maxItems": 4, "itemMaxLength": 200},
+        "argument": {"maxLength": 600},
+        "limitations": {"maxItems": 3, "itemMaxLength": 160},
+        "title": {"maxLength": 160},
+        "description": {"maxLength": 240},
+        "secondary_domains": {"maxItems": 2, "itemMaxLength": 40},
+        "related": {"maxItems": 3, "itemMaxLength": 200},
+    },
+    "EnrichmentDraft": {
+        "target": {"maxLength": 200},
+        "evidence": {"maxLength": 300},
+    },
+}
+
+
+def bounded_schema(model: type[BaseModel], bounds: dict[str, dict[str, dict[str, int]]] = SCHEMA_BOUNDS) -> dict:
+    """The model's JSON schema with length and count bounds added."""
+    schema = model.model_json_schema()
+    objects = {model.__name__: schema, **schema.get("$defs", {})}
+    for name, fields in bounds.items():
+        properties = objects.get(name, {}).get("properties", {})
+        for field, limits in fields.items():
+            target = properties.get(field)
+            if target is None:
+                continue
+            for key, value in limits.items():
+                if key == "itemMaxLength":
+                    target.setdefault("items", {})["maxLength"] = value
+                else:
+                    target[key] = value
+    return schema

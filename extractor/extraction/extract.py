@@ -1,0 +1,450 @@
+"""One source in, one :class:`ExtractionResult` out: no writes to the KB.
+
+The model's answer is untrusted data. Here it is reconciled with the KB:
+links and enrichment targets must name claims that exist, and a drafted claim
+that repeats an existing title is dropped. What is dropped is said in notes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, Field
+
+from extractor.core.records import Anchor, CallRecord, Usage
+from extractor.core.settings import Settings
+from extractor.extraction.anchoring import anchor_claims
+from extractor.extraction.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salvage_answer
+from extractor.extraction.chunking import Chunk, merge_answers, split_body
+from extractor.extraction.gates import GateReport, check_claims, unlink_unresolved
+from extractor.extraction.prompts import Candidate, build_messages, default_prompts_dir, part_note, prompt_hash
+from extractor.kb.claims import wiki_links
+from extractor.kb.index import ClaimRef, KBIndex
+from extractor.kb.sources import Source
+from extractor.llm.client import LLMError, StructuredClient, StructuredReply, response_format, schema_for_prompt
+from extractor.llm.contextsize import fits, part_chars
+
+MAX_CANDIDATES = 10
+# Kinds of LLMError that asking again later would not fix: a part failing so is skipped, and said so.
+UNUSABLE = frozenset({"invalid", "length", "refusal"})
+MAX_LINKED = 5
+QUERY_CHARS = 6000
+
+
+class ResolvedEnrichment(BaseModel):
+    draft: EnrichmentDraft
+    target: ClaimRef
+
+
+class ResolvedClaim(BaseModel):
+    draft: ClaimDraft
+    related: list[ClaimRef] = Field(default_factory=list)
+    anchors: list[Anchor] = Field(default_factory=list, description="each evidence item's place in the source body")
+
+
+class ExtractionResult(BaseModel):
+    """Everything the writer needs, computed without touching the KB."""
+
+    source_path: str
+    source_slug: str
+    domain: str
+    agent: str
+    model: str
+    prompt_hash: str
+    answer: ExtractionAnswer
+    claims: list[ResolvedClaim]
+    enrichments: list[ResolvedEnrichment]
+    dropped: list[str] = Field(default_factory=list)
+    drafted_claims: int = 0
+    usage: Usage
+    attempts: int
+    retries: int
+    reasks: int
+    raw_replies: list[str] = Field(default_factory=list)
+    calls: list[CallRecord] = Field(default_factory=list)
+    parts: int = Field(default=1, description="how many parts of a long source were asked about")
+    part_notes: list[str] = Field(default_factory=list, description="what reading in parts skipped or combined")
+
+
+def candidates_for(
+    source: Source, index: KBIndex, k: int = MAX_CANDIDATES, links_from: str | None = None
+) -> list[ClaimRef]:
+    """Existing claims to offer the model: the ones the source links to (in ``links_from``, by default its
+    body), then the BM25 best matches for its title and text."""
+    found: dict[str, ClaimRef] = {}
+    for name in wiki_links(source.body if links_from is None else links_from):
+        ref = index.resolve(name)
+        if ref is not None:
+            found.setdefault(ref.path, ref)
+    linked = list(found.values())[:MAX_LINKED]
+    query = f"{source.title}\n{source.body[:QUERY_CHARS]}"
+    ranked = [ref for ref in index.related(query, k) if ref.path not in {r.path for r in linked}]
+    return (linked + ranked)[: max(k, len(linked))]
+
+
+def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]:
+    """Paths of the claims an earlier extraction of this source wrote (replaced by ``--force``)."""
+    titles = source.metadata.get("claims_extracted") or []
+    if not isinstance(titles, list):
+        titles = [titles]
+    paths = set()
+    for title in titles:
+        ref = index.resolve(str(title))
+        if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_dir):
+            paths.add(ref.path)
+    return paths
+
+
+def unlink_in_drafts(drafts: list[ClaimDraft], index: KBIndex) -> tuple[list[ClaimDraft], int]:
+    """Wiki links in a draft's text that resolve to nothing lose their brackets; counted exactly."""
+    total = 0
+    cleaned = []
+    for draft in drafts:
+
+        def fix(text: str) -> str:
+            nonlocal total
+            text, count = unlink_unresolved(text, index)
+            total += count
+            return text
+
+        cleaned.append(
+            draft.model_copy(
+                update={
+                    "argument": fix(draft.argument),
+                    "evidence": [fix(item) for item in draft.evidence],
+                    "limitations": [fix(item) for item in draft.limitations],
+                }
+            )
+        )
+    return cleaned, total
+
+
+def reconcile(
+    answer: ExtractionAnswer,
+    index: KBIndex,
+    enrichable: list[str],
+    replaced: set[str] | None = None,
+) -> tuple[list[ResolvedClaim], list[ResolvedEnrichment], list[str]]:
+    """Keep what names real claims.
+
+    ``enrichable`` lists the folders we may edit; ``replaced`` holds claims that
+    this extraction deletes, which therefore neither count as duplicates nor
+    can be linked to or enriched.
+    """
+    replaced = replaced or set()
+
+    def resolve(name: str) -> ClaimRef | None:
+        ref = index.resolve(name)
+        return None if ref is None or ref.path in replaced else ref
+
+    claims: list[ResolvedClaim] = []
+    enrichments: list[ResolvedEnrichment] = []
+    dropped: list[str] = []
+    seen_titles: set[str] = set()
+    for draft in answer.claims:
+        key = draft.title.casefold()
+        if key in seen_titles:
+            dropped.append(f"claim repeated in the answer: {draft.title}")
+            continue
+        if resolve(draft.title) is not None:
+            dropped.append(f"claim already in the KB: {draft.title}")
+            continue
+        seen_titles.add(key)
+        related: dict[str, ClaimRef] = {}
+        for name in draft.related:
+            ref = resolve(name)
+            if ref is None:
+                dropped.append(f"link to a claim that does not exist: {name}")
+            else:
+                related.setdefault(ref.path, ref)
+        claims.append(ResolvedClaim(draft=draft, related=list(related.values())))
+    enriched: set[str] = set()
+    for enrichment in answer.enrichments:
+        target = resolve(enrichment.target)
+        if target is None:
+            dropped.append(f"enrichment of a claim that does not exist: {enrichment.target}")
+        elif not any(PurePosixPath(target.path).is_relative_to(folder) for folder in enrichable):
+            dropped.append(f"enrichment of a claim outside the writable folders: {target.title}")
+        elif target.path in enriched:
+            dropped.append(f"second enrichment of one claim: {target.title}")
+        else:
+            enriched.add(target.path)
+            enrichments.append(ResolvedEnrichment(draft=enrichment, target=target))
+    return claims, enrichments, dropped
+
+
+class PreparedRequest(BaseModel):
+    """What is sent to the model for one source (or one part of it), and what judging its answer needs."""
+
+    source_path: str
+    agent: str
+    messages: list[dict[str, str]]
+    prompt_hash: str
+    replaced: set[str] = Field(default_factory=set)  # earlier drafts a forced re-extraction replaces
+    part: Chunk | None = None  # the part of a long source these messages hold
+
+
+def prepare_request(
+    source: Source,
+    source_path: str,
+    settings: Settings,
+    index: KBIndex,
+    replace_previous: bool = False,
+    candidates: list[Candidate] | None = None,
+) -> PreparedRequest:
+    """The messages for one source: its agent's prompt, the source, the KB claims it may relate to."""
+    agent = settings.agent_for(source.domain)
+    if candidates is None:
+        candidates = [
+            Candidate(title=ref.title, description=ref.description)
+            for ref in candidates_for(source, index, settings.retrieval_k)
+        ]
+    messages = build_messages(
+        prompts_dir(settings),
+        agent,
+        source,
+        source_path,
+        candidates,
+        schema_for_prompt(settings.structured_mode, ExtractionAnswer),
+    )
+    return PreparedRequest(
+        source_path=source_path,
+        agent=agent,
+        messages=messages,
+        prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer)),
+        replaced=previous_drafts(source, index, settings.claims_dir) if replace_previous else set(),
+    )
+
+
+def prompts_dir(settings: Settings) -> Path:
+    return Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
+
+
+def prepare_requests(
+    source: Source, source_path: str, settings: Settings, index: KBIndex, replace_previous: bool = False
+) -> tuple[list[PreparedRequest], list[str]]:
+    """One request, or one per part when the source does not fit the model's context; and notes on parts skipped.
+
+    Every part carries the source's metadata and KB candidates chosen for it. The
+    parts overlap and together cover the whole body: nothing is cut off. Parts
+    holding only blanks (padding in converted PDFs) are not sent, and said so.
+    """
+    whole = prepare_request(source, source_path, settings, index, replace_previous)
+    if fits(whole.messages, settings):
+        return [whole], []
+    candidates = [
+        Candidate(title=ref.title, description=ref.description)
+        for ref in candidates_for(source, index, settings.retrieval_k)
+    ]
+    note = part_note(prompts_dir(settings), 99, 99, 999_999, 999_999, 999_999)
+    frame = prepare_request(
+        source.model_copy(update={"body": note}), source_path, settings, index, candidates=candidates
+    )
+    size = part_chars(frame.messages, settings)
+    chunks = split_body(source.body, size, min(settings.chunk_overlap_chars, size // 4))
+    kept = [chunk for chunk in chunks if chunk.text.strip()]
+    notes = [f"skipped {len(chunks) - len(kept)} part(s) holding only blank space"] if len(kept) < len(chunks) else []
+    requests = []
+    for number, chunk in enumerate(kept, start=1):
+        header = part_note(prompts_dir(settings), number, len(kept), chunk.start, chunk.end, len(source.body))
+        part = source.model_copy(update={"body": f"{header}\n\n{chunk.text.strip()}"})
+        # The KB claims offered are those the whole source links to, then the best matches for this part's own
+        # text, so a section deep in a long report is not shown only claims chosen for its first pages. A part
+        # whose own choice would not fit falls back to the whole source's, which the part's size allows for.
+        own = [
+            Candidate(title=ref.title, description=ref.description)
+            for ref in candidates_for(
+                source.model_copy(update={"body": chunk.text}), index, settings.retrieval_k, links_from=source.body
+            )  # fmt: skip
+        ]
+        request = prepare_request(part, source_path, settings, index, candidates=own)
+        if not fits(request.messages, settings):
+            request = prepare_request(part, source_path, settings, index, candidates=candidates)
+        requests.append(request.model_copy(update={"replaced": whole.replaced, "part": chunk}))
+    return requests, notes
+
+
+def extract_source(
+    source: Source,
+    source_path: str,
+    settings: Settings,
+    llm: StructuredClient,
+    index: KBIndex,
+    replace_previous: bool = False,
+) -> ExtractionResult:
+    """Ask the model about one source (in parts when it is long) and reconcile its answer with the KB."""
+    requests, notes = prepare_requests(source, source_path, settings, index, replace_previous)
+    if len(requests) == 1:
+        reply = llm.ask(requests[0].messages, ExtractionAnswer, salvage=salvage_answer)
+        return judge_answer(source, requests[0], reply, settings, index, llm)
+    return extract_in_parts(source, requests, notes, settings, llm, index)
+
+
+def extract_in_parts(
+    source: Source,
+    requests: list[PreparedRequest],
+    notes: list[str],
+    settings: Settings,
+    llm: StructuredClient,
+    index: KBIndex,
+) -> ExtractionResult:
+    """Each part asked and judged on its own (re-asks included), then the answers merged and judged once more.
+
+    A part whose answer is unusable however often it is asked (invalid, cut
+    off, refused) is skipped, and the notes say so; a part the endpoint did not
+    answer (transport errors) fails the whole source, which is tried again
+    later, when the parts that did answer come from the response cache.
+    """
+
+    def one(request: PreparedRequest) -> ExtractionResult:
+        reply = llm.ask(request.messages, ExtractionAnswer, salvage=salvage_answer)
+        return judge_answer(source, request, reply, settings, index, llm, anchor=False)
+
+    concurrency = 1 if settings.is_embedded else settings.chunk_concurrency
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(requests))) as pool:
+        futures = [pool.submit(one, request) for request in requests]
+    usage, calls, skipped = Usage(), [], list(notes)
+    failures: list[tuple[str, str]] = []  # (kind, message) of the parts without an answer
+    results: list[ExtractionResult] = []
+    for number, future in enumerate(futures, start=1):
+        try:
+            part = future.result()
+        except LLMError as exc:
+            usage.merge(exc.usage)
+            calls += exc.calls
+            problem = str(exc).removeprefix(f"{exc.kind}: ")
+            failures.append((exc.kind, f"part {number} of {len(requests)}: {problem}"))
+            if exc.kind in UNUSABLE:
+                short = problem if len(problem) <= 200 else problem[:199] + "…"
+                skipped.append(f"skipped part {number} of {len(requests)}, no usable answer ({exc.kind}): {short}")
+            continue
+        usage.merge(part.usage)
+        calls += part.calls
+        results.append(part)
+    unanswered = [failure for failure in failures if failure[0] not in UNUSABLE]
+    if unanswered or not results:
+        raise LLMError(*(unanswered or failures)[0], usage, calls)
+    merged, report = merge_answers([kept_answer(part) for part in results])
+    reply = StructuredReply[ExtractionAnswer](
+        value=merged,
+        usage=usage,
+        attempts=usage.requests,
+        retries=sum(part.retries for part in results),
+        reasks=sum(part.reasks for part in results),
+        raw_replies=[reply for part in results for reply in part.raw_replies],
+        calls=calls,
+    )
+    everything = [message for request in requests for message in request.messages]
+    combined = requests[0].model_copy(
+        update={
+            "messages": everything,
+            "prompt_hash": prompt_hash(everything, response_format(settings.structured_mode, ExtractionAnswer)),
+            "part": None,
+        }
+    )
+    result = judge_answer(source, combined, reply, settings, index, llm=None)
+    dropped = [f"part {number}: {item}" for number, part in enumerate(results, 1) for item in part.dropped]
+    combined_notes = [f"combined across parts: {title}" for title in report.combined_claims]
+    return result.model_copy(
+        update={
+            "dropped": dropped + result.dropped,
+            "drafted_claims": sum(part.drafted_claims for part in results),
+            "parts": len(requests),
+            "part_notes": skipped + combined_notes + report.dropped_enrichments,
+        }
+    )
+
+
+def kept_answer(result: ExtractionResult) -> ExtractionAnswer:
+    """The answer with only what survived the gates and the KB, so merging parts does not judge it twice."""
+    claims = [claim.draft for claim in result.claims]
+    enrichments = [enrichment.draft for enrichment in result.enrichments]
+    reason = result.answer.null_result_reason or (None if claims or enrichments else "Nothing passed the checks.")
+    return result.answer.model_copy(update={"claims": claims, "enrichments": enrichments, "null_result_reason": reason})
+
+
+def judge_answer(
+    source: Source,
+    request: PreparedRequest,
+    reply: StructuredReply[ExtractionAnswer],
+    settings: Settings,
+    index: KBIndex,
+    llm: StructuredClient | None,
+    anchor: bool = True,
+) -> ExtractionResult:
+    """The gates, one re-ask with their messages (when ``llm`` is given), and reconciliation with the KB.
+
+    Batch results come without a client: what fails the gates there is dropped.
+    Each kept claim's evidence is then located in the source body (``anchor``).
+    """
+    usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
+    dropped = list(reply.salvaged)
+    answer = reply.value
+    source_text = source.text  # frontmatter too: dates, authors and titles ground figures
+    domain = source.domain or ""
+    replaced = request.replaced
+
+    def gates(drafts: list[ClaimDraft]) -> GateReport:
+        return check_claims(drafts, source_text, domain, settings.domains, index, replaced)
+
+    report = gates(answer.claims)
+    follow_up = (
+        [
+            *request.messages,
+            {"role": "assistant", "content": reply.raw_replies[-1]},
+            {"role": "user", "content": report.feedback(answer.claims)},
+        ]
+        if report.failures and settings.gate_reasks > 0 and llm is not None
+        else None
+    )
+    if follow_up is not None and not fits(follow_up, settings):
+        follow_up = None  # past the model's context a strict server refuses the request: the gates decide alone
+        dropped.append("no re-ask after the gates failed: it would not fit the model's context")
+    if follow_up is not None and llm is not None:
+        try:
+            second = llm.ask(follow_up, ExtractionAnswer, salvage=salvage_answer)
+        except LLMError as exc:
+            usage.merge(exc.usage)
+            calls += exc.calls
+            dropped.append(f"re-ask after the gates failed ({exc.kind}); kept the first answer")
+        else:
+            usage.merge(second.usage)
+            calls += second.calls
+            reasks += 1 + second.reasks
+            dropped += second.salvaged
+            answer, report = second.value, gates(second.value.claims)
+    for position, problems in sorted(report.failures.items()):
+        reasons = "; ".join(f"{p.gate}: {p.message}" for p in problems)
+        dropped.append(f'dropped claim "{answer.claims[position].title}" ({reasons})')
+    kept = [draft for position, draft in enumerate(answer.claims) if position not in report.failures]
+    kept, unlinked = unlink_in_drafts(kept, index)
+    if unlinked:
+        dropped.append(f"unlinked {unlinked} wiki link(s) that resolve to no note")
+    drafted = len(answer.claims)
+    reason = answer.null_result_reason or (None if kept or answer.enrichments else "No claim passed the checks.")
+    answer = answer.model_copy(update={"claims": kept, "null_result_reason": reason})
+    claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
+    dropped += reconciled
+    if anchor:
+        anchors = anchor_claims([claim.draft.evidence for claim in claims], source.body)
+        claims = [claim.model_copy(update={"anchors": found}) for claim, found in zip(claims, anchors, strict=True)]
+    return ExtractionResult(
+        source_path=request.source_path,
+        source_slug=source.slug,
+        domain=source.domain or "",
+        agent=request.agent,
+        model=settings.model,
+        prompt_hash=request.prompt_hash,
+        answer=answer,
+        claims=claims,
+        enrichments=enrichments,
+        dropped=dropped,
+        drafted_claims=drafted,
+        usage=usage,
+        attempts=usage.requests,
+        retries=reply.retries,
+        reasks=reasks,
+        raw_replies=reply.raw_replies,
+        calls=calls,
+    )

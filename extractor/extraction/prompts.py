@@ -1,0 +1,118 @@
+"""Prompt templates on disk, filled per source and hashed as sent.
+
+Templates use ``string.Template`` (``$name``) so JSON braces in the text need
+no escaping. The hash covers the exact messages and response format sent, so
+a claim's provenance pins the prompt that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from pydantic import BaseModel
+
+from extractor.core.errors import ExtractorError
+from extractor.kb.sources import Source
+
+PACKAGED = Path(__file__).parent.parent / "prompts"
+CHECKOUT = Path(__file__).parent.parent.parent / "prompts"
+
+
+class PromptError(ExtractorError, ValueError):
+    """A template is missing or names a placeholder that is not filled."""
+
+
+class Candidate(BaseModel):
+    """An existing claim offered to the model as a link or enrichment target."""
+
+    title: str
+    description: str = ""
+
+
+def default_prompts_dir() -> Path:
+    return PACKAGED if PACKAGED.is_dir() else CHECKOUT
+
+
+def _template(directory: Path, name: str) -> Template:
+    path = directory / name
+    try:
+        return Template(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read prompt template: {exc.strerror or exc}") from exc
+
+
+def _fill(template: Template, name: str, values: dict[str, str]) -> str:
+    try:
+        return template.substitute(values).strip()
+    except (KeyError, ValueError) as exc:
+        raise PromptError(f"prompt template {name}: unknown placeholder {exc}") from exc
+
+
+def persona(directory: Path, agent: str) -> str:
+    path = directory / "agents" / f"{agent}.md"
+    name = path.name if path.is_file() else "default.md"
+    template = _template(directory / "agents", name)
+    return _fill(template, name, {"agent": agent, "Agent": agent.capitalize()})
+
+
+def part_note(directory: Path, part: int, parts: int, start: int, end: int, length: int) -> str:
+    """What a part of a long source is told about itself: ``part.md``, the packaged one if the folder lacks it."""
+    folder = directory if (directory / "part.md").is_file() else default_prompts_dir()
+    values = {"part": str(part), "parts": str(parts), "start": f"{start:,}", "end": f"{end:,}", "length": f"{length:,}"}
+    return _fill(_template(folder, "part.md"), "part.md", values)
+
+
+def format_candidates(candidates: list[Candidate]) -> str:
+    if not candidates:
+        return "(none)"
+    return "\n".join(f"- {c.title}: {c.description}" if c.description else f"- {c.title}" for c in candidates)
+
+
+def build_messages(
+    directory: Path,
+    agent: str,
+    source: Source,
+    source_file: str,
+    candidates: list[Candidate],
+    schema: dict[str, Any] | None,
+) -> list[dict[str, str]]:
+    """System and user messages for one source; ``schema`` is inlined when given."""
+    schema_instructions = ""
+    if schema is not None:
+        schema_instructions = _fill(
+            _template(directory, "schema_instructions.md"),
+            "schema_instructions.md",
+            {"schema": json.dumps(schema, separators=(",", ":"))},
+        )
+    system = _fill(
+        _template(directory, "system.md"),
+        "system.md",
+        {"persona": persona(directory, agent), "schema_instructions": schema_instructions},
+    )
+    meta = source.metadata
+    user = _fill(
+        _template(directory, "user.md"),
+        "user.md",
+        {
+            "source_file": source_file,
+            "title": source.title,
+            "author": str(meta.get("author") or "unknown"),
+            "date": source.date or "unknown",
+            "domain": source.domain or "unknown",
+            "format": source.format or "unknown",
+            "url": source.url or "unknown",
+            "candidates": format_candidates(candidates),
+            "body": source.body.strip(),
+        },
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def prompt_hash(messages: list[dict[str, str]], response_format: dict[str, Any] | None) -> str:
+    """Short content hash of exactly what the first request sends."""
+    payload = json.dumps({"messages": messages, "response_format": response_format}, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

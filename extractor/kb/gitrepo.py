@@ -1,0 +1,305 @@
+"""Git plumbing: commit exactly the files an extraction wrote.
+
+Objects are read and written in-process (pygit2): the commit is HEAD's or
+main's tree with only those paths replaced, so whatever the user has staged
+or changed elsewhere is neither committed nor disturbed, and a commit costs
+the same in a KB of any size. Refs and the user's index move through git
+itself, a ref with a compare-and-swap on its old value.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from pydantic import BaseModel
+from pygit2.enums import FileMode
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
+
+from extractor.core.errors import ExtractorError
+
+
+class GitError(ExtractorError):
+    """A git command failed; the message carries git's own words."""
+
+
+class Identity(BaseModel):
+    name: str
+    email: str
+
+
+def identity_env(author: Identity) -> dict[str, str]:
+    """Author and committer for git commands, whatever the user's git config says."""
+    return {
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_COMMITTER_NAME": author.name,
+        "GIT_COMMITTER_EMAIL": author.email,
+    }
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        env={**os.environ, **(env or {})},
+        input=input,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        problem = " ".join((result.stderr or result.stdout).split())
+        raise GitError(f"git {args[0]} failed: {problem}")
+    return result.stdout
+
+
+def toplevel(path: Path) -> Path:
+    """The work tree root that contains ``path``."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        return Path(git(folder, "rev-parse", "--show-toplevel").strip())
+    except (GitError, FileNotFoundError) as exc:
+        raise GitError(f"{path} is not inside a git work tree") from exc
+
+
+def head(repo: Path) -> str | None:
+    try:
+        repository = open_repository(repo)
+        return None if repository.head_is_unborn else str(repository.head.target)
+    except (GitError, pygit2.GitError):
+        return None
+
+
+_opened: dict[tuple[str, int], tuple[pygit2.Repository, int]] = {}
+
+
+def open_repository(repo: Path) -> pygit2.Repository:
+    """The repository holding ``repo``, for reading and writing objects in-process.
+
+    The handle is kept per process, so libgit2's object, config and attribute
+    caches stay warm from one commit to the next. A forked worker opens its
+    own, and once the packs change (``git gc``, a fetch) the next call reopens.
+    """
+    key = (str(repo), os.getpid())
+    kept = _opened.get(key)
+    if kept is not None and kept[1] == _packs_stamp(kept[0]):
+        return kept[0]
+    try:
+        repository = pygit2.Repository(str(repo))
+    except pygit2.GitError as exc:
+        raise GitError(f"{repo} is not a git repository: {exc}") from exc
+    _opened[key] = (repository, _packs_stamp(repository))
+    return repository
+
+
+def _packs_stamp(repository: pygit2.Repository) -> int:
+    try:
+        return os.stat(os.path.join(repository.path, "objects", "pack")).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _commit_at(repository: pygit2.Repository, rev: str) -> pygit2.Commit | None:
+    try:
+        return repository.revparse_single(rev).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+
+
+def _blob(repository: pygit2.Repository, path: str, data: bytes) -> pygit2.Oid:
+    """Store ``data`` as git would store the file at ``path``: through its clean filters (line endings)."""
+    filters = repository.load_filter_list(path)
+    return repository.create_blob(filters.apply_to_buffer(data) if filters else data)
+
+
+def _tree_with(
+    repository: pygit2.Repository, tree: pygit2.Tree | None, files: dict[str, pygit2.Oid | None], where: str = ""
+) -> pygit2.Oid | None:
+    """``tree`` with ``files`` (paths below it) replaced or deleted; None when nothing is left.
+
+    Only the trees on the changed paths are rebuilt, so a commit costs the same
+    whether the KB holds a hundred claims or a hundred thousand elsewhere.
+    """
+    builder = repository.TreeBuilder(tree) if tree is not None else repository.TreeBuilder()
+    below: dict[str, dict[str, pygit2.Oid | None]] = {}
+    for path, blob in files.items():
+        name, _, rest = path.partition("/")
+        if rest:
+            below.setdefault(name, {})[rest] = blob
+        elif blob is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
+        else:
+            old = builder.get(name)
+            if old is not None and old.filemode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+                raise GitError(f"cannot write {where}{name}: a folder or link of that name exists")
+            builder.insert(name, blob, old.filemode if old is not None else FileMode.BLOB)
+    for name, inner in below.items():
+        old = builder.get(name)
+        if old is not None and old.filemode != FileMode.TREE:
+            raise GitError(f"cannot write below {where}{name}: a file of that name exists")
+        subtree = repository[old.id].peel(pygit2.Tree) if old is not None else None
+        new = _tree_with(repository, subtree, inner, f"{where}{name}/")
+        if new is None:
+            if old is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, new, FileMode.TREE)
+    return builder.write() if len(builder) else None
+
+
+def _commit_onto(
+    repository: pygit2.Repository, parent: pygit2.Commit | None, files: dict[str, pygit2.Oid | None],
+    message: str, author: Identity,
+) -> str:  # fmt: skip
+    """A commit of ``parent``'s tree with ``files`` changed; no ref moves."""
+    tree = _tree_with(repository, parent.tree if parent is not None else None, files)
+    if tree is None:
+        tree = repository.TreeBuilder().write()
+    signature = pygit2.Signature(author.name, author.email)
+    parents = [parent.id] if parent is not None else []
+    return str(repository.create_commit(None, signature, signature, message, tree, parents))
+
+
+def build_commit(repo: Path, paths: list[str], message: str, author: Identity) -> tuple[str, str | None]:
+    """A commit of the working-tree state of ``paths`` (present or deleted) on HEAD, and its parent.
+
+    HEAD does not move: the caller records the commit first, so a crash
+    before or after :func:`move_ref` can be settled either way. Whatever the
+    user has staged or changed elsewhere is neither committed nor disturbed.
+    """
+    repository = open_repository(repo)
+    parent = None if repository.head_is_unborn else repository.head.peel(pygit2.Commit)
+    files = {
+        path: _blob(repository, path, (repo / path).read_bytes()) if (repo / path).is_file() else None for path in paths
+    }
+    commit = _commit_onto(repository, parent, files, message, author)
+    return commit, str(parent.id) if parent is not None else None
+
+
+def _lock_contention(exc: BaseException) -> bool:
+    """git could not take a lock file another git process holds (not: a ref moved under us)."""
+    return isinstance(exc, GitError) and ".lock" in str(exc) and "File exists" in str(exc)
+
+
+def _on_lock_contention(*args: Any, **kwargs: Any) -> str:
+    """Run :func:`git`, waiting out a lock another git process (an editor, a crashed run's last command) holds."""
+    retrying = Retrying(
+        retry=retry_if_exception(_lock_contention), stop=stop_after_delay(10), wait=wait_random(0.02, 0.2), reraise=True
+    )
+    return retrying(git, *args, **kwargs)
+
+
+def sync_index(repo: Path, commit: str, paths: list[str]) -> bool:
+    """Bring the user's index in line with ``commit`` for ``paths`` only; False if it could not."""
+    try:
+        _on_lock_contention(repo, "reset", "-q", commit, "--", *paths)
+    except GitError:
+        return False
+    return True
+
+
+def commit_paths(repo: Path, paths: list[str], message: str, author: Identity) -> str:
+    """Commit the working-tree state of ``paths`` onto HEAD and move HEAD to it."""
+    commit, parent = build_commit(repo, paths, message, author)
+    move_ref(repo, "HEAD", commit, parent)
+    sync_index(repo, commit, paths)
+    return commit
+
+
+ZERO = "0" * 40
+
+
+def read_at(repo: Path, rev: str, path: str) -> str | None:
+    """A file's text at a revision, or None where it does not exist."""
+    repository = open_repository(repo)
+    commit = _commit_at(repository, rev)
+    try:
+        entry = commit.tree[path] if commit is not None else None
+    except (KeyError, ValueError):
+        return None
+    if entry is None or entry.filemode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+        return None
+    # Decoded strictly: text that is not UTF-8 raises UnicodeDecodeError rather than being mangled.
+    return repository[entry.id].peel(pygit2.Blob).data.decode("utf-8")
+
+
+def uncommitted(repo: Path, paths: list[str]) -> dict[str, pygit2.enums.FileStatus]:
+    """Those of ``paths`` that a person has changed and not committed (staged, unstaged or untracked), with git's
+    status for each; a path absent from HEAD, the index and the work tree is not listed."""
+    repository = open_repository(repo)
+    changed = {}
+    for path in paths:
+        try:
+            status = pygit2.enums.FileStatus(repository.status_file(path))
+        except KeyError:
+            continue
+        if status & ~pygit2.enums.FileStatus.IGNORED != pygit2.enums.FileStatus.CURRENT:
+            changed[path] = status
+    return changed
+
+
+def message_that_added(repo: Path, rev: str, path: str) -> str | None:
+    """The message of the last commit in ``rev``'s history that added ``path``, if one did."""
+    try:
+        message = git(repo, "log", rev, "-1", "--diff-filter=A", "--format=%B", "--", path)
+    except GitError:
+        return None
+    return message or None
+
+
+def names_at(repo: Path, rev: str, folder: str) -> frozenset[str]:
+    """Names of every entry directly inside ``folder`` at a revision."""
+    repository = open_repository(repo)
+    commit = _commit_at(repository, rev)
+    if commit is None:
+        raise GitError(f"no commit {rev!r}")
+    try:
+        entry = commit.tree[folder.strip("/")]
+    except (KeyError, ValueError):
+        return frozenset()
+    return _tree_names(repo, str(entry.id)) if entry.filemode == FileMode.TREE else frozenset()
+
+
+@functools.lru_cache(maxsize=16)
+def _tree_names(repo: Path, tree: str) -> frozenset[str]:
+    # A tree's id is its content: every source planned against the same main reuses the listing.
+    return frozenset(child.name or "" for child in open_repository(repo)[tree].peel(pygit2.Tree))
+
+
+def rev_parse(repo: Path, rev: str) -> str | None:
+    commit = _commit_at(open_repository(repo), rev)
+    return str(commit.id) if commit is not None else None
+
+
+def commit_tree_on(repo: Path, base: str, files: dict[str, str | None], message: str, author: Identity) -> str:
+    """A commit whose tree is ``base``'s with ``files`` replaced (None deletes), without a work tree.
+
+    Nothing outside the object store changes: the user's checkout, index and
+    current branch are never touched.
+    """
+    repository = open_repository(repo)
+    parent = _commit_at(repository, base)
+    if parent is None:
+        raise GitError(f"no commit {base!r}")
+    blobs = {
+        path: None if text is None else _blob(repository, path, text.encode("utf-8")) for path, text in files.items()
+    }
+    return _commit_onto(repository, parent, blobs, message, author)
+
+
+def move_ref(repo: Path, ref: str, new: str, old: str | None) -> None:
+    """Point ``ref`` at ``new`` if it still points at ``old`` (None: it must not exist yet).
+
+    A ref locked by another git process is waited for briefly; a ref that moved is an error.
+    """
+    _on_lock_contention(repo, "update-ref", "-m", "extractor", ref, new, old or ZERO)
+
+
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    found = subprocess.run(["git", "merge-base", "--is-ancestor", commit, of], cwd=repo, capture_output=True)
+    return found.returncode == 0

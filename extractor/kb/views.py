@@ -1,0 +1,59 @@
+"""What the writer reads while planning: the work tree, or the main branch's tree.
+
+Branch mode plans against the tip of the main branch, whatever the user has
+checked out or is editing, so drafts never pick up someone's unfinished work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from extractor.kb.gitrepo import message_that_added, names_at, read_at
+
+
+class KBView(Protocol):
+    def read(self, path: str) -> str | None: ...
+
+    def names(self, folder: str) -> frozenset[str]: ...
+
+    def message_that_added(self, path: str) -> str | None:
+        """The message of the commit that added ``path`` (None when none did); its format is the commit layer's."""
+        ...
+
+
+class WorktreeView:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read(self, path: str) -> str | None:
+        file = self.root / path
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+
+    def names(self, folder: str) -> frozenset[str]:
+        directory = self.root / folder
+        # Every entry, as git's tree listing gives: a new file must not take a folder's or a link's name.
+        return frozenset(p.name for p in directory.iterdir()) if directory.is_dir() else frozenset()
+
+    def message_that_added(self, path: str) -> str | None:
+        return message_that_added(self.root, "HEAD", path)
+
+
+class RevisionView:
+    def __init__(self, root: Path, rev: str) -> None:
+        self.root = root
+        self.rev = rev
+        self._read: dict[str, str | None] = {}
+
+    def read(self, path: str) -> str | None:
+        # A commit never changes, so what was read at it can be kept.
+        key = str(PurePosixPath(path))
+        if key not in self._read:
+            self._read[key] = read_at(self.root, self.rev, key)
+        return self._read[key]
+
+    def names(self, folder: str) -> frozenset[str]:
+        return names_at(self.root, self.rev, folder)
+
+    def message_that_added(self, path: str) -> str | None:
+        return message_that_added(self.root, self.rev, path)

@@ -1,0 +1,220 @@
+"""Review in git: pending extraction branches, what they hold, accepting and rejecting them.
+
+A reviewer never needs the pipeline's internals: every extraction is a branch
+``extract/<source>`` with one commit on the main branch's tip. Accepting merges
+it; rejecting deletes it and records the decision on the source in main, so
+it is not extracted again by itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
+
+from extractor.commit.apply import apply_changes
+from extractor.commit.changeset import ChangeSet, WriteError
+from extractor.commit.message import BRANCH_PREFIX, branch_for, parse_message, rejection_message
+from extractor.core.errors import ExtractorError
+from extractor.core.records import FileChange
+from extractor.core.settings import Settings
+from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, rev_parse
+from extractor.kb.yamlio import replace_frontmatter_keys, split_document
+from extractor.store.state import SourceState, StateStore
+
+
+class ReviewError(ExtractorError):
+    """A review command cannot be carried out; main is left as it was."""
+
+
+class PendingReview(BaseModel):
+    slug: str
+    branch: str
+    commit: str
+    source: str
+    agent: str
+    worker: int | None
+    model: str
+    prompt_hash: str
+    claims: list[str]
+    enrichments: list[str]
+    warnings: list[str]
+    age_seconds: float
+
+
+def dropped_items(notes: str) -> list[str]:
+    """The items of the ``Dropped:`` part that closes a source's ``extraction_notes``.
+
+    Items are joined by "; ", and so are the gates' reasons inside an item's
+    parentheses (and a title in quotes may hold one), so only a separator
+    outside quotes and parentheses ends an item.
+    """
+    if "Dropped: " not in notes:
+        return []
+    text = notes.rsplit("Dropped: ", 1)[1]  # the pipeline's own part comes last, after the model's notes
+    items: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth = max(depth - 1, 0)
+        elif not quoted and depth == 0 and text.startswith("; ", position):
+            items.append("".join(current))
+            current, position = [], position + 2
+            continue
+        current.append(char)
+        position += 1
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
+    commit = rev_parse(kb, f"refs/heads/{branch}")
+    if commit is None:
+        raise ReviewError(f"no extraction branch {branch}")
+    info = parse_message(git(kb, "log", "-1", "--format=%B", commit), settings.agent_trailer_key)
+    base = git(kb, "merge-base", settings.main_branch, commit).strip()
+    changes = [line.split("\t", 1) for line in git(kb, "diff", "--name-status", base, commit).splitlines() if line]
+    claims_dirs = [PurePosixPath(d) for d in settings.writable_claim_dirs]
+
+    def in_claims(path: str) -> bool:
+        return any(PurePosixPath(path).is_relative_to(d) for d in claims_dirs)
+
+    warnings: list[str] = []
+    if info is not None:
+        text = git(kb, "show", f"{commit}:{info.source}")
+        warnings = dropped_items(str(split_document(text)[0].get("extraction_notes") or ""))
+    return PendingReview(
+        slug=branch.removeprefix(BRANCH_PREFIX),
+        branch=branch,
+        commit=commit,
+        source=info.source if info else "",
+        agent=info.agent if info else "",
+        worker=info.worker if info else None,
+        model=info.model if info else "",
+        prompt_hash=info.prompt_hash if info else "",
+        claims=[path for status, path in changes if status == "A" and in_claims(path)],
+        enrichments=[path for status, path in changes if status == "M" and in_claims(path)],
+        warnings=warnings,
+        age_seconds=time.time() - int(git(kb, "log", "-1", "--format=%ct", commit).strip()),
+    )
+
+
+def pending(kb: Path, settings: Settings) -> list[PendingReview]:
+    out = git(kb, "for-each-ref", "--sort=committerdate", f"--no-merged=refs/heads/{settings.main_branch}",
+              "--format=%(refname:lstrip=2)", f"refs/heads/{BRANCH_PREFIX}")  # fmt: skip
+    return [describe_branch(kb, branch, settings) for branch in out.split()]
+
+
+def show(kb: Path, slug: str, settings: Settings) -> str:
+    """The drafts as a reviewer reads them: claim files in full, enrichments and the source as diffs."""
+    item = describe_branch(kb, branch_for(slug), settings)
+    lines = [
+        f"{item.branch}: {item.source}",
+        f"agent {item.agent}, worker {item.worker}, model {item.model}, prompt {item.prompt_hash}",
+    ]
+    lines += [f"warning: {w}" for w in item.warnings]
+    for path in item.claims:
+        lines += ["", f"==> {path}", git(kb, "show", f"{item.commit}:{path}").rstrip()]
+    base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
+    modified = [*item.enrichments, item.source] if item.source else item.enrichments
+    if modified:
+        lines += ["", git(kb, "diff", base, item.commit, "--", *modified).rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _on_main(kb: Path, settings: Settings) -> bool:
+    try:
+        return git(kb, "symbolic-ref", "-q", "HEAD").strip() == f"refs/heads/{settings.main_branch}"
+    except GitError:
+        return False
+
+
+def _identity(settings: Settings) -> Identity:
+    return Identity(name=settings.author_name, email=settings.author_email)
+
+
+def accept(kb: Path, slug: str, settings: Settings) -> str:
+    """Merge an extraction branch into main (merge commit or fast-forward); a conflict changes nothing."""
+    branch = branch_for(slug)
+    tip = rev_parse(kb, f"refs/heads/{branch}")
+    main = rev_parse(kb, f"refs/heads/{settings.main_branch}")
+    if tip is None or main is None:
+        raise ReviewError(f"no branch {branch if tip is None else settings.main_branch}")
+    fast_forward = settings.merge_mode == "fast-forward"
+    message = f"Accept {branch}\n\nMerge the drafts extracted from {describe_branch(kb, branch, settings).source}.\n"
+    if _on_main(kb, settings):
+        flags = ["--ff-only"] if fast_forward else ["--no-ff", "-m", message]
+        env = identity_env(_identity(settings))
+        try:
+            git(kb, "merge", "--no-edit", *flags, branch, env=env)
+        except GitError as exc:
+            if (kb / ".git" / "MERGE_HEAD").exists():
+                subprocess.run(["git", "merge", "--abort"], cwd=kb, capture_output=True)
+            raise ReviewError(f"cannot merge {branch}: {exc}") from exc
+    else:
+        if fast_forward:
+            if git(kb, "merge-base", main, tip).strip() != main:
+                raise ReviewError(f"{branch} cannot be fast-forwarded onto {settings.main_branch}")
+            new = tip
+        else:
+            merged = subprocess.run(["git", "merge-tree", "--write-tree", main, tip], cwd=kb,
+                                    capture_output=True, text=True)  # fmt: skip
+            if merged.returncode != 0:
+                conflicts = " ".join(merged.stdout.split()[1:])[:300]
+                raise ReviewError(f"{branch} conflicts with {settings.main_branch}: {conflicts}")
+            tree = merged.stdout.split()[0]
+            env = identity_env(_identity(settings))
+            new = git(kb, "commit-tree", tree, "-p", main, "-p", tip, "-F", "-", env=env, input=message).strip()
+        move_ref(kb, f"refs/heads/{settings.main_branch}", new, main)
+    git(kb, "update-ref", "-d", f"refs/heads/{branch}", tip)
+    return rev_parse(kb, f"refs/heads/{settings.main_branch}") or ""
+
+
+def reject(kb: Path, slug: str, settings: Settings, reason: str | None, retry: bool) -> str | None:
+    """Delete an extraction branch; record the rejection on the source in main unless ``retry``."""
+    branch = branch_for(slug)
+    item = describe_branch(kb, branch, settings)
+    if retry:
+        git(kb, "update-ref", "-d", f"refs/heads/{branch}", item.commit)
+        return None
+    if not reason or not reason.strip():
+        raise ReviewError("reject needs --reason TEXT (or --retry)")
+    main = rev_parse(kb, f"refs/heads/{settings.main_branch}")
+    assert main is not None
+    text = git(kb, "show", f"{main}:{item.source}")
+    updated = replace_frontmatter_keys(text, {
+        "status": "null-result",
+        "review": "rejected",
+        "notes": "Rejected in review: " + " ".join(reason.split()),
+    })  # fmt: skip
+    message = rejection_message(item.agent, item.source, reason)
+    if _on_main(kb, settings):
+        changeset = ChangeSet(changes=[FileChange(path=item.source, text=updated)], message=message,
+                              claim_titles=[], claim_paths=[], enriched_titles=[], status="null-result")  # fmt: skip
+        try:
+            commit = apply_changes(kb, changeset, _identity(settings), source_path=item.source)
+        except (WriteError, GitError) as exc:
+            raise ReviewError(f"cannot record the rejection: {exc}") from exc
+    else:
+        commit = commit_tree_on(kb, main, {item.source: updated}, message, _identity(settings))
+        move_ref(kb, f"refs/heads/{settings.main_branch}", commit, main)
+    git(kb, "update-ref", "-d", f"refs/heads/{branch}", item.commit)
+    return commit
+
+
+def record_decision(kb: Path, source_path: str, state: SourceState) -> None:
+    """Tell the state store what review decided, so runs and ``status`` agree with git."""
+    store = StateStore.open(kb)
+    try:
+        store.update_or_insert(source_path, state=state, attempts=0, next_retry_at=None, last_error=None)
+    finally:
+        store.close()

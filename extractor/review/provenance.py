@@ -1,0 +1,95 @@
+"""Provenance on demand: which commit, agent, worker, model and prompt made a claim file, at what cost.
+
+The commit is the one on the main branch that added the file; only a file
+not (yet) on main is traced to the extraction branch that awaits review.
+Stale copies elsewhere (a remote's old extraction branches) are never used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from extractor.commit.message import BRANCH_PREFIX, parse_message
+from extractor.core.errors import ExtractorError
+from extractor.core.settings import Settings
+from extractor.kb.gitrepo import GitError, git, rev_parse
+from extractor.kb.statedir import STATE_DIR
+from extractor.store.state import STATE_FILE, StateStore
+
+
+class ProvenanceError(ExtractorError):
+    """No extraction commit created this file."""
+
+
+class Provenance(BaseModel):
+    path: str
+    commit: str
+    found_on: str  # "main" (the main branch's name) or "pending review on extract/<slug>"
+    branches: list[str]
+    date: str
+    agent: str
+    worker: int | None
+    model: str
+    prompt_hash: str
+    source: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    duration_seconds: float | None = None
+
+
+def commit_that_added(kb: Path, path: str, main_branch: str) -> tuple[str, str] | None:
+    """The commit that added ``path`` and where it was found: on the main branch, else on a local extraction
+    branch awaiting review."""
+    if rev_parse(kb, f"refs/heads/{main_branch}") is not None:
+        found = git(kb, "log", "-1", "--diff-filter=A", "--format=%H", f"refs/heads/{main_branch}", "--", path).strip()
+        if found:
+            return found, main_branch
+    pattern = f"refs/heads/{BRANCH_PREFIX}"
+    for branch in git(kb, "for-each-ref", "--sort=-committerdate", "--format=%(refname)", pattern).split():
+        found = git(kb, "log", "-1", "--diff-filter=A", "--format=%H", branch, "--", path).strip()
+        if found:
+            return found, f"pending review on {branch.removeprefix('refs/heads/')}"
+    return None
+
+
+def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
+    """From the commit that added the file and the state store's record of its source."""
+    try:
+        found = commit_that_added(kb, path, settings.main_branch)
+    except GitError as exc:
+        raise ProvenanceError(f"{path}: {exc}") from exc
+    if found is None:
+        raise ProvenanceError(
+            f"{path}: no commit on {settings.main_branch} or on an extraction branch awaiting review added this file"
+        )
+    commit, found_on = found
+    info = parse_message(git(kb, "log", "-1", "--format=%B", commit), settings.agent_trailer_key)
+    if info is None:
+        raise ProvenanceError(f"{path}: added by {commit[:12]}, which is not an extraction commit")
+    record = Provenance(
+        path=path,
+        commit=commit,
+        found_on=found_on,
+        branches=git(kb, "branch", "--format=%(refname:short)", "--contains", commit).split(),
+        date=git(kb, "log", "-1", "--format=%cI", commit).strip(),
+        agent=info.identity or info.agent,
+        worker=info.worker,
+        model=info.model,
+        prompt_hash=info.prompt_hash,
+        source=info.source,
+    )
+    if (kb / STATE_DIR / STATE_FILE).exists():
+        store = StateStore.open(kb)
+        try:
+            row = store.get(record.source)
+        finally:
+            store.close()
+        if row is not None and row.commit_sha == commit:
+            record = record.model_copy(update={
+                "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+                "cost": row.cost, "duration_seconds": row.duration,
+            })  # fmt: skip
+    return record

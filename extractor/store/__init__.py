@@ -1,0 +1,1 @@
+"""The state store (SQLite under the KB): sources' states, LLM calls, the response cache, cycles, batches."""

@@ -1,0 +1,485 @@
+"""The state store: an embedded SQLite database under the KB (``.extractor/state.db``).
+
+It remembers, per source, where it is in its life (due, running, done, failed,
+parked, awaiting review, invalid), what each attempt cost and produced, and
+every LLM call with its raw reply. WAL mode and a busy timeout let the status
+command read while a run writes. Schema changes are numbered migrations,
+applied in order and recorded in ``PRAGMA user_version``. Error text and raw
+replies are redacted (``extractor.redact``) before they are written, so no
+secret reaches the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import AbstractContextManager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from extractor.core.records import CallRecord, ExtractionReport
+from extractor.core.redact import scrub
+from extractor.kb.statedir import BUSY_TIMEOUT_MS, STATE_DIR, ensure_state_dir, immediate_transaction
+
+STATE_FILE = "state.db"
+
+MIGRATIONS: list[str] = [
+    # 1: sources, LLM calls, cycles
+    """
+    CREATE TABLE sources (
+        path TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        file_status TEXT,
+        mtime_ns INTEGER,
+        size INTEGER,
+        content_hash TEXT,
+        processed_hash TEXT,
+        changed_after_processing INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_retry_at REAL,
+        owner_pid INTEGER,
+        worker INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        duration REAL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL,
+        commit_sha TEXT,
+        model TEXT,
+        prompt_hash TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX sources_state ON sources(state);
+    CREATE TABLE llm_calls (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source_path TEXT,
+        worker INTEGER,
+        model TEXT,
+        request_hash TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency REAL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        raw_reply TEXT
+    );
+    CREATE INDEX llm_calls_source ON llm_calls(source_path);
+    CREATE TABLE cycles (
+        id INTEGER PRIMARY KEY,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        mode TEXT NOT NULL,
+        taken INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        note TEXT
+    );
+    """,
+    # 2: publishing extraction branches (push, pull request)
+    """
+    ALTER TABLE sources ADD COLUMN branch TEXT;
+    ALTER TABLE sources ADD COLUMN published INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sources ADD COLUMN publish_error TEXT;
+    ALTER TABLE sources ADD COLUMN pull_request TEXT;
+    """,
+    # 3: costs per call, and the response cache
+    """
+    ALTER TABLE llm_calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE llm_calls ADD COLUMN cost REAL;
+    ALTER TABLE llm_calls ADD COLUMN agent TEXT;
+    CREATE INDEX llm_calls_at ON llm_calls(at);
+    CREATE TABLE response_cache (
+        key TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        model TEXT NOT NULL,
+        content TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL
+    );
+    """,
+    # 4: Batch API jobs
+    """
+    CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        input_file_id TEXT NOT NULL,
+        output_file_id TEXT,
+        error_file_id TEXT,
+        items TEXT NOT NULL,
+        collected_at REAL
+    );
+    """,
+    # 5: what each extraction wrote, with its evidence anchored in the source
+    """
+    CREATE TABLE extractions (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source_path TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        branch TEXT,
+        worker INTEGER,
+        parts INTEGER NOT NULL DEFAULT 1,
+        evidence_items INTEGER NOT NULL DEFAULT 0,
+        anchored_items INTEGER NOT NULL DEFAULT 0,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX extractions_source ON extractions(source_path);
+    CREATE INDEX extractions_commit ON extractions(commit_sha);
+    """,
+    # 6: what a batch job is expected to cost, held against the daily budget until it is collected
+    """
+    ALTER TABLE batches ADD COLUMN estimated_cost REAL NOT NULL DEFAULT 0;
+    """,
+]
+
+
+# Columns holding text from outside (errors, the forge's answers): redacted before they are written.
+FREE_TEXT = ("last_error", "publish_error", "pull_request")
+
+
+def _redacted(changes: dict[str, Any]) -> dict[str, Any]:
+    return {k: scrub(v) if k in FREE_TEXT and isinstance(v, str) else v for k, v in changes.items()}
+
+
+class SourceState(StrEnum):
+    DUE = "due"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # will be retried after next_retry_at
+    PARKED = "parked"  # failed too often; waits for --force
+    AWAITING_REVIEW = "awaiting_review"
+    INVALID = "invalid"  # the file cannot be parsed; re-read when it changes
+    SKIPPED = "skipped"  # a status the pipeline does not act on (processing, unknown)
+    BATCHED = "batched"  # sent in a Batch API job; waits for batch collect
+
+
+class SourceRow(BaseModel):
+    path: str
+    state: SourceState
+    file_status: str | None = None
+    mtime_ns: int | None = None
+    size: int | None = None
+    content_hash: str | None = None
+    processed_hash: str | None = None
+    changed_after_processing: bool = False
+    attempts: int = 0
+    last_error: str | None = None
+    next_retry_at: float | None = None
+    owner_pid: int | None = None
+    worker: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    commit_sha: str | None = None
+    model: str | None = None
+    prompt_hash: str | None = None
+    branch: str | None = None
+    published: bool = False
+    publish_error: str | None = None
+    pull_request: str | None = None
+    updated_at: float = 0.0
+
+
+def state_path(kb_root: Path) -> Path:
+    return kb_root / STATE_DIR / STATE_FILE
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db:
+            db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)
+
+
+class StateStore:
+    """Typed access to the state database; one connection per process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Shared by threads: the daemon polls in a scheduler thread, and the parts of a long source are asked
+        # from threads that read and fill the response cache. Transactions hold the lock, so one thread's
+        # statements never land inside another's transaction.
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()
+        self.db.row_factory = sqlite3.Row
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        migrate(self.db)
+
+    @classmethod
+    def open(cls, kb_root: Path) -> StateStore:
+        ensure_state_dir(kb_root)
+        return cls(state_path(kb_root))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self.db, self.lock)
+
+    # sources
+
+    def get(self, path: str) -> SourceRow | None:
+        row = self.db.execute("SELECT * FROM sources WHERE path = ?", (path,)).fetchone()
+        return SourceRow.model_validate(dict(row)) if row else None
+
+    def all_sources(self) -> dict[str, SourceRow]:
+        rows = self.db.execute("SELECT * FROM sources").fetchall()
+        return {row["path"]: SourceRow.model_validate(dict(row)) for row in rows}
+
+    def put(self, row: SourceRow) -> None:
+        self.put_many([row])
+
+    def put_many(self, rows: list[SourceRow]) -> None:
+        if not rows:
+            return
+        now = time.time()
+        fields = list(SourceRow.model_fields)
+        sql = (
+            f"INSERT INTO sources ({', '.join(fields)}) VALUES ({', '.join('?' for _ in fields)}) "
+            f"ON CONFLICT(path) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in fields if f != 'path')}"
+        )
+        values = []
+        for row in rows:
+            data = _redacted(row.model_dump(mode="json"))
+            data["updated_at"] = now
+            values.append([data[f] for f in fields])
+        with self.transaction() as db:
+            db.executemany(sql, values)
+
+    def update(self, path: str, **changes: Any) -> None:
+        changes = _redacted(changes)
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        values = [v.value if isinstance(v, StrEnum) else v for v in changes.values()]
+        self.db.execute(f"UPDATE sources SET {assignments} WHERE path = ?", [*values, path])
+
+    def update_or_insert(self, path: str, **changes: Any) -> None:
+        if self.get(path) is None:
+            self.put(SourceRow(path=path, state=changes.get("state", SourceState.DUE)))
+        self.update(path, **changes)
+
+    def restore(self, path: str, row: SourceRow | None) -> None:
+        """Put a source's row back as it was (or forget it) after a run that changed nothing."""
+        if row is None:
+            self.db.execute("DELETE FROM sources WHERE path = ?", (path,))
+        else:
+            self.put(row)
+
+    def unpublished(self) -> list[SourceRow]:
+        rows = self.db.execute(
+            "SELECT * FROM sources WHERE state = ? AND branch IS NOT NULL AND published = 0",
+            (SourceState.AWAITING_REVIEW,),
+        ).fetchall()
+        return [SourceRow.model_validate(dict(row)) for row in rows]
+
+    def changed_after_processing(self) -> list[str]:
+        rows = self.db.execute("SELECT path FROM sources WHERE changed_after_processing = 1 ORDER BY path")
+        return [row["path"] for row in rows.fetchall()]
+
+    def claim(self, path: str, pid: int, worker: int) -> bool:
+        """Mark a source running for ``pid`` unless someone else already runs it."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT state, owner_pid FROM sources WHERE path = ?", (path,)).fetchone()
+            if row is not None and row["state"] == SourceState.RUNNING and pid_alive(row["owner_pid"]):
+                return False
+            if row is None:
+                db.execute(
+                    "INSERT INTO sources (path, state, updated_at) VALUES (?, ?, ?)", (path, SourceState.DUE, now)
+                )
+            db.execute(
+                "UPDATE sources SET state = ?, owner_pid = ?, worker = ?, started_at = ?, updated_at = ? "
+                "WHERE path = ?",
+                (SourceState.RUNNING, pid, worker, now, now, path),
+            )
+        return True
+
+    def recover_dead_runs(self) -> list[str]:
+        """Sources left running by a process that no longer exists become due again."""
+        rows = self.db.execute("SELECT path, owner_pid FROM sources WHERE state = ?", (SourceState.RUNNING,))
+        stale = [row["path"] for row in rows.fetchall() if not pid_alive(row["owner_pid"])]
+        for path in stale:
+            self.update(path, state=SourceState.DUE, owner_pid=None)
+        return stale
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) AS n FROM sources GROUP BY state").fetchall()
+        return {row["state"]: row["n"] for row in rows}
+
+    def recent_failures(self, limit: int = 10) -> list[SourceRow]:
+        rows = self.db.execute(
+            "SELECT * FROM sources WHERE state IN (?, ?, ?) ORDER BY updated_at DESC LIMIT ?",
+            (SourceState.FAILED, SourceState.PARKED, SourceState.INVALID, limit),
+        ).fetchall()
+        return [SourceRow.model_validate(dict(row)) for row in rows]
+
+    def totals(self) -> dict[str, float]:
+        """Tokens and cost over every logged call (failed ones too; cost where the price is known)."""
+        calls = self.db.execute(
+            "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
+            "COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost FROM llm_calls"
+        ).fetchone()
+        return dict(calls)
+
+    def spent_since(self, since: float) -> float:
+        """Dollars the logged calls since ``since`` (a timestamp) cost, where their price is known."""
+        row = self.db.execute("SELECT COALESCE(SUM(cost), 0) FROM llm_calls WHERE at >= ?", (since,)).fetchone()
+        return float(row[0])
+
+    def cost_per_source(self, recent: int = 20) -> float:
+        """The average cost of the last ``recent`` sources whose cost is known: the estimate for the next one."""
+        row = self.db.execute(
+            "SELECT AVG(cost) FROM (SELECT cost FROM sources WHERE cost IS NOT NULL AND finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT ?)",
+            (recent,),
+        ).fetchone()
+        return float(row[0] or 0.0)
+
+    def cost_report(self, by: str, since: float | None = None) -> list[dict[str, Any]]:
+        """Calls, cache hits, tokens and cost grouped by day (local), model, agent or source."""
+        group = {
+            "day": "date(at, 'unixepoch', 'localtime')",
+            "model": "COALESCE(model, '?')",
+            "agent": "COALESCE(agent, '?')",
+            "source": "COALESCE(source_path, '?')",
+        }[by]
+        rows = self.db.execute(
+            f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(outcome = 'cached') AS cache_hits, "
+            "SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
+            "SUM(completion_tokens) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost, "
+            "SUM(cost IS NULL AND outcome != 'cached' "
+            "AND COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) > 0) AS unpriced_calls "
+            f"FROM llm_calls WHERE at >= ? GROUP BY 1 ORDER BY {'1' if by == 'day' else 'cost DESC, 1'}",
+            (since or 0,),
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    # LLM calls and cycles
+
+    def log_calls(
+        self, source_path: str, worker: int | None, calls: list[CallRecord], agent: str | None = None
+    ) -> None:
+        if not calls:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO llm_calls (at, source_path, worker, model, request_hash, prompt_tokens, "
+                "completion_tokens, latency, outcome, error, raw_reply, cached_tokens, cost, agent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.at, source_path, worker, c.model, c.request_hash, c.prompt_tokens, c.completion_tokens,
+                     c.latency, c.outcome, c.error and scrub(c.error), c.raw_reply and scrub(c.raw_reply),
+                     c.cached_tokens, c.cost, agent)
+                    for c in calls
+                ],
+            )  # fmt: skip
+
+    # Batch API jobs
+
+    def save_batch(self, batch: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO batches (id, created_at, status, input_file_id, output_file_id, "
+                "error_file_id, items, collected_at, estimated_cost) VALUES (:id, :created_at, :status, "
+                ":input_file_id, :output_file_id, :error_file_id, :items, :collected_at, :estimated_cost)",
+                batch,
+            )
+
+    def pending_batch_cost(self) -> float:
+        """What the batches not yet collected are expected to cost: spent, as far as budgets go."""
+        row = self.db.execute("SELECT COALESCE(SUM(estimated_cost), 0) FROM batches WHERE collected_at IS NULL")
+        return float(row.fetchone()[0])
+
+    def batches(self, open_only: bool = False) -> list[dict[str, Any]]:
+        where = " WHERE collected_at IS NULL" if open_only else ""
+        return [dict(row) for row in self.db.execute(f"SELECT * FROM batches{where} ORDER BY created_at").fetchall()]
+
+    # the response cache
+
+    def cached_answer(self, key: str) -> str | None:
+        with self.lock:
+            row = self.db.execute("SELECT content FROM response_cache WHERE key = ?", (key,)).fetchone()
+        return row["content"] if row else None
+
+    def cache_answer(self, key: str, model: str, content: str, prompt_tokens: int, completion_tokens: int,
+                     cost: float | None) -> None:  # fmt: skip
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO response_cache (key, created_at, model, content, prompt_tokens, "
+                "completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, time.time(), model, scrub(content), prompt_tokens, completion_tokens, cost),
+            )
+
+    def start_cycle(self, mode: str) -> int:
+        cursor = self.db.execute("INSERT INTO cycles (started_at, mode) VALUES (?, ?)", (time.time(), mode))
+        return int(cursor.lastrowid or 0)
+
+    def finish_cycle(self, cycle: int, taken: int, done: int, failed: int, note: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE cycles SET finished_at = ?, taken = ?, done = ?, failed = ?, note = ? WHERE id = ?",
+            (time.time(), taken, done, failed, note, cycle),
+        )
+
+    def last_cycle(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    def record_extraction(self, report: ExtractionReport) -> None:
+        self.db.execute(
+            "INSERT INTO extractions (at, source_path, commit_sha, branch, worker, parts, evidence_items, "
+            "anchored_items, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), report.source_path, report.commit, report.branch, report.worker, report.parts,
+             report.evidence_items, report.anchored_items, report.model_dump_json()),
+        )  # fmt: skip
+
+    def extraction_for(self, commit: str) -> ExtractionReport | None:
+        """The report of the extraction that made ``commit``; None for commits the store did not see."""
+
+        row = self.db.execute(
+            "SELECT report FROM extractions WHERE commit_sha = ? ORDER BY id DESC LIMIT 1", (commit,)
+        ).fetchone()
+        return ExtractionReport.model_validate_json(row[0]) if row else None
+
+    def anchored_share_since(self, since: float) -> tuple[int, int]:
+        """Evidence items anchored in their source, and all evidence items, of extractions since ``since``."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(anchored_items), 0), COALESCE(SUM(evidence_items), 0) FROM extractions WHERE at >= ?",
+            (since,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def calls_for(self, source_path: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM llm_calls WHERE source_path = ? ORDER BY id", (source_path,))
+        return [dict(row) for row in rows.fetchall()]
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; it only waits to be reaped
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True
