@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from pydantic import BaseModel
 
 from extractor.core.records import CallRecord, ExtractionReport
@@ -219,7 +220,8 @@ class StateStore:
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
-        migrate(self.db)
+        with FileLock(f"{path}.migrate.lock"):  # two processes opening a new store must not both migrate it
+            migrate(self.db)
 
     @classmethod
     def open(cls, kb_root: Path) -> StateStore:

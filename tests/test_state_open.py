@@ -1,0 +1,35 @@
+"""Opening a KB's state store for the first time from several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+from extractor.store.state import MIGRATIONS, StateStore
+
+
+def _open(kb: str, start: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
+    start.wait()
+    StateStore.open(Path(kb)).close()
+
+
+def test_processes_that_open_a_new_store_together_all_get_a_migrated_store(tmp_path: Path) -> None:
+    """Two `extract` commands started together on a fresh KB each open the store; neither may crash on a
+    migration the other already applied ("table sources already exists")."""
+    context = mp.get_context("spawn")
+    for trial in range(3):
+        kb = tmp_path / f"kb{trial}"
+        kb.mkdir()
+        start = context.Event()
+        processes = [context.Process(target=_open, args=(str(kb), start)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        start.set()
+        for process in processes:
+            process.join(timeout=60)
+        assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+        store = StateStore.open(kb)
+        try:
+            assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        finally:
+            store.close()
