@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= build/demo-kb
 
-.PHONY: install run test lint bench
+.PHONY: install run test test-slow lint bench
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -19,12 +19,20 @@ install: $(PY)
 run: install
 	$(VENV)/bin/extractor demo --dir $(DEMO_DIR)
 
+# The quick suite; pytest deselects the slow reliability runs by default (see test-slow).
 test: install
 	$(PY) -m pytest -q
 
+# The slow reliability runs: fault injection, crash trials, load. CI runs them after the quick suite.
+test-slow: install
+	$(PY) -m pytest -q -m slow -s
+
+# ruff, the type checker, and the import contract (layers go one way, no cycles; see pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check extractor tests benchmarks
 	$(VENV)/bin/ruff format --check extractor tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/embedded_model.py
