@@ -456,3 +456,62 @@ def test_provenance_of_a_draft_awaiting_review_names_its_branch(tmp_path: Path, 
     assert "Agent: Theseus <HEADLESS>" in git(kb, "log", "-1", "--format=%B", f"extract/{SLUG_B}")
     record = json.loads(extractor(kb, scripted, "provenance", claim_b, "--json").stdout)
     assert record["agent"] == "Theseus <HEADLESS>"
+
+
+def test_a_dry_run_says_what_the_real_run_would_refuse(tmp_path: Path, scripted: FakeOpenAI) -> None:
+    """--dry-run on a claim with someone's uncommitted line must not print a plan that includes that line."""
+    kb = make_kb(tmp_path / "kb", "main")
+    append_line(kb / CLAIM, "USER WIP")
+    result = extractor(kb, scripted, "extract", "--dry-run", str(kb / SOURCE_A))
+    assert_refused_for_uncommitted(result.returncode, result.stderr, CLAIM)
+    assert "USER WIP" not in result.stdout
+
+
+def test_main_mode_refuses_a_detached_head_or_a_locked_index(tmp_path: Path, scripted: FakeOpenAI) -> None:
+    """A commit onto a detached HEAD is orphaned by the next switch; one made while git's index is locked leaves
+    the index behind HEAD, so the person's next commit would undo it. Both are refused, with nothing written."""
+    kb = make_kb(tmp_path / "kb", "main")
+    start = git(kb, "rev-parse", "HEAD").strip()
+    git(kb, "switch", "-q", "--detach", "HEAD")
+    detached = extractor(kb, scripted, "extract", str(kb / SOURCE_A))
+    assert detached.returncode == 1 and detached.stderr.count("\n") == 1, detached.stderr
+    assert "HEAD is detached" in detached.stderr and "(nothing was written)" in detached.stderr
+    assert git(kb, "rev-parse", "HEAD").strip() == start and git(kb, "status", "--porcelain") == ""
+
+    git(kb, "switch", "-q", "main")
+    (kb / ".git" / "index.lock").write_text("")  # left by a git command that was killed
+    locked = extractor(kb, scripted, "extract", str(kb / SOURCE_A))
+    assert locked.returncode == 1 and "git's index is locked" in locked.stderr, locked.stderr
+    assert git(kb, "rev-parse", "HEAD").strip() == start
+    (kb / ".git" / "index.lock").unlink()
+    assert git(kb, "status", "--porcelain") == ""
+    assert extractor(kb, scripted, "extract", str(kb / SOURCE_A)).returncode == 0
+
+
+def test_a_kb_inside_a_bigger_repository_is_refused(tmp_path: Path, scripted: FakeOpenAI) -> None:
+    """Every path is relative to the KB root, so a --kb below the repository's top would commit files at the
+    wrong paths: refused before anything is read or written."""
+    outer = tmp_path / "outer"
+    kb = make_kb(outer / "kb", "main")
+    import shutil
+
+    shutil.rmtree(kb / ".git")
+    git(outer, "init", "-q", "-b", "main")
+    git(outer, "add", "-A")
+    git(outer, "-c", "user.name=T", "-c", "user.email=t@x", "commit", "-qm", "initial")
+    head = git(outer, "rev-parse", "HEAD").strip()
+    for args in (["extract", "--kb", str(kb), str(kb / SOURCE_A)], ["run", "--once", "--kb", str(kb)]):
+        result = extractor(outer, scripted, *args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "is not the top of a git work tree" in result.stderr, result.stderr
+    assert git(outer, "rev-parse", "HEAD").strip() == head and git(outer, "status", "--porcelain") == ""
+    assert not scripted.requests
+
+
+def test_provenance_of_a_folder_is_refused(tmp_path: Path, scripted: FakeOpenAI) -> None:
+    """A folder has no provenance of its own: naming one must not print some claim's record inside it."""
+    kb = make_kb(tmp_path / "kb", "main")
+    scripted.responder = lambda request: answer(claim_answer())
+    assert extractor(kb, scripted, "extract", str(kb / SOURCE_A)).returncode == 0
+    result = extractor(kb, scripted, "provenance", "claims/ai-alignment")
+    assert result.returncode == 1 and "not a file" in result.stderr and not result.stdout, result

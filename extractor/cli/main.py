@@ -22,7 +22,7 @@ from extractor.core.errors import ExtractorError
 from extractor.core.records import OutcomeKind, SourceOutcome
 from extractor.core.redact import register_settings, scrub, scrub_data
 from extractor.core.settings import Settings, SettingsError, load_settings, unenforceable_budget
-from extractor.kb.gitrepo import GitError, head, toplevel
+from extractor.kb.gitrepo import GitError, head, toplevel, work_tree_root
 from extractor.kb.locks import LockHeldError, kb_lock
 from extractor.kb.sources import SourceError, check_source_file
 from extractor.llm.client import StructuredClient, make_client
@@ -43,6 +43,9 @@ EXIT_CANNOT_START = 2  # bad settings, no KB, another run holds the lock
 EXIT_INTERRUPTED = 130
 
 
+KB_HELP = "KB root: the top of its git work tree (default: the work tree holding the current folder)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extractor", description="Draft claims from sources into a git knowledge base."
@@ -56,22 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--force", action="store_true", help="re-extract a processed source, replacing its drafts")
     extract.add_argument("--dry-run", action="store_true", help="print the drafts; write nothing")
     extract.add_argument("--worker", type=int, default=1, help="worker number for provenance (default 1)")
-    extract.add_argument("--kb", type=Path, help="KB root (default: the git work tree holding PATH)")
+    extract.add_argument("--kb", type=Path, help="KB root: the top of a git work tree (default: the one holding PATH)")
     extract.add_argument("--no-cache", action="store_true", help="ask the model even if the answer is cached")
 
     run = commands.add_parser("run", help="poll the inbox and extract due sources (daemon), or one cycle")
     run.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
-    run.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    run.add_argument("--kb", type=Path, help=KB_HELP)
     run.add_argument("--workers", type=int, help="worker processes (default: the workers setting)")
     run.add_argument("--force", action="store_true", help="also retry sources parked after repeated failures")
     run.add_argument("--no-cache", action="store_true", help="ask the model even where an answer is cached")
 
     status = commands.add_parser("status", help="what the state store knows: counts, failures, tokens")
-    status.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    status.add_argument("--kb", type=Path, help=KB_HELP)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     costs = commands.add_parser("costs", help="tokens and cost of the LLM calls, by day, model, agent and source")
-    costs.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    costs.add_argument("--kb", type=Path, help=KB_HELP)
     costs.add_argument("--by", choices=COST_GROUPS, help="one grouping, every row (default: all, top sources)")
     costs.add_argument("--since", type=datetime.date.fromisoformat, help="from this local date (YYYY-MM-DD)")
     costs.add_argument("--json", action="store_true", help="machine-readable output")
@@ -84,15 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     batch_status.add_argument("--json", action="store_true", help="machine-readable output")
     batch_commands.add_parser("collect", help="write the results of finished batches; failed items are due again")
     for sub in batch_commands.choices.values():
-        sub.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+        sub.add_argument("--kb", type=Path, help=KB_HELP)
 
     validate = commands.add_parser("validate", help="check stored claim and source files against the gates")
     validate.add_argument("paths", type=Path, nargs="*", help="files or folders (default: the whole KB)")
-    validate.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    validate.add_argument("--kb", type=Path, help=KB_HELP)
     validate.add_argument("--fix-links", action="store_true", help="unlink wiki links that resolve to no note")
 
     review = commands.add_parser("review", help="extraction branches awaiting review")
-    review.add_argument("--kb", type=Path, default=Path("."), help="KB root (default: the current folder)")
+    review.add_argument("--kb", type=Path, help=KB_HELP)
     actions = review.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="pending extraction branches")
     listing.add_argument("--json", action="store_true")
@@ -167,7 +170,7 @@ def run_extract(args: argparse.Namespace) -> int:
         return fail(f"{path}: no such file")
     try:
         check_source_file(path)  # before anything follows a link to find the KB
-        kb_root = (args.kb or toplevel(path)).resolve()
+        kb_root = work_tree_root(args.kb, exact=True) if args.kb else toplevel(path).resolve()
         settings = settings_for(kb_root, args.config, **({"cache": False} if args.no_cache else {}))
         check_source_file(path, settings.max_source_bytes)
     except ExtractorError as exc:
@@ -266,7 +269,7 @@ def graceful_stop(runner: Runner, logger: object | None) -> dict[signal.Signals,
 
 def start_kb(args: argparse.Namespace) -> tuple[Path, Settings]:
     """The KB named by ``--kb`` and its settings (``--workers`` applied where the command has it)."""
-    kb_root = toplevel(args.kb).resolve()
+    kb_root = work_tree_root(args.kb or Path("."), exact=args.kb is not None)
     overrides: dict[str, object] = {"workers": args.workers} if getattr(args, "workers", None) else {}
     if getattr(args, "no_cache", False):
         overrides["cache"] = False
@@ -424,7 +427,7 @@ def cost_table(by: str, rows: list[dict[str, Any]], label: str | None = None) ->
 
 def run_costs(args: argparse.Namespace) -> int:
     try:
-        kb_root = toplevel(args.kb).resolve()
+        kb_root = work_tree_root(args.kb or Path("."), exact=args.kb is not None)
     except GitError as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     since = datetime.datetime.combine(args.since, datetime.time()).timestamp() if args.since else None

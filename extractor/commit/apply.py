@@ -22,6 +22,7 @@ from extractor.kb.gitrepo import (
     GitError,
     Identity,
     build_commit,
+    checkout_problem,
     commit_tree_on,
     head,
     is_ancestor,
@@ -58,7 +59,7 @@ def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity, source_
     never overwritten nor committed: the write is refused before anything is
     touched (the source itself may be new to git: extracting it adds it).
     """
-    refuse_uncommitted(kb_root, [c.path for c in changeset.changes], new_allowed=source_path)
+    refuse_unsafe_write(kb_root, [c.path for c in changeset.changes], new_allowed=source_path)
     originals: dict[str, str | None] = {}
     new_dirs: list[Path] = []
     for change in changeset.changes:
@@ -96,8 +97,11 @@ def apply_changes(kb_root: Path, changeset: ChangeSet, author: Identity, source_
 _NEW = FileStatus.WT_NEW | FileStatus.INDEX_NEW
 
 
-def refuse_uncommitted(kb_root: Path, paths: list[str], new_allowed: str | None = None) -> None:
-    """Raise :class:`WriteError` naming the first of ``paths`` that holds someone's uncommitted work."""
+def refuse_unsafe_write(kb_root: Path, paths: list[str], new_allowed: str | None = None) -> None:
+    """Raise :class:`WriteError` when writing ``paths`` in the work tree and committing them onto HEAD now would
+    take someone's uncommitted work with it (or land on a detached HEAD, or in the middle of a merge)."""
+    if (problem := checkout_problem(kb_root)) is not None:
+        raise WriteError(f"{problem} (nothing was written)")
     for path, status in uncommitted(kb_root, paths).items():
         if path == new_allowed and not status & ~_NEW:
             continue

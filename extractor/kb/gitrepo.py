@@ -18,7 +18,7 @@ from typing import Any
 import pygit2
 from pydantic import BaseModel
 from pygit2.enums import FileMode
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
+from tenacity import RetryError, Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_random
 
 from extractor.core.errors import ExtractorError
 
@@ -64,6 +64,38 @@ def toplevel(path: Path) -> Path:
         return Path(git(folder, "rev-parse", "--show-toplevel").strip())
     except (GitError, FileNotFoundError) as exc:
         raise GitError(f"{path} is not inside a git work tree") from exc
+
+
+def work_tree_root(path: Path, exact: bool) -> Path:
+    """The top of the git work tree holding ``path``; with ``exact``, ``path`` must be that top, since every
+    path the KB records and commits is relative to it."""
+    top = toplevel(path).resolve()
+    if exact and top != path.resolve():
+        raise GitError(f"{path} is not the top of a git work tree (it lies inside {top}); a KB is a whole repository")
+    return top
+
+
+def checkout_problem(repo: Path) -> str | None:
+    """Why committing onto the checked-out branch now would go wrong, if it would."""
+    repository = open_repository(repo)
+    if repository.head_is_detached:
+        return "HEAD is detached; check out the branch the drafts belong on"
+    if repository.state() != pygit2.enums.RepositoryState.NONE:
+        return "a merge, rebase, cherry-pick or revert is in progress; finish or abort it"
+    if not _index_unlocked(os.path.join(repository.path, "index.lock")):
+        return "git's index is locked (.git/index.lock): another git command is running, or one was killed"
+    return None
+
+
+def _index_unlocked(lock: str, wait: float = 10.0) -> bool:
+    """Whether git's index lock is free, waiting out one another git process (an editor's status) holds."""
+    retrying = Retrying(
+        retry=retry_if_result(lambda held: held), stop=stop_after_delay(wait), wait=wait_random(0.02, 0.2)
+    )
+    try:
+        return not retrying(os.path.exists, lock)
+    except RetryError:
+        return False
 
 
 def head(repo: Path) -> str | None:

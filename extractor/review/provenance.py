@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from extractor.commit.message import BRANCH_PREFIX, parse_message
 from extractor.core.errors import ExtractorError
 from extractor.core.settings import Settings
-from extractor.kb.gitrepo import GitError, git, rev_parse
+from extractor.kb.gitrepo import GitError, git, read_at, rev_parse
 from extractor.kb.statedir import STATE_DIR
 from extractor.store.state import STATE_FILE, StateStore
 
@@ -66,6 +66,12 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
             f"{path}: no commit on {settings.main_branch} or on an extraction branch awaiting review added this file"
         )
     commit, found_on = found
+    try:
+        is_file = read_at(kb, commit, path) is not None
+    except UnicodeDecodeError:
+        is_file = True  # a file all the same, if not a text one
+    if not is_file:
+        raise ProvenanceError(f"{path}: not a file (name one claim file)")
     info = parse_message(git(kb, "log", "-1", "--format=%B", commit), settings.agent_trailer_key)
     if info is None:
         raise ProvenanceError(f"{path}: added by {commit[:12]}, which is not an extraction commit")

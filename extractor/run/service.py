@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from extractor.commit.apply import commit_extraction
+from extractor.commit.apply import commit_extraction, refuse_unsafe_write
 from extractor.commit.changeset import ChangeSet, WriteError
 from extractor.commit.plan import plan_changes, planning_view, report_for
 from extractor.core.errors import ExtractorError
@@ -211,7 +211,9 @@ class SourceService:
         )  # fmt: skip
         try:
             if dry_run:
-                changes, _, _ = self._plan(drafted, force)
+                changes, base, _ = self._plan(drafted, force)
+                if base is None:  # what the real run would refuse, the dry run refuses too
+                    refuse_unsafe_write(self.kb_root, [c.path for c in changes.changes], drafted.source_path)
                 return self.record(SourceOutcome(kind=OutcomeKind.PLANNED, **values, **_written(changes)))
             with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
                 changes, base, source = self._plan(drafted, force)
