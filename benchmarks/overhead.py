@@ -16,7 +16,6 @@ files, then rebuilds the BM25 ranking). Printed: milliseconds, median.
 from __future__ import annotations
 
 import argparse
-import datetime
 import random
 import statistics
 import subprocess
@@ -27,16 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from extractor.commit.apply import commit_extraction
-from extractor.commit.plan import plan_changes, planning_view  # noqa: E402
 from extractor.core.records import Usage  # noqa: E402
 from extractor.core.settings import Settings  # noqa: E402
 from extractor.extraction.answer import ExtractionAnswer  # noqa: E402
 from extractor.extraction.extract import judge_answer, prepare_request  # noqa: E402
 from extractor.kb.claims import ClaimDocument, Section, render_claim  # noqa: E402
 from extractor.kb.index import KBIndex  # noqa: E402
-from extractor.kb.sources import parse_source  # noqa: E402
-from extractor.llm.client import StructuredReply
+from extractor.kb.sources import content_hash, parse_source  # noqa: E402
+from extractor.llm.client import StructuredReply  # noqa: E402
+from extractor.run.service import Drafted, SourceService  # noqa: E402
+from extractor.store.state import StateStore
 from tests.kbfactory import make_inbox_kb  # noqa: E402
 
 PROMPT = Path(__file__).resolve().parent.parent / "prompts" / "system.md"
@@ -97,6 +96,8 @@ def measure(kb: Path, sources: int) -> tuple[float, list[float], list[float], li
     index.related("warm up", 1)  # the BM25 index is built on first use, once per load
     first_load = time.perf_counter() - started
     claims = sorted((kb / "claims" / DOMAIN).glob("*.md"))
+    service = SourceService(kb, settings, StateStore.open(kb), runner="benchmark")
+    service.index = index
     for number, path in enumerate(sorted((kb / "inbox" / "archive").glob("*.md"))[:sources]):
         rel = path.relative_to(kb).as_posix()
         edited = claims[number % len(claims)]
@@ -104,6 +105,7 @@ def measure(kb: Path, sources: int) -> tuple[float, list[float], list[float], li
         started = time.perf_counter()
         index = KBIndex.load(kb, exclude=[settings.inbox_dir], previous=index)
         index.related("warm up", 1)  # the claims changed: the ranking is built again
+        service.index = index
         reloads.append(time.perf_counter() - started)
         started = time.perf_counter()
         source = parse_source(path, path.read_text())
@@ -111,11 +113,9 @@ def measure(kb: Path, sources: int) -> tuple[float, list[float], list[float], li
         result = judge_answer(source, request, canned(source.body), settings, index, llm=None)
         worker.append(time.perf_counter() - started)
         started = time.perf_counter()
-        view, base = planning_view(kb, settings)
-        planned = parse_source(path, view.read(rel) or "")
-        changes = plan_changes(kb, planned, result, settings, index, datetime.date.today().isoformat(), 1,
-                               "benchmark", False, view=view)  # fmt: skip
-        commit_extraction(kb, changes, settings, rel, planned.slug, base, replace=False)
+        drafted = Drafted(source_path=rel, worker=1, content_hash=content_hash(source.text), extraction=result)
+        outcome = service.conclude(drafted)  # plan under the write lock, commit, record in the store
+        assert outcome.done, outcome.error
         writer.append(time.perf_counter() - started)
     return first_load, reloads, worker, writer
 
