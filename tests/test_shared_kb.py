@@ -245,16 +245,25 @@ def scripted(fake_llm: FakeOpenAI) -> Iterator[FakeOpenAI]:
         process.communicate()
 
 
+def extract_while_a_person_edits(kb: Path, server: FakeOpenAI, commit: bool) -> tuple[int, str]:
+    """Extract source A while the test holds the write lock; meanwhile a person appends a line to the claim the
+    answer enriches (and commits it, if ``commit``). The extraction's exit status and stderr."""
+    with kb_lock(kb, "write"):
+        process = start_extract(kb, server, SOURCE_A)
+        wait_for_lock_waiters(server, [process])
+        append_line(kb / CLAIM, "USER EDIT")
+        if commit:
+            git(kb, "add", CLAIM)
+            git(kb, "commit", "-qm", "a person's edit")
+    return finish(process)
+
+
 def test_a_saved_edit_made_while_the_extraction_waits_for_the_lock_survives(
     tmp_path: Path, scripted: FakeOpenAI
 ) -> None:
     """A person saves a line in a claim while an extraction that enriches it waits: the line must not vanish."""
     kb = make_kb(tmp_path / "kb", "main")
-    with kb_lock(kb, "write"):
-        process = start_extract(kb, scripted, SOURCE_A)
-        wait_for_lock_waiters(scripted, [process])
-        append_line(kb / CLAIM, "USER EDIT")
-    code, err = finish(process)
+    code, err = extract_while_a_person_edits(kb, scripted, commit=False)
 
     assert "USER EDIT" in (kb / CLAIM).read_text(encoding="utf-8"), f"the saved edit is gone (extract: {code} {err})"
     for commit in extraction_commits(kb):
@@ -268,13 +277,7 @@ def test_an_edit_committed_while_the_extraction_waits_for_the_lock_is_kept_in_he
 ) -> None:
     """A person commits a line in a claim while an extraction that enriches it waits: HEAD must keep both."""
     kb = make_kb(tmp_path / "kb", "main")
-    with kb_lock(kb, "write"):
-        process = start_extract(kb, scripted, SOURCE_A)
-        wait_for_lock_waiters(scripted, [process])
-        append_line(kb / CLAIM, "USER EDIT")
-        git(kb, "add", CLAIM)
-        git(kb, "commit", "-qm", "a person's edit")
-    code, err = finish(process)
+    code, err = extract_while_a_person_edits(kb, scripted, commit=True)
 
     in_head = git(kb, "show", f"HEAD:{CLAIM}")
     assert "USER EDIT" in in_head, f"HEAD lost the person's committed edit (extract: {code} {err})"
