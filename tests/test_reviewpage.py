@@ -349,3 +349,31 @@ def test_claims_come_in_the_model_s_order_where_the_store_recorded_it() -> None:
     ]})  # fmt: skip
     assert [claim.path for claim in build_page(page_input(report=recorded)).claims] == [SECOND, FIRST]
     assert [claim.path for claim in build_page(page_input(report=None)).claims] == [FIRST, SECOND]  # by path
+
+
+def test_the_server_answers_404_for_unknown_and_malformed_slugs(tmp_path: Path) -> None:
+    """A slug that names no branch, or is no branch name at all (a path, a revision expression), is a 404."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from extractor.core.settings import Settings
+    from extractor.review.page import make_server
+    from tests.kbfactory import make_inbox_kb
+
+    kb = make_inbox_kb(tmp_path / "kb", 1)
+    server = make_server(kb, Settings())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        for slug in ("no-such-branch", "..%2F..%2Fetc%2Fpasswd", "main~1", "x@%7B0%7D", "%2E%2E"):
+            try:
+                urllib.request.urlopen(f"http://{host!s}:{port}/review/{slug}", timeout=10)
+            except urllib.error.HTTPError as error:
+                assert error.code == 404, (slug, error.code)
+            else:
+                raise AssertionError(f"{slug} was served")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import jinja2
 from pydantic import BaseModel, Field
 
+from extractor.commit.message import BranchNameError
 from extractor.core.records import Anchor, ExtractionReport, Method
 from extractor.core.redact import scrub
 from extractor.core.settings import Settings
@@ -470,7 +471,7 @@ def make_server(kb: Path, settings: Settings, port: int = 0) -> http.server.Thre
             try:
                 with building:
                     return 200, render_page(gather(kb, slug, settings))
-            except ReviewError as exc:
+            except (ReviewError, BranchNameError) as exc:  # no such branch, or not a branch's name at all
                 return 404, render_not_found(str(exc))
         return 404, render_not_found("no such page")
 
