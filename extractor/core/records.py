@@ -169,6 +169,11 @@ class SourceOutcome(BaseModel):
         """Committed: processed or null-result."""
         return self.kind in (OutcomeKind.PROCESSED, OutcomeKind.NULL_RESULT)
 
+    def summary(self) -> SourceOutcome:
+        """The outcome without the file texts, the calls and the report: what a cycle's report keeps of each
+        source (a cycle of thousands would otherwise hold every file it wrote in memory)."""
+        return self.model_copy(update={"changes": [], "calls": [], "report": None})
+
     def log_line(self) -> dict[str, Any]:
         """The fields a run logs for each source, one JSON object per line."""
         return {

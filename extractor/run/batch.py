@@ -319,5 +319,5 @@ def _collect_item(kb_root: Path, settings: Settings, service: SourceService, ite
     drafted = Drafted(
         source_path=item.source_path, worker=BATCH_WORKER, content_hash=item.content_hash, extraction=result
     )
-    report.outcomes.append(service.conclude(drafted))
+    report.outcomes.append(service.conclude(drafted).summary())
     return None

@@ -291,14 +291,14 @@ class Runner:
                 self.pool.submit(number, Task(source_path=path, force=force_parked, base=base, cycle=self.cycles))
             result = self.pool.next_result(timeout=0.2)
             if result is not None:
-                report.outcomes.append(self.finish(result))
+                report.outcomes.append(self.finish(result).summary())
             for number, task in self.pool.overdue(self.settings.source_timeout) + self.pool.dead():
                 self.pool.replace(number)
                 error = f"no result within {self.settings.source_timeout:.0f}s (worker {number} replaced)"
                 failed = SourceOutcome(
                     source_path=task.source_path, kind=OutcomeKind.FAILED, worker=number, error=error
                 )
-                report.outcomes.append(self.service.record(failed))
+                report.outcomes.append(self.service.record(failed).summary())
         report.stopped = self.stop.is_set()
         report.seconds = time.monotonic() - started
         return report
