@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import urllib.error
+import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -9,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extractor.core.records import ClaimReport, ExtractionReport
+from extractor.core.settings import Settings
 from extractor.extraction.gates import GATES
 from extractor.kb.sources import parse_source
 from extractor.review.branches import PendingReview
@@ -19,11 +23,13 @@ from extractor.review.page import (
     ReviewPage,
     build_page,
     diff_lines,
+    make_server,
     render_index,
     render_not_found,
     render_page,
     segment_body,
 )
+from tests.kbfactory import make_inbox_kb
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 DANGEROUS = {"script", "img", "iframe", "object", "embed", "textarea", "svg", "math", "form", "base", "link", "b", "em"}
@@ -353,14 +359,6 @@ def test_claims_come_in_the_model_s_order_where_the_store_recorded_it() -> None:
 
 def test_the_server_answers_404_for_unknown_and_malformed_slugs(tmp_path: Path) -> None:
     """A slug that names no branch, or is no branch name at all (a path, a revision expression), is a 404."""
-    import threading
-    import urllib.error
-    import urllib.request
-
-    from extractor.core.settings import Settings
-    from extractor.review.page import make_server
-    from tests.kbfactory import make_inbox_kb
-
     kb = make_inbox_kb(tmp_path / "kb", 1)
     server = make_server(kb, Settings())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -6,7 +6,9 @@ endpoint. Where an extraction must wait for the KB's write lock, the test holds 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -442,8 +444,6 @@ def test_provenance_of_a_draft_awaiting_review_names_its_branch(tmp_path: Path, 
     branch = f"extract/{SLUG_A}"
     result = extractor(kb, scripted, "provenance", NEW_CLAIM, "--json")
     assert result.returncode == 0, result.stderr
-    import json
-
     record = json.loads(result.stdout)
     assert record["commit"] == git(kb, "rev-parse", branch).strip()
     assert record["found_on"] == f"pending review on {branch}"
@@ -496,8 +496,6 @@ def test_a_kb_inside_a_bigger_repository_is_refused(tmp_path: Path, scripted: Fa
     wrong paths: refused before anything is read or written."""
     outer = tmp_path / "outer"
     kb = make_kb(outer / "kb", "main")
-    import shutil
-
     shutil.rmtree(kb / ".git")
     git(outer, "init", "-q", "-b", "main")
     git(outer, "add", "-A")

@@ -267,9 +267,14 @@ def graceful_stop(runner: Runner, logger: object | None) -> dict[signal.Signals,
     return previous
 
 
+def kb_root_of(args: argparse.Namespace) -> Path:
+    """The KB ``--kb`` names (which must be a work tree's top), else the work tree holding the current folder."""
+    return work_tree_root(args.kb or Path("."), exact=args.kb is not None)
+
+
 def start_kb(args: argparse.Namespace) -> tuple[Path, Settings]:
     """The KB named by ``--kb`` and its settings (``--workers`` applied where the command has it)."""
-    kb_root = work_tree_root(args.kb or Path("."), exact=args.kb is not None)
+    kb_root = kb_root_of(args)
     overrides: dict[str, object] = {"workers": args.workers} if getattr(args, "workers", None) else {}
     if getattr(args, "no_cache", False):
         overrides["cache"] = False
@@ -427,7 +432,7 @@ def cost_table(by: str, rows: list[dict[str, Any]], label: str | None = None) ->
 
 def run_costs(args: argparse.Namespace) -> int:
     try:
-        kb_root = work_tree_root(args.kb or Path("."), exact=args.kb is not None)
+        kb_root = kb_root_of(args)
     except GitError as exc:
         return fail(str(exc), EXIT_CANNOT_START)
     since = datetime.datetime.combine(args.since, datetime.time()).timestamp() if args.since else None

@@ -306,7 +306,7 @@ class Runner:
     def retry_publishing(self) -> None:
         for row in self.store.unpublished():
             if row.branch and rev_parse(self.kb_root, f"refs/heads/{row.branch}"):
-                self.service.publish(SourceOutcome(source_path=row.path, kind=OutcomeKind.PROCESSED, branch=row.branch))
+                self.service.publish(row.path, row.branch)
 
     def _requeue(self, paths: list[str], why: str) -> None:
         for path in paths:

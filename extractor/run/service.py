@@ -293,30 +293,30 @@ class SourceService:
         if outcome.branch is not None:
             self.store.update_or_insert(path, state=SourceState.AWAITING_REVIEW, branch=outcome.branch,
                                         published=False, **common)  # fmt: skip
-            return self.publish(outcome)
+            url, error = self.publish(path, outcome.branch)
+            return outcome.model_copy(update={"published": url, "publish_error": error})
         file = self.kb_root / path
-        text = file.read_text(encoding="utf-8")
+        digest = content_hash(file.read_text(encoding="utf-8"))
         stat = file.stat()
         self.store.update_or_insert(
-            path, state=SourceState.DONE, content_hash=content_hash(text), processed_hash=content_hash(text),
+            path, state=SourceState.DONE, content_hash=digest, processed_hash=digest,
             mtime_ns=stat.st_mtime_ns, size=stat.st_size, **common,
         )  # fmt: skip
         return outcome
 
-    def publish(self, outcome: SourceOutcome) -> SourceOutcome:
-        """Push the extraction branch and open its pull request, if configured; a failure is kept for the next
-        cycle's retry and the local commit stays."""
-        if outcome.branch is None or not (self.settings.remote or self.settings.forge):
-            return outcome
+    def publish(self, source_path: str, branch: str) -> tuple[str | None, str | None]:
+        """Push the extraction branch and open its pull request, if configured: the pull request's URL ("" when
+        only pushed) or the error. A failure is kept for the next cycle's retry; the local commit stays."""
+        if not (self.settings.remote or self.settings.forge):
+            return None, None
         try:
-            url = publish(self.kb_root, outcome.branch, self.settings)
+            url = publish(self.kb_root, branch, self.settings)
         except ExtractorError as exc:
-            self.store.update(outcome.source_path, branch=outcome.branch, published=False, publish_error=str(exc))
-            log.info("publish failed", extra={"source": outcome.source_path, "error": str(exc)})
-            return outcome.model_copy(update={"publish_error": str(exc)})
-        self.store.update(outcome.source_path, branch=outcome.branch, published=True, publish_error=None,
-                          pull_request=url)  # fmt: skip
-        return outcome.model_copy(update={"published": url or ""})
+            self.store.update(source_path, branch=branch, published=False, publish_error=str(exc))
+            log.info("publish failed", extra={"source": source_path, "error": str(exc)})
+            return None, str(exc)
+        self.store.update(source_path, branch=branch, published=True, publish_error=None, pull_request=url)
+        return url or "", None
 
 
 def _written(changes: ChangeSet) -> dict[str, object]:
