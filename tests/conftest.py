@@ -8,6 +8,9 @@ import pytest
 
 from tests.fakeopenai import FakeOpenAI
 
+# Headless Chromium fixtures (browser, need_chromium) for the tests of pages.
+pytest_plugins = ["tests.browser"]
+
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "teleo-codex"
 
 
@@ -56,6 +59,22 @@ def init_repo(path: Path) -> Path:
 def commit_all(repo: Path, message: str = "initial") -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
+
+
+def demo_kb_with(
+    target: Path, monkeypatch: pytest.MonkeyPatch, base_url: str, files: dict[str, str], message: str = "add a source"
+) -> Path:
+    """The demo KB with ``files`` committed by a person, pointed at the scripted server at ``base_url``."""
+    from extractor.cli.demo import create_demo_kb
+
+    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    monkeypatch.setenv("EXTRACTOR_RETRY_INITIAL_WAIT", "0.01")
+    kb = create_demo_kb(target)
+    for path, text in files.items():
+        (kb / path).write_text(text, encoding="utf-8")
+        git(kb, "add", path)
+    git(kb, "-c", "user.name=Test User", "-c", "user.email=test@example.com", "commit", "-qm", message)
+    return kb
 
 
 @pytest.fixture

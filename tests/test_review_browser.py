@@ -23,38 +23,20 @@ from typing import Any
 
 import pytest
 
-from extractor.cli.demo import create_demo_kb
 from extractor.cli.main import main
 from extractor.core.records import Anchor
 from extractor.extraction.anchoring import anchor_claims
 from extractor.extraction.gates import GATES
 from extractor.kb.claims import parse_claim
 from extractor.kb.sources import parse_source
-from tests.conftest import git
+from tests.conftest import demo_kb_with, git
 from tests.fakeopenai import FakeOpenAI, answer
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-MISSING = (
-    f"headless Chromium is not installed ({CHROMIUM} and {CHROMEDRIVER}; "
-    "on Debian: apt-get install chromium chromium-driver)"
-)
 
 
 @pytest.fixture(autouse=True)
-def _need_chromium() -> None:
-    """Skipped on a machine without Chromium; in CI, which installs it (.ci/run), its absence is a failure."""
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must install Chromium: {MISSING}")
-        pytest.skip(MISSING)
+def _every_test_needs_chromium(need_chromium: None) -> None:
+    """Each test here drives the browser."""
 
-
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-)  # fmt: skip
 
 SLUG = "2026-02-00-thick-values-review-page"
 SOURCE = f"inbox/archive/{SLUG}.md"
@@ -113,7 +95,7 @@ ANSWER = {
                 f"A hostile line follows: {HOSTILE}",
             ],
             "argument": "An assistant that obeys its operator can still feed a market nobody would endorse.",
-            "limitations": ["None stated."],
+            "limitations": ["One position paper, with no measured effect."],
             "secondary_domains": [],
             "related": [],
         },
@@ -133,12 +115,7 @@ METHODS = [["exact", "normalised", "paraphrase"], ["exact", "exact", "exact"]]
 
 @pytest.fixture
 def kb(tmp_path: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
-    monkeypatch.setenv("EXTRACTOR_RETRY_INITIAL_WAIT", "0.01")
-    kb = create_demo_kb(tmp_path / "kb")
-    (kb / SOURCE).write_text(SOURCE_TEXT, encoding="utf-8")
-    git(kb, "add", SOURCE)
-    git(kb, "-c", "user.name=Test User", "-c", "user.email=test@example.com", "commit", "-qm", "add a source")
+    kb = demo_kb_with(tmp_path / "kb", monkeypatch, fake_llm.base_url, {SOURCE: SOURCE_TEXT})
     fake_llm.push(answer(ANSWER))
     assert main(["extract", str(kb / SOURCE)]) == 0  # branch mode: extract/<slug>, one commit on main
     return kb
@@ -161,25 +138,6 @@ def expected_anchors(kb: Path) -> tuple[str, dict[str, Anchor]]:
         for n, claim_anchors in enumerate(anchors, start=1)
         for m, anchor in enumerate(claim_anchors, start=1)
     }
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: the paths below already skip Selenium Manager
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    flags = [*CHROMIUM_FLAGS, "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chromium'}"]
-    for flag in flags:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     showing.add_argument("--html", action="store_true",
                          help="a self-contained HTML page: the source with each evidence span highlighted, "
                               "the claims with their gates, enrichments as diffs, provenance")  # fmt: skip
+    showing.add_argument("--json", action="store_true",
+                         help="the branch and each claim's flags: [{gate, where, text, reason}]")  # fmt: skip
     showing.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
     serving = actions.add_parser("serve", help="serve the review pages on 127.0.0.1 until Ctrl-C")
     serving.add_argument("slug", nargs="?", help="also print the address of this branch's page")
@@ -564,6 +566,8 @@ def run_review(args: argparse.Namespace) -> int:
                 from extractor.review import page as reviewpage  # Jinja2 is loaded only for the page
 
                 text = reviewpage.render_page(reviewpage.gather(kb_root, args.slug, settings))
+            elif args.json:
+                text = review.show_data(kb_root, args.slug, settings).model_dump_json() + "\n"
             else:
                 text = review.show(kb_root, args.slug, settings)
             if args.output is None:

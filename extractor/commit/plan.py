@@ -116,7 +116,18 @@ def extraction_notes(result: ExtractionResult) -> str:
         ]
         detail = f" (by claim, in order: {', '.join(by_claim)})" if len(by_claim) > 1 else ""
         parts.append(f"Evidence found in the source: {found} of {len(anchors)} items{detail}; the rest is paraphrase.")
-    if result.dropped:
+    flagged = [
+        f'"{claim.draft.title}" {flag.where}: {flag.reason}'
+        for claim in result.claims
+        for flag in claim.flags
+        if flag.verdict == "unverified"
+    ]
+    if flagged:
+        parts.append("Flagged for review: " + "; ".join(flagged) + ".")
+    derived = sum(flag.verdict == "derived" for claim in result.claims for flag in claim.grounded)
+    if derived:
+        parts.append(f"Derived figures: {derived} (computed from the source's figures; see the review).")
+    if result.dropped:  # last: review reads the items after "Dropped: "
         parts.append("Dropped: " + "; ".join(result.dropped))
     return one_line(" ".join(parts)) or "No notes."
 
@@ -285,6 +296,8 @@ def report_for(
             gates=list(GATES),
             anchors=resolved.anchors,
             anchored_share=anchored_share(resolved.anchors),
+            flags=[flag for flag in resolved.flags if flag.verdict == "unverified"],
+            grounded=resolved.grounded,
         )
         for resolved, path in zip(result.claims, changes.claim_paths, strict=True)
     ]

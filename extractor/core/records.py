@@ -83,6 +83,21 @@ def anchored_share(anchors: list[Anchor]) -> float:
     return sum(anchor.method != "paraphrase" for anchor in anchors) / len(anchors)
 
 
+class Flag(BaseModel):
+    """One figure or quotation of a claim that a gate judged: where it sits and why.
+
+    ``unverified`` items are flagged for the reviewer (or removed, by setting); ``derived`` figures and
+    ``near`` quotations are grounded and kept with their reason (the operands, the source's words) so a
+    reviewer checks them in one look.
+    """
+
+    gate: str
+    where: str  # title | description | argument | evidence[i]
+    text: str
+    reason: str
+    verdict: Literal["unverified", "derived", "near", "removed"] = "unverified"
+
+
 class FileChange(BaseModel):
     path: str  # relative to the KB root
     text: str | None  # None deletes the file
@@ -94,6 +109,8 @@ class ClaimReport(BaseModel):
     gates: list[str] = Field(description="the gates the claim passed (a claim is written only if it passes all)")
     anchors: list[Anchor]
     anchored_share: float
+    flags: list[Flag] = Field(default_factory=list, description="unverified items kept for the reviewer")
+    grounded: list[Flag] = Field(default_factory=list, description="derived figures and near quotations")
 
 
 class ExtractionReport(BaseModel):

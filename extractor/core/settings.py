@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     retry_max_wait: float = Field(default=60.0, ge=0)
     max_reasks: int = Field(default=2, ge=0, le=5)
     gate_reasks: int = Field(default=1, ge=0, le=1, description="re-asks with the gates' messages")
+    unverified_evidence: Literal["auto", "flag", "remove"] = Field(
+        default="auto",
+        description="an evidence item with an unverified figure or quotation: flag it for the reviewer, remove it "
+        "(named in extraction_notes), or auto: flag in branch mode, remove in main mode (no review)",
+    )
     retrieval_k: int = Field(default=10, ge=0, le=50, description="existing claims offered to the model")
     context_tokens: int | None = Field(
         default=None, ge=1024, description="tokens the model reads at once (default: known for the model, else 8192)"
@@ -163,6 +168,13 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """The bundled local model: it costs nothing."""
         return (self.endpoint_id or "").startswith(EMBEDDED_PREFIX)
+
+    @property
+    def removes_unverified(self) -> bool:
+        """Unverified evidence items are removed rather than flagged: nobody reviews main-mode commits."""
+        if self.unverified_evidence == "auto":
+            return self.commit_mode == "main"
+        return self.unverified_evidence == "remove"
 
     @property
     def writable_claim_dirs(self) -> list[str]:

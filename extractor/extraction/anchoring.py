@@ -74,7 +74,7 @@ _QUOTES_AND_DASHES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "
 # Applied to the finished text, one character for one, so it can only make more quotes match than the gate
 # does (a substring stays a substring under a character map), never fewer.
 _POST = str.maketrans({"\u2212": "-"})
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _HYPHENATION = re.compile(r"-\s*\n\s*")
 _WHITESPACE = re.compile(r"\s{2,}|[^\S ]")  # runs to squeeze; a single plain space is already right
 _EDGE = " .,;:"  # stripped from a quote's edges: the model's own punctuation around a quotation

@@ -12,12 +12,13 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, Field
 
-from extractor.core.records import Anchor, CallRecord, Usage
+from extractor.core.records import Anchor, CallRecord, Flag, Usage
 from extractor.core.settings import Settings
 from extractor.extraction.anchoring import anchor_claims
 from extractor.extraction.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salvage_answer
 from extractor.extraction.chunking import Chunk, merge_answers, split_body
-from extractor.extraction.gates import GateReport, check_claims, unlink_unresolved
+from extractor.extraction.gates import ClaimGrounding, GateFailure, GateReport, check_claims, unlink_unresolved
+from extractor.extraction.grounding import SourceFacts
 from extractor.extraction.prompts import Candidate, build_messages, default_prompts_dir, part_note, prompt_hash
 from extractor.kb.claims import wiki_links
 from extractor.kb.index import ClaimRef, KBIndex
@@ -41,6 +42,17 @@ class ResolvedClaim(BaseModel):
     draft: ClaimDraft
     related: list[ClaimRef] = Field(default_factory=list)
     anchors: list[Anchor] = Field(default_factory=list, description="each evidence item's place in the source body")
+    flags: list[Flag] = Field(default_factory=list, description="unverified items kept, or removed, for the reviewer")
+    grounded: list[Flag] = Field(default_factory=list, description="derived figures and near quotations")
+
+
+class JudgedClaim(BaseModel):
+    """What the gates said of one drafted claim (kept or not): what evaluation and the labels are scored on."""
+
+    title: str
+    failures: list[GateFailure]  # hard failures: the claim was dropped
+    flags: list[Flag]
+    grounded: list[Flag]
 
 
 class ExtractionResult(BaseModel):
@@ -63,6 +75,8 @@ class ExtractionResult(BaseModel):
     reasks: int
     raw_replies: list[str] = Field(default_factory=list)
     calls: list[CallRecord] = Field(default_factory=list)
+    judged: list[JudgedClaim] = Field(default_factory=list, description="the gates' verdicts on every draft")
+    reask_wanted: bool = Field(default=False, description="the first answer had claims a re-ask could fix")
     parts: int = Field(default=1, description="how many parts of a long source were asked about")
     part_notes: list[str] = Field(default_factory=list, description="what reading in parts skipped or combined")
 
@@ -352,6 +366,8 @@ def extract_in_parts(
             "drafted_claims": sum(part.drafted_claims for part in results),
             "parts": len(requests),
             "part_notes": skipped + combined_notes + report.dropped_enrichments,
+            "judged": [claim for part in results for claim in part.judged if claim.failures] + result.judged,
+            "reask_wanted": any(part.reask_wanted for part in results) or result.reask_wanted,
         }
     )
 
@@ -362,6 +378,37 @@ def kept_answer(result: ExtractionResult) -> ExtractionAnswer:
     enrichments = [enrichment.draft for enrichment in result.enrichments]
     reason = result.answer.null_result_reason or (None if claims or enrichments else "Nothing passed the checks.")
     return result.answer.model_copy(update={"claims": claims, "enrichments": enrichments, "null_result_reason": reason})
+
+
+def with_corrections(answer: ExtractionAnswer, report: GateReport, corrected: ExtractionAnswer) -> ExtractionAnswer:
+    """The first answer's passing claims and the re-ask's corrections of the failing ones.
+
+    The re-ask asks for the failing claims alone; a model that repeats the whole answer anyway has its repeats
+    of passing claims ignored, and nothing beyond as many claims as failed is taken.
+    """
+    passing = [draft for position, draft in enumerate(answer.claims) if position not in report.failures]
+    titles = {draft.title.casefold() for draft in passing}
+    fixes = [draft for draft in corrected.claims if draft.title.casefold() not in titles][: len(report.failures)]
+    return answer.model_copy(update={"claims": passing + fixes})
+
+
+def settle_flags(
+    draft: ClaimDraft, grounding: ClaimGrounding, remove: bool
+) -> tuple[ClaimDraft, list[Flag], list[Flag]]:
+    """A kept claim with its unverified evidence items flagged, or removed and marked so (the argument and a
+    limitation cannot lose a sentence unseen, so theirs stay flagged either way)."""
+    if not remove:
+        return draft, grounding.flags, grounding.grounded
+    gone = {flag.where for flag in grounding.flags if flag.where.startswith("evidence[")}
+    kept = [position for position in range(len(draft.evidence)) if f"evidence[{position}]" not in gone]
+    moved = {f"evidence[{old}]": f"evidence[{new}]" for new, old in enumerate(kept)}
+    flags = [flag.model_copy(update={"verdict": "removed"}) if flag.where in gone else flag for flag in grounding.flags]
+    grounded = [
+        flag.model_copy(update={"where": moved.get(flag.where, flag.where)})
+        for flag in grounding.grounded
+        if flag.where not in gone
+    ]
+    return draft.model_copy(update={"evidence": [draft.evidence[p] for p in kept]}), flags, grounded
 
 
 def judge_answer(
@@ -385,10 +432,13 @@ def judge_answer(
     domain = source.domain or ""
     replaced = request.replaced
 
+    facts = SourceFacts.of(source_text)
+
     def gates(drafts: list[ClaimDraft]) -> GateReport:
-        return check_claims(drafts, source_text, domain, settings.domains, index, replaced)
+        return check_claims(drafts, source_text, domain, settings.domains, index, replaced, facts)
 
     report = gates(answer.claims)
+    reask_wanted = bool(report.failures)
     follow_up = (
         [
             *request.messages,
@@ -413,11 +463,27 @@ def judge_answer(
             calls += second.calls
             reasks += 1 + second.reasks
             dropped += second.salvaged
-            answer, report = second.value, gates(second.value.claims)
+            answer = with_corrections(answer, report, second.value)
+            report = gates(answer.claims)
+    judged = [
+        JudgedClaim(title=draft.title, failures=report.failures.get(position, []), flags=grounding.flags,
+                    grounded=grounding.grounded)
+        for position, (draft, grounding) in enumerate(zip(answer.claims, report.grounding, strict=True))
+    ]  # fmt: skip
     for position, problems in sorted(report.failures.items()):
         reasons = "; ".join(f"{p.gate}: {p.message}" for p in problems)
         dropped.append(f'dropped claim "{answer.claims[position].title}" ({reasons})')
-    kept = [draft for position, draft in enumerate(answer.claims) if position not in report.failures]
+    kept_with_grounding = [
+        settle_flags(draft, report.grounding[position], settings.removes_unverified)
+        for position, draft in enumerate(answer.claims)
+        if position not in report.failures
+    ]
+    kept = [draft for draft, _, _ in kept_with_grounding]
+    for draft, flags, _ in kept_with_grounding:
+        removed = [flag for flag in flags if flag.verdict == "removed"]
+        if removed:
+            reasons = "; ".join(f"{flag.where}: {flag.reason}" for flag in removed)
+            dropped.append(f'removed from "{draft.title}" ({reasons})')
     kept, unlinked = unlink_in_drafts(kept, index)
     if unlinked:
         dropped.append(f"unlinked {unlinked} wiki link(s) that resolve to no note")
@@ -426,6 +492,11 @@ def judge_answer(
     answer = answer.model_copy(update={"claims": kept, "null_result_reason": reason})
     claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
     dropped += reconciled
+    by_title = {draft.title: (flags, grounded) for draft, flags, grounded in kept_with_grounding}
+    claims = [
+        claim.model_copy(update={"flags": by_title[claim.draft.title][0], "grounded": by_title[claim.draft.title][1]})
+        for claim in claims
+    ]
     if anchor:
         anchors = anchor_claims([claim.draft.evidence for claim in claims], source.body)
         claims = [claim.model_copy(update={"anchors": found}) for claim, found in zip(claims, anchors, strict=True)]
@@ -447,4 +518,6 @@ def judge_answer(
         reasks=reasks,
         raw_replies=reply.raw_replies,
         calls=calls,
+        judged=judged,
+        reask_wanted=reask_wanted,
     )

@@ -18,7 +18,7 @@ from extractor.commit.apply import apply_changes
 from extractor.commit.changeset import ChangeSet, WriteError
 from extractor.commit.message import BRANCH_PREFIX, branch_for, parse_message, rejection_message
 from extractor.core.errors import ExtractorError
-from extractor.core.records import FileChange
+from extractor.core.records import FileChange, Flag
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, rev_parse
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
@@ -114,16 +114,65 @@ def pending(kb: Path, settings: Settings) -> list[PendingReview]:
     return [describe_branch(kb, branch, settings) for branch in out.split()]
 
 
+class ClaimFlags(BaseModel):
+    """What the gates said of one drafted claim: the items to check (unverified) and the grounded-by-reasoning
+    ones (derived figures, near quotations). Empty when the state store has no report of the commit."""
+
+    path: str
+    title: str | None
+    flags: list[Flag]
+    grounded: list[Flag]
+
+
+class ReviewShow(BaseModel):
+    """``review show --json``: one extraction branch as a program reads it."""
+
+    review: PendingReview
+    claims: list[ClaimFlags]
+    recorded: bool  # the state store has a report of this commit
+
+
+def flags_of(kb: Path, item: PendingReview) -> ReviewShow:
+    """Each claim's flags from the state store's report of the branch's commit."""
+    store = StateStore.open(kb)
+    try:
+        report = store.extraction_for(item.commit)
+    finally:
+        store.close()
+    by_path = {claim.path: claim for claim in report.claims} if report else {}
+    claims = [
+        ClaimFlags(
+            path=path,
+            title=by_path[path].title if path in by_path else None,
+            flags=by_path[path].flags if path in by_path else [],
+            grounded=by_path[path].grounded if path in by_path else [],
+        )
+        for path in item.claims
+    ]
+    return ReviewShow(review=item, claims=claims, recorded=report is not None)
+
+
+def show_data(kb: Path, slug: str, settings: Settings) -> ReviewShow:
+    return flags_of(kb, describe_branch(kb, branch_for(slug), settings))
+
+
+def flag_lines(claim: ClaimFlags) -> list[str]:
+    lines = [f"flag: {flag.where}: {flag.reason} ({flag.gate})" for flag in claim.flags]
+    return lines + [f"{flag.verdict}: {flag.where}: {flag.text}: {flag.reason}" for flag in claim.grounded]
+
+
 def show(kb: Path, slug: str, settings: Settings) -> str:
-    """The drafts as a reviewer reads them: claim files in full, enrichments and the source as diffs."""
-    item = describe_branch(kb, branch_for(slug), settings)
+    """The drafts as a reviewer reads them: each claim's flags and file in full, enrichments and the source as
+    diffs."""
+    data = show_data(kb, slug, settings)
+    item = data.review
     lines = [
         f"{item.branch}: {item.source}",
         f"agent {item.agent}, worker {item.worker}, model {item.model}, prompt {item.prompt_hash}",
     ]
     lines += [f"warning: {w}" for w in item.warnings]
-    for path in item.claims:
-        lines += ["", f"==> {path}", git(kb, "show", f"{item.commit}:{path}").rstrip()]
+    for claim in data.claims:
+        lines += ["", f"==> {claim.path}", *flag_lines(claim), git(kb, "show", f"{item.commit}:{claim.path}").rstrip()]
     base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
     modified = [*item.enrichments, item.source] if item.source else item.enrichments
     if modified:

@@ -31,7 +31,7 @@ import jinja2
 from pydantic import BaseModel, Field
 
 from extractor.commit.message import BranchNameError
-from extractor.core.records import Anchor, ExtractionReport, Method
+from extractor.core.records import Anchor, ExtractionReport, Flag, Method
 from extractor.core.redact import scrub
 from extractor.core.settings import Settings
 from extractor.extraction.anchoring import anchor_claims
@@ -119,6 +119,8 @@ class ClaimView(BaseModel):
     evidence: list[EvidenceView]
     limitations: list[str]
     gates: list[GateView] | None  # None: no report recorded them
+    flags: list[Flag] = []  # unverified items, for the reviewer to check
+    grounded: list[Flag] = []  # derived figures and near quotations, with their reasons
     error: str | None = None
     raw: str | None = None  # the file's text when it cannot be parsed
 
@@ -311,10 +313,13 @@ def _claim_view(
 ) -> ClaimView:
     ident = f"claim-{number}"
     recorded = None
+    flags: list[Flag] = []
+    grounded: list[Flag] = []
     if report is not None:
         match = next((claim for claim in report.claims if claim.path == path), None)
         if match is not None:
             recorded = [GateView(name=gate, passed=gate in match.gates) for gate in GATES]
+            flags, grounded = match.flags, match.grounded
     try:
         if text is None:
             raise ClaimParseError("the file is missing on the branch (or is not UTF-8 text)")
@@ -339,6 +344,8 @@ def _claim_view(
         evidence=evidence,
         limitations=claim.limitations,
         gates=recorded,
+        flags=flags,
+        grounded=grounded,
     )
 
 

@@ -52,10 +52,17 @@ class PullRequest(BaseModel):
 
 def pull_request_for(kb: Path, branch: str, settings: Settings) -> PullRequest:
     """Title and body naming the source, agent, worker, model and claims."""
-    from extractor.review.branches import describe_branch
+    from extractor.review.branches import describe_branch, flags_of
 
     item = describe_branch(kb, branch, settings)
-    claims = "\n".join(f"- `{path}`" for path in item.claims) or "- none"
+    flagged = flags_of(kb, item).claims
+    claims = (
+        "\n".join(
+            f"- `{claim.path}`" + "".join(f"\n  - flag: {flag.where}: {flag.reason}" for flag in claim.flags)
+            for claim in flagged
+        )
+        or "- none"
+    )
     enriched = "\n".join(f"- `{path}`" for path in item.enrichments) or "- none"
     warnings = "\n".join(f"- {w}" for w in item.warnings) or "- none"
     body = (
