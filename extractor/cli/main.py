@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from extractor import __version__
+from extractor.cli import evaluation
 from extractor.cli.demo import create_demo_kb, report
 from extractor.cli.output import configure_json_logging, is_interactive
 from extractor.core.errors import ExtractorError
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build a demo KB from the samples and run one cycle on it")
     demo.add_argument("--dir", type=Path, default=Path("build/demo-kb"), help="where (default build/demo-kb)")
+    evaluation.add_parser(commands)
     return parser
 
 
@@ -649,6 +651,17 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def run_eval(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        return fail("--limit must be 1 or more", EXIT_CANNOT_START)
+    try:
+        text, code = evaluation.run_eval(args)
+    except ExtractorError as exc:
+        return fail(str(exc), EXIT_CANNOT_START)
+    print(text, end="")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # runs replace it with a graceful stop
@@ -662,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         "review": run_review,
         "provenance": run_provenance,
         "demo": run_demo,
+        "eval": run_eval,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,1 @@
+"""``extractor eval``: quality measured on recorded runs that people reviewed."""

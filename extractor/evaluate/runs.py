@@ -1,0 +1,90 @@
+"""Recorded runs on disk: a source as the pipeline found it and the claims people accepted from it.
+
+The layout is one folder per run (``<source-slug>@<commit>/``) holding ``before.md`` (the source) and
+``added/`` (the files the run created, as accepted). Claims are the ``type: claim`` files under
+``added/``; entities and anything unreadable are left out and counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from extractor.kb.claims import ClaimParseError, parse_claim
+from extractor.kb.sources import Source, SourceError, load_source
+
+
+class AcceptedClaim(BaseModel):
+    stem: str  # the file name without .md: how the labels name a claim
+    title: str
+    description: str
+    answer: dict[str, object]  # the claim as a model's answer would give it
+
+
+class RecordedRun(BaseModel):
+    name: str
+    source: Source
+    accepted: list[AcceptedClaim]
+    unreadable: list[str] = Field(default_factory=list, description="added files that are not readable claims")
+
+    @property
+    def slug(self) -> str:
+        return self.name.split("@", 1)[0]
+
+
+def as_answer(text: str) -> tuple[str, str, dict[str, object]]:
+    """An accepted claim file as the model's answer for it: title, description and the answer's claim.
+
+    A file without an ``## Evidence`` list (the older job wrote some) gives its argument's first paragraph
+    as its one evidence item, whole, so no markup is cut in half.
+    """
+    document = parse_claim(text)
+    description = str(document.metadata.get("description") or "")
+    first_paragraph = document.argument.strip().split("\n\n", 1)[0].strip()
+    claim: dict[str, object] = {
+        "title": document.title,
+        "description": description,
+        "confidence": str(document.metadata.get("confidence") or ""),
+        "evidence": document.evidence or ([first_paragraph] if first_paragraph else []),
+        "argument": document.argument,
+        "limitations": document.limitations,
+        "secondary_domains": [],
+        "related": [],
+    }
+    return document.title, description, claim
+
+
+def load_run(folder: Path) -> RecordedRun:
+    """One run; raises :class:`SourceError` when its ``before.md`` cannot be read as a source."""
+    source = load_source(folder / "before.md")
+    accepted: list[AcceptedClaim] = []
+    unreadable: list[str] = []
+    added = folder / "added"
+    for path in sorted(added.rglob("*.md")) if added.is_dir() else []:
+        relative = path.relative_to(folder).as_posix()
+        try:
+            text = path.read_text(encoding="utf-8")
+            if "type: claim" not in text.split("\n---", 1)[0]:
+                continue  # an entity, a map: not a claim
+            title, description, claim = as_answer(text)
+        except (OSError, UnicodeDecodeError, ClaimParseError):
+            unreadable.append(relative)
+            continue
+        accepted.append(AcceptedClaim(stem=path.stem, title=title, description=description, answer=claim))
+    return RecordedRun(name=folder.name, source=source, accepted=accepted, unreadable=unreadable)
+
+
+def load_runs(folder: Path) -> tuple[list[RecordedRun], list[str]]:
+    """Every run under ``folder`` that has a source, in name order, and one line per folder left out."""
+    runs: list[RecordedRun] = []
+    problems: list[str] = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not (path / "before.md").is_file():
+            problems.append(f"{path.name}: no before.md")
+            continue
+        try:
+            runs.append(load_run(path))
+        except SourceError as exc:
+            problems.append(f"{path.name}: {exc}")
+    return runs, problems
