@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from extractor.cli.main import main
+from extractor.core.settings import load_settings
 from extractor.kb.claims import parse_claim
 from extractor.kb.yamlio import split_document
+from extractor.review.publish import pull_request_for
 from tests.conftest import demo_kb_with, git
 from tests.fakeopenai import FakeOpenAI, answer
 
@@ -93,6 +95,8 @@ def test_branch_mode_commits_the_claim_with_the_item_flagged(
     capsys.readouterr()
     assert main(["review", "--kb", str(kb), "show", SLUG]) == 0
     assert "flag: evidence[1]: the figure 37% is not in the source (grounding)" in capsys.readouterr().out
+    body = pull_request_for(kb, f"extract/{SLUG}", load_settings(kb)).body
+    assert f"- `{claim['path']}`\n  - flag: evidence[1]: the figure 37% is not in the source" in body
 
 
 def test_main_mode_removes_the_item_and_names_it(kb: Path, fake_llm: FakeOpenAI) -> None:

@@ -47,6 +47,9 @@ def test_a_stated_figure_passes_in_any_written_form(claim: str, source: str) -> 
         ("$2.6 billion", "a $2.5bn market"),
         ("66 percent", "a 65% decline"),
         ("a 4x return", "returned 3 times the stake"),
+        ("12753 holders", "AVICI had 12,752 holders"),
+        ("€41 million", "EUR 40m of deposits"),
+        ("**42%** of users", "41 % of users"),
     ],
 )
 def test_a_figure_one_step_off_is_unverified(claim: str, source: str) -> None:
@@ -141,6 +144,8 @@ def test_a_figure_computed_from_the_source_is_derived_with_its_operands(claim: s
         ("5.1x more likely", "54% of founders and 13% of managers"),
         ("31 percentage points", "70.4% in the treated group against 42% in the control"),
         ("$90M", "10–15% of a stated $520M budget"),
+        ("2,600 holders in total", "1,200 holders on day one and 1,250 later"),
+        ("a 28% drop in cost", "a plan at $1.2M against $520,000 a week"),  # money is not a share of a count
     ],
 )
 def test_an_invented_figure_beside_real_ones_stays_unverified(claim: str, source: str) -> None:
@@ -176,6 +181,8 @@ def test_quotation_marks_straight_curly_single_and_nested() -> None:
     assert quotations_in(nested) == ["this is not 'progress as usual' for the sector"]
     source = 'She wrote: this is not "progress as usual" for the sector.'
     assert verdict_of(nested, source) == "pass"
+    changed = "she wrote \"this is not 'progress as planned' for the sector\""
+    assert verdict_of(changed, source) == "unverified"
 
 
 def test_elisions_and_bracketed_insertions() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extractor.core.records import ClaimReport, ExtractionReport
+from extractor.core.records import ClaimReport, ExtractionReport, Flag
 from extractor.core.settings import Settings
 from extractor.extraction.gates import GATES
 from extractor.kb.sources import parse_source
@@ -375,3 +375,31 @@ def test_the_server_answers_404_for_unknown_and_malformed_slugs(tmp_path: Path) 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_flags_and_derived_figures_are_shown_and_escaped() -> None:
+    flagged = report(list(GATES))
+    flagged.claims[0].flags = [
+        Flag(
+            gate="grounding",
+            where="evidence[1]",
+            text=f"37% {ALERT}",
+            reason=f"the figure 37% is not in the source {ALERT}",
+        )
+    ]
+    flagged.claims[0].grounded = [
+        Flag(
+            gate="grounding",
+            where="argument",
+            text="57%",
+            reason="the percent change of 60% and 26%",
+            verdict="derived",
+        )
+    ]
+    document = render_page(build_page(page_input(report=flagged)))
+    structure = parsed(document)
+    assert not {tag for tag, _ in structure.tags} & DANGEROUS
+    assert "Flagged for review" in document and "evidence[1]" in document
+    assert "the figure 37% is not in the source" in document
+    assert "the percent change of 60% and 26%" in document
+    assert ALERT not in document  # escaped, never markup
