@@ -189,3 +189,34 @@ def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["eval", str(runs), "--replay", "--labels", str(tmp_path / "labels.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"extractor: {tmp_path / 'labels.jsonl'}:1: not a label") and err.count("\n") == 1
+
+
+def test_judge_model_decides_borderline_matches(
+    tmp_path: Path, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A draft reworded past the similarity bar is matched only when the judge model says it is the same claim."""
+    reworded = "Holders of member-owned tokens rarely sell when the price falls"
+    verdicts: list[bool] = []
+
+    def respond(request: dict[str, Any]) -> Reply:
+        system = request["messages"][0]["content"]
+        if system.startswith("Two claims from a knowledge base"):
+            same = "rarely sell" in request["messages"][1]["content"]
+            verdicts.append(same)
+            return answer({"same": same})
+        reply = drafts_for(request)
+        body = json.loads(reply.body["choices"][0]["message"]["content"])
+        if "12,752" in json.dumps(request["messages"]):
+            body["claims"][0]["title"] = reworded
+            body["claims"][0]["description"] = "Few of 12,752 holders left in a drawdown, by the report's count."
+        return answer(body)
+
+    fake_llm.responder = respond
+    runs = write_runs(tmp_path / "runs")
+    a, _ = configs(tmp_path, fake_llm.base_url)
+    assert main(["--config", str(a), "eval", str(runs), "--json"]) == 0
+    without = json.loads(capsys.readouterr().out)["totals"]
+    assert main(["--config", str(a), "eval", str(runs), "--json", "--judge"]) == 0
+    judged = json.loads(capsys.readouterr().out)["totals"]
+    assert (without["recovered"], judged["recovered"]) == (1, 2)
+    assert verdicts == [True]  # asked once, about the borderline pair only
