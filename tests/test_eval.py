@@ -184,11 +184,32 @@ def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "empty").mkdir()
     assert main(["eval", str(tmp_path / "empty"), "--replay"]) == 2
     assert "no recorded run with an accepted claim" in capsys.readouterr().err
+    (tmp_path / "empty" / "x@1").mkdir()
+    (tmp_path / "empty" / "x@1" / "before.md").write_text("---\ntype: claim\n---\nnot a source\n", encoding="utf-8")
+    assert main(["eval", str(tmp_path / "empty"), "--replay"]) == 2
+    assert "1 left out, first x@1: " in capsys.readouterr().err  # the reason, not only "nothing to do"
     runs = write_runs(tmp_path / "runs")
-    (tmp_path / "labels.jsonl").write_text("{not json\n", encoding="utf-8")
-    assert main(["eval", str(runs), "--replay", "--labels", str(tmp_path / "labels.jsonl")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"extractor: {tmp_path / 'labels.jsonl'}:1: not a label") and err.count("\n") == 1
+    labels = tmp_path / "labels.jsonl"
+    cases = [("{not json\n", ":1: not JSON: "), ('{"run": "x", "claim": "y"}\n', ":1: not a label: real: "),
+             ("\n\xff\xfe\n", ": not UTF-8 text")]  # fmt: skip
+    for text, problem in cases:
+        labels.write_bytes(text.encode("latin-1"))
+        assert main(["eval", str(runs), "--replay", "--labels", str(labels)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"extractor: {labels}{problem}") and err.count("\n") == 1, err
+    settings = tmp_path / "binary.toml"
+    settings.write_bytes(b"\xff\xfe\x00")
+    assert main(["eval", str(runs), "--replay", "--against", str(settings)]) == 2
+    assert capsys.readouterr().err == f"extractor: {settings}: invalid TOML: not UTF-8 text (byte 0)\n"
+
+
+def test_unreadable_claim_files_are_named_not_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = write_runs(tmp_path / "runs")
+    broken = next(runs.glob("2026-03-01*")) / "added" / "domains" / "internet-finance" / "broken.md"
+    broken.write_text("---\ntype: claim\ndescription: never closed\n", encoding="utf-8")
+    assert main(["eval", str(runs), "--replay", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "left out: 2026-03-01-retention-report@0000000/added/domains/internet-finance/broken.md: " in out
 
 
 def test_judge_model_decides_borderline_matches(

@@ -59,11 +59,12 @@ def kb(tmp_path: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) ->
     return demo_kb_with(tmp_path / "kb", monkeypatch, fake_llm.base_url, {SOURCE: SOURCE_TEXT})
 
 
-def extract_in_main_mode(kb: Path, fake_llm: FakeOpenAI, settings: str) -> None:
+def extract_in_main_mode(kb: Path, fake_llm: FakeOpenAI, settings: str, push: bool = True) -> None:
     (kb / "extractor.toml").write_text(settings, encoding="utf-8")
     git(kb, "add", "extractor.toml")
     git(kb, "-c", "user.name=Test User", "-c", "user.email=test@example.com", "commit", "-qm", "main mode")
-    fake_llm.push(answer(ANSWER))
+    if push:
+        fake_llm.push(answer(ANSWER))
     assert main(["extract", str(kb / SOURCE)]) == 0
 
 
@@ -113,3 +114,18 @@ def test_a_setting_flags_in_main_mode_too(kb: Path, fake_llm: FakeOpenAI) -> Non
     extract_in_main_mode(kb, fake_llm, 'commit_mode = "main"\nunverified_evidence = "flag"\n')
     [path] = [p for p in (kb / "claims").rglob("*.md") if "member-owned" in p.name]
     assert INVENTED in parse_claim(path.read_text(encoding="utf-8")).evidence
+
+
+def test_main_mode_removes_an_invented_sentence_of_the_argument(kb: Path, fake_llm: FakeOpenAI) -> None:
+    argued = {**CLAIM, "argument": "Ownership changes how holders respond.\n\nLoyalty rose 45% after the buyback. "
+              "Owners hold on through a falling price."}  # fmt: skip
+    fake_llm.push(answer({**ANSWER, "claims": [argued]}))
+    extract_in_main_mode(kb, fake_llm, 'commit_mode = "main"\n', push=False)
+    meta, _ = split_document((kb / SOURCE).read_text(encoding="utf-8"))
+    [path] = [p for p in (kb / "claims").rglob("*.md") if "member-owned" in p.name]
+    argument = parse_claim(path.read_text(encoding="utf-8")).argument
+    assert "45%" not in argument
+    assert (
+        "Ownership changes how holders respond." in argument and "Owners hold on through a falling price." in argument
+    )
+    assert "argument: the figure 45% is not in the source" in meta["extraction_notes"]

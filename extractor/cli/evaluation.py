@@ -93,11 +93,12 @@ def run_eval(args: argparse.Namespace) -> tuple[str, int]:
         raise ExtractorError(f"{args.runs}: not a folder of recorded runs")
     kb = args.kb or (args.runs.parent / "kb")
     if args.kb is not None and not kb.is_dir():
-        raise ExtractorError(f"{kb}: no such folder")
+        raise ExtractorError(f"{kb}: not a folder")
     runs, problems = load_runs(args.runs)
     runs = [run for run in runs if run.accepted][: args.limit]
     if not runs:
-        raise ExtractorError(f"{args.runs}: no recorded run with an accepted claim")
+        left_out = f"; {len(problems)} left out, first {problems[0]}" if problems else ""
+        raise ExtractorError(f"{args.runs}: no recorded run with an accepted claim{left_out}")
     full = KBIndex.load(kb) if kb.is_dir() else KBIndex(kb, [])
     configs = [(str(args.config) if args.config else "settings", args.config)]
     if args.against is not None:

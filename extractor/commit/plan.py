@@ -102,6 +102,12 @@ def null_result_reason(result: ExtractionResult) -> str:
     return one_line(f"No claim passed the checks: {'; '.join(result.dropped) or 'none given'}")
 
 
+def found_items(claim: ResolvedClaim) -> int:
+    """Evidence items found in the source: anchored, and with no part flagged as not in the source."""
+    flagged = {flag.where for flag in claim.flags if flag.verdict == "unverified"}
+    return sum(a.method != "paraphrase" and f"evidence[{a.item}]" not in flagged for a in claim.anchors)
+
+
 def extraction_notes(result: ExtractionResult) -> str:
     parts = [result.answer.notes] if result.answer.notes else []
     if result.parts > 1:
@@ -110,10 +116,9 @@ def extraction_notes(result: ExtractionResult) -> str:
         parts.append("Parts: " + "; ".join(result.part_notes) + ".")
     anchors = [anchor for claim in result.claims for anchor in claim.anchors]
     if anchors:
-        found = sum(anchor.method != "paraphrase" for anchor in anchors)
-        by_claim = [
-            f"{sum(a.method != 'paraphrase' for a in claim.anchors)} of {len(claim.anchors)}" for claim in result.claims
-        ]
+        found_by_claim = [found_items(claim) for claim in result.claims]
+        found = sum(found_by_claim)
+        by_claim = [f"{n} of {len(claim.anchors)}" for n, claim in zip(found_by_claim, result.claims, strict=True)]
         detail = f" (by claim, in order: {', '.join(by_claim)})" if len(by_claim) > 1 else ""
         parts.append(f"Evidence found in the source: {found} of {len(anchors)} items{detail}; the rest is paraphrase.")
     flagged = [
@@ -126,7 +131,7 @@ def extraction_notes(result: ExtractionResult) -> str:
         parts.append("Flagged for review: " + "; ".join(flagged) + ".")
     derived = sum(flag.verdict == "derived" for claim in result.claims for flag in claim.grounded)
     if derived:
-        parts.append(f"Derived figures: {derived} (computed from the source's figures; see the review).")
+        parts.append(f"Derived figures: {derived}, computed from the source's figures.")
     if result.dropped:  # last: review reads the items after "Dropped: "
         parts.append("Dropped: " + "; ".join(result.dropped))
     return one_line(" ".join(parts)) or "No notes."

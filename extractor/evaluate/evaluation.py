@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from extractor.core.records import Usage, anchored_share
+from extractor.core.records import Flag, Usage
 from extractor.core.settings import Settings
 from extractor.evaluate.matching import match_claims
 from extractor.evaluate.runs import RecordedRun
@@ -40,6 +40,7 @@ class SourceReport(BaseModel):
     missed: list[str] = Field(default_factory=list, description="accepted claims no committed draft matches")
     dropped_by_gate: dict[str, int] = Field(default_factory=dict, description="drafts dropped, by failing gate")
     flagged_items: int = 0
+    removed_items: int = 0
     evidence_items: int = 0
     evidence_found: int = 0
     derived: int = 0
@@ -122,6 +123,8 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
         for gate in {failure.gate for failure in judged.failures}:
             dropped[gate] += 1
     anchors = [anchor for claim in result.claims for anchor in claim.anchors]
+    found = sum(anchor.method != "paraphrase" for claim in result.claims for anchor in claim.anchors
+                if f"evidence[{anchor.item}]" not in flagged_where(claim.flags))  # fmt: skip
     grounded = [flag for claim in result.claims for flag in claim.grounded]
     usage = result.usage
     return report.model_copy(
@@ -133,8 +136,9 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
             "missed": [title for j, (title, _) in enumerate(accepted) if j not in matched_accepted],
             "dropped_by_gate": dict(dropped),
             "flagged_items": sum(flag.verdict == "unverified" for claim in result.claims for flag in claim.flags),
+            "removed_items": sum(flag.verdict == "removed" for claim in result.claims for flag in claim.flags),
             "evidence_items": len(anchors),
-            "evidence_found": round(anchored_share(anchors) * len(anchors)),
+            "evidence_found": found,
             "derived": sum(flag.verdict == "derived" for flag in grounded),
             "near": sum(flag.verdict == "near" for flag in grounded),
             "first_prompt_tokens": result.calls[0].prompt_tokens if result.calls else 0,
@@ -150,6 +154,12 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
     )
 
 
+def flagged_where(flags: list[Flag]) -> set[str]:
+    """The places of a claim with an unverified item: an anchored quotation there is not "found" when another
+    part of the same item is not in the source."""
+    return {flag.where for flag in flags if flag.verdict == "unverified"}
+
+
 class Totals(BaseModel):
     """A whole evaluation in one row: what a comparison of two configurations sets side by side."""
 
@@ -163,6 +173,7 @@ class Totals(BaseModel):
     unmatched: int
     dropped_by_gate: dict[str, int]
     flagged_items: int
+    removed_items: int
     evidence_items: int
     evidence_found_share: float
     derived: int
@@ -197,6 +208,7 @@ def totals(reports: list[SourceReport], replay: bool) -> Totals:
         unmatched=sum(len(r.unmatched) for r in done),
         dropped_by_gate=dict(dropped.most_common()),
         flagged_items=sum(r.flagged_items for r in done),
+        removed_items=sum(r.removed_items for r in done),
         evidence_items=items,
         evidence_found_share=sum(r.evidence_found for r in done) / items if items else 0.0,
         derived=sum(r.derived for r in done),

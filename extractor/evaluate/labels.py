@@ -56,15 +56,23 @@ def load_labels(path: Path) -> list[Label]:
     labels: list[Label] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise LabelError(f"{path}: cannot read labels: {exc.strerror or exc}") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            labels.append(Label.model_validate_json(line))
-        except (ValidationError, json.JSONDecodeError) as exc:
-            raise LabelError(f"{path}:{number}: not a label: {str(exc).splitlines()[0]}") from exc
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LabelError(f"{path}:{number}: not JSON: {exc.msg} (column {exc.colno})") from exc
+        try:
+            labels.append(Label.model_validate(data))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the line"
+            raise LabelError(f"{path}:{number}: not a label: {where}: {first['msg']}") from exc
     return labels
 
 

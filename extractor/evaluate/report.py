@@ -42,7 +42,8 @@ ROWS: list[tuple[str, str]] = [
     ("accepted claims recovered", "recovered"),
     ("recovered share", "recovered_share"),
     ("drafts with no accepted counterpart", "unmatched"),
-    ("flagged evidence items", "flagged_items"),
+    ("flagged items (evidence, argument)", "flagged_items"),
+    ("removed evidence items", "removed_items"),
     ("evidence found in the source", "evidence_found_share"),
     ("derived figures", "derived"),
     ("near quotations", "near"),
@@ -51,7 +52,7 @@ ROWS: list[tuple[str, str]] = [
     ("cached prompt tokens", "cached_tokens"),
     ("completion tokens", "completion_tokens"),
     ("re-asks", "reasks"),
-    ("sources re-asked", "reasked_share"),
+    ("sources re-asked (replay: would be)", "reasked_share"),
     ("cost", "cost"),
     ("seconds", "seconds"),
 ]

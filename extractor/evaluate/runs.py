@@ -26,7 +26,8 @@ class RecordedRun(BaseModel):
     name: str
     source: Source
     accepted: list[AcceptedClaim]
-    unreadable: list[str] = Field(default_factory=list, description="added files that are not readable claims")
+    unreadable: list[str] = Field(default_factory=list, description="added files that are not readable claims, "
+                                  "each with the reason")  # fmt: skip
 
     @property
     def slug(self) -> str:
@@ -68,15 +69,21 @@ def load_run(folder: Path) -> RecordedRun:
             if "type: claim" not in text.split("\n---", 1)[0]:
                 continue  # an entity, a map: not a claim
             title, description, claim = as_answer(text)
-        except (OSError, UnicodeDecodeError, ClaimParseError):
-            unreadable.append(relative)
+        except UnicodeDecodeError as exc:
+            unreadable.append(f"{relative}: not UTF-8 text (byte {exc.start})")
+            continue
+        except OSError as exc:
+            unreadable.append(f"{relative}: cannot read: {exc.strerror or exc}")
+            continue
+        except ClaimParseError as exc:
+            unreadable.append(f"{relative}: not a readable claim: {exc}")
             continue
         accepted.append(AcceptedClaim(stem=path.stem, title=title, description=description, answer=claim))
     return RecordedRun(name=folder.name, source=source, accepted=accepted, unreadable=unreadable)
 
 
 def load_runs(folder: Path) -> tuple[list[RecordedRun], list[str]]:
-    """Every run under ``folder`` that has a source, in name order, and one line per folder left out."""
+    """Every run under ``folder`` that has a source, in name order, and one line per run or claim file left out."""
     runs: list[RecordedRun] = []
     problems: list[str] = []
     for path in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -84,7 +91,10 @@ def load_runs(folder: Path) -> tuple[list[RecordedRun], list[str]]:
             problems.append(f"{path.name}: no before.md")
             continue
         try:
-            runs.append(load_run(path))
+            run = load_run(path)
         except SourceError as exc:
             problems.append(f"{path.name}: {exc}")
+            continue
+        runs.append(run)
+        problems += [f"{path.name}/{line}" for line in run.unreadable]
     return runs, problems

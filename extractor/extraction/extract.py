@@ -7,6 +7,7 @@ that repeats an existing title is dropped. What is dropped is said in notes.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +19,7 @@ from extractor.extraction.anchoring import anchor_claims
 from extractor.extraction.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salvage_answer
 from extractor.extraction.chunking import Chunk, merge_answers, split_body
 from extractor.extraction.gates import ClaimGrounding, GateFailure, GateReport, check_claims, unlink_unresolved
-from extractor.extraction.grounding import SourceFacts
+from extractor.extraction.grounding import SourceFacts, grounding_text
 from extractor.extraction.prompts import Candidate, build_messages, default_prompts_dir, part_note, prompt_hash
 from extractor.kb.claims import wiki_links
 from extractor.kb.index import ClaimRef, KBIndex
@@ -392,23 +393,51 @@ def with_corrections(answer: ExtractionAnswer, report: GateReport, corrected: Ex
     return answer.model_copy(update={"claims": passing + fixes})
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def without_sentences(argument: str, texts: list[str]) -> tuple[str, set[str]]:
+    """The argument without the sentences that hold any of ``texts``, paragraphs kept; and the texts found."""
+    found: set[str] = set()
+    paragraphs = []
+    for paragraph in argument.split("\n\n"):
+        kept = []
+        for sentence in _SENTENCE_END.split(paragraph):
+            holds = [text for text in texts if text and grounding_text(text) in grounding_text(sentence)]
+            found.update(holds)
+            if not holds:
+                kept.append(sentence)
+        if kept:
+            paragraphs.append(" ".join(kept))
+    return "\n\n".join(paragraphs), found
+
+
 def settle_flags(
     draft: ClaimDraft, grounding: ClaimGrounding, remove: bool
 ) -> tuple[ClaimDraft, list[Flag], list[Flag]]:
-    """A kept claim with its unverified evidence items flagged, or removed and marked so (the argument and a
-    limitation cannot lose a sentence unseen, so theirs stay flagged either way)."""
+    """A kept claim with its unverified items flagged, or removed and marked so: an evidence item whole, a
+    sentence of the argument (when the sentence can be told; the flag stays otherwise)."""
     if not remove:
         return draft, grounding.flags, grounding.grounded
     gone = {flag.where for flag in grounding.flags if flag.where.startswith("evidence[")}
+    argument, cut = without_sentences(draft.argument, [f.text for f in grounding.flags if f.where == "argument"])
+    if not argument.strip():
+        argument, cut = draft.argument, set()  # an argument is never emptied: its flags stay for the notes
     kept = [position for position in range(len(draft.evidence)) if f"evidence[{position}]" not in gone]
     moved = {f"evidence[{old}]": f"evidence[{new}]" for new, old in enumerate(kept)}
-    flags = [flag.model_copy(update={"verdict": "removed"}) if flag.where in gone else flag for flag in grounding.flags]
+    flags = [
+        flag.model_copy(update={"verdict": "removed"})
+        if flag.where in gone or (flag.where == "argument" and flag.text in cut)
+        else flag
+        for flag in grounding.flags
+    ]
     grounded = [
         flag.model_copy(update={"where": moved.get(flag.where, flag.where)})
         for flag in grounding.grounded
         if flag.where not in gone
     ]
-    return draft.model_copy(update={"evidence": [draft.evidence[p] for p in kept]}), flags, grounded
+    update = {"evidence": [draft.evidence[p] for p in kept], "argument": argument}
+    return draft.model_copy(update=update), flags, grounded
 
 
 def judge_answer(

@@ -171,6 +171,8 @@ def show(kb: Path, slug: str, settings: Settings) -> str:
         f"agent {item.agent}, worker {item.worker}, model {item.model}, prompt {item.prompt_hash}",
     ]
     lines += [f"warning: {w}" for w in item.warnings]
+    if not data.recorded:
+        lines.append("flags: not recorded (the state store has no report of this commit; see extraction_notes)")
     for claim in data.claims:
         lines += ["", f"==> {claim.path}", *flag_lines(claim), git(kb, "show", f"{item.commit}:{claim.path}").rstrip()]
     base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
