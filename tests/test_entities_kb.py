@@ -1,0 +1,127 @@
+"""Entity notes in the KB layer: the type system read from the KB's schema, entities found by name, and
+timelines that gain events in date order with every other byte kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from extractor.kb.entities import (
+    EntityRef,
+    TimelineEvent,
+    add_events,
+    find_entity,
+    load_entities,
+    name_key,
+    parse_entity,
+    timeline_events,
+)
+from extractor.kb.entityschema import DEFAULT_SCHEMA, load_entity_schema, parse_entity_schema
+
+
+def test_the_corpus_schema_gives_core_types_domain_extensions_and_fields(corpus: Path) -> None:
+    schema = load_entity_schema(corpus / "kb")
+    assert len(schema.types) == 27
+    finance = schema.types_for("internet-finance")
+    assert {"company", "person", "protocol", "decision_market", "exchange", "fund", "token"} <= set(finance)
+    assert "lab" not in finance and "lab" in schema.types_for("ai-alignment")
+    assert schema.types["protocol"].extends == "company" and schema.types["protocol"].domain == "internet-finance"
+    assert schema.required == ["type", "entity_type", "name", "domain", "status", "tracked_by", "created"]
+    assert {"parent_entity", "platform", "proposer", "proposal_url", "proposal_date", "resolution_date",
+            "category", "summary"} <= set(schema.fields_for("decision_market"))  # fmt: skip
+    assert "founders" in schema.fields_for("protocol")  # a company's fields, by extension
+
+
+def test_a_kb_without_a_schema_gets_the_built_in_types(tmp_path: Path) -> None:
+    assert load_entity_schema(tmp_path) == DEFAULT_SCHEMA
+    assert parse_entity_schema("# Entities\n\nNo tables here.\n") == DEFAULT_SCHEMA
+    table = "### Core\n\n| Type | What |\n|---|---|\n| `widget` | a thing |\n"
+    assert parse_entity_schema(table).types_for("any") == ["widget"]
+
+
+def test_every_corpus_entity_is_indexed_and_found_by_its_name_forms(corpus: Path) -> None:
+    entities = load_entities(corpus / "kb", "entities")
+    assert len(entities) >= 70 and all(ref.path.startswith("entities/") for ref in entities)
+    metadao = find_entity("MetaDAO", entities)
+    assert metadao is not None
+    for spelling in ("metadao", "Meta-DAO", "META DAO", "@MetaDAO"):
+        assert find_entity(spelling, entities) == metadao, spelling
+    assert find_entity("Metadaos Foundation of Everything", entities) is None
+
+
+def test_names_match_by_handle_alias_and_near_spelling_but_not_short_lookalikes() -> None:
+    refs = [
+        EntityRef(path="entities/x/futardio.md", name="Futardio", entity_type="company", domain="x",
+                  handles=["@futarddotio"]),
+        EntityRef(path="entities/x/drift.md", name="Drift", entity_type="protocol", domain="x",
+                  aliases=["Drift Protocol"]),
+    ]  # fmt: skip
+    assert find_entity("Futard.io", refs) == refs[0]
+    assert find_entity("@FutardDotIo", refs) == refs[0]
+    assert find_entity("drift protocol", refs) == refs[1]
+    assert find_entity("Rift", refs) is None and find_entity("", refs) is None
+    assert name_key("Meta-DAO, Inc.") == "metadaoinc"
+
+
+ENTITY = """---
+type: entity
+entity_type: company
+name: "Acme"
+domain: internet-finance
+status: active
+---
+
+# Acme
+
+## Overview
+Acme makes widgets.
+
+## Timeline
+- **2024-01-05** — Founded in Lisbon
+- **2025-03** — Raised a seed round
+- **2025-11-20** — Launched on mainnet
+
+## Relationship to KB
+- [[widgets are eating finance]] — the thesis
+"""
+
+
+def test_an_event_goes_in_date_order_and_nothing_else_changes() -> None:
+    text, added = add_events(ENTITY, [TimelineEvent(date="2025-06-01", text="Opened a second office")])
+    assert [e.date for e in added] == ["2025-06-01"]
+    lines = text.split("\n")
+    assert lines[lines.index("- **2025-03** — Raised a seed round") + 1] == "- **2025-06-01** — Opened a second office"
+    assert text.replace("- **2025-06-01** — Opened a second office\n", "", 1) == ENTITY  # byte for byte
+    assert [e.date for e in timeline_events(text)] == ["2024-01-05", "2025-03", "2025-06-01", "2025-11-20"]
+
+
+def test_the_same_event_twice_adds_one_bullet() -> None:
+    again = TimelineEvent(date="2025-11-20", text="launched on mainnet.")
+    text, added = add_events(ENTITY, [again])
+    assert (text, added) == (ENTITY, [])
+    twice = [
+        TimelineEvent(date="2026-01-02", text="Acquired by Beta"),
+        TimelineEvent(date="2026-01-02", text="acquired by Beta"),
+    ]
+    text, added = add_events(ENTITY, twice)
+    assert len(added) == 1 and text.count("Acquired by Beta") + text.count("acquired by Beta") == 1
+    later = TimelineEvent(date="2026-01-02", text="Moved to a new chain")  # same date, another event
+    assert add_events(text, [later])[1] == [later]
+
+
+def test_a_file_without_a_timeline_gets_one_before_its_closing_links() -> None:
+    text = "---\ntype: entity\nname: Beta\n---\n\n# Beta\n\nBeta lends.\n\n---\n\nRelevant Entities:\n- [[acme]]\n"
+    updated, added = add_events(text, [TimelineEvent(date="2026-02-01", text="Opened")])
+    assert added and updated.startswith(
+        "---\ntype: entity\nname: Beta\n---\n\n# Beta\n\nBeta lends.\n\n## Timeline\n\n"
+    )
+    assert updated.endswith("- **2026-02-01** — Opened\n\n---\n\nRelevant Entities:\n- [[acme]]\n")
+    bare = "---\ntype: entity\nname: Gamma\n---\n\n# Gamma\n"
+    assert add_events(bare, [TimelineEvent(date="2026-02-01", text="Opened")])[0].endswith(
+        "# Gamma\n\n## Timeline\n\n- **2026-02-01** — Opened\n"
+    )
+
+
+def test_non_entities_are_not_parsed_as_entities() -> None:
+    assert parse_entity("claims/x.md", "---\ntype: claim\nname: X\n---\n# X\n") is None
+    assert parse_entity("entities/x.md", "---\ntype: entity\n---\n# no name\n") is None
+    assert parse_entity("entities/x.md", "---\n: bad: yaml: [\n---\n") is None
