@@ -125,3 +125,30 @@ def test_non_entities_are_not_parsed_as_entities() -> None:
     assert parse_entity("claims/x.md", "---\ntype: claim\nname: X\n---\n# X\n") is None
     assert parse_entity("entities/x.md", "---\ntype: entity\n---\n# no name\n") is None
     assert parse_entity("entities/x.md", "---\n: bad: yaml: [\n---\n") is None
+
+
+def test_validate_checks_entities_against_the_schema(tmp_path: Path) -> None:
+    from extractor.core.settings import Settings
+    from extractor.review.lint import lint
+
+    (tmp_path / "entities" / "x").mkdir(parents=True)
+    good = ENTITY.replace("status: active\n", "status: active\ntracked_by: rio\ncreated: 2026-01-01\n").replace(
+        "**2025-03**", "**2025-03-01**"
+    )
+    (tmp_path / "entities" / "x" / "acme.md").write_text(good, encoding="utf-8")
+    twin = good.replace('name: "Acme"', 'name: "ACME"')
+    (tmp_path / "entities" / "x" / "acme-2.md").write_text(twin, encoding="utf-8")
+    bad = ("---\ntype: entity\nentity_type: starship\nname: Beta\ndomain: x\ncreated: March 2026\n---\n\n"
+           "## Timeline\n- **2026-02-01** — Second\n- **2025-01-01** — First\n- 2024: undated\n")  # fmt: skip
+    (tmp_path / "entities" / "x" / "beta.md").write_text(bad, encoding="utf-8")
+    report = lint(tmp_path, Settings())
+    problems = sorted(str(p) for p in report.problems)
+    assert report.entities == 3
+    assert problems == [
+        "entities/x/acme.md: entity: the same entity as entities/x/acme-2.md",  # files in path order
+        "entities/x/beta.md: entity: created 'March 2026' is not a YYYY-MM-DD date",
+        "entities/x/beta.md: entity: entity_type 'starship' is not in the schema",
+        "entities/x/beta.md: entity: missing required field(s): status, tracked_by",
+        "entities/x/beta.md: timeline: 1 bullet(s) not '- **YYYY-MM-DD** — event': - 2024: undated",
+        "entities/x/beta.md: timeline: bullets are not in date order",
+    ]

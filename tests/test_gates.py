@@ -131,7 +131,12 @@ def test_validate_reports_problems_and_fixes_links(
     shutil.copytree(corpus / "inbox", kb / "inbox")
     assert main(["validate", "--kb", str(kb), str(kb / "kb"), str(kb / "inbox" / "archive")]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith("checked 983 file(s): 452 claim(s), 374 source(s);")
+    assert out[-1].startswith("checked 983 file(s): 452 claim(s), 374 source(s), 76 entity note(s);")
+    # entities against the KB's own schema: 4 with unreadable frontmatter, 22 timeline problems (partial
+    # dates such as "2025-09" or "2026-01-XX", bullets out of date order)
+    assert "4 entity" in out[-1] and "22 timeline" in out[-1]
+    assert any(line.endswith("timeline: bullets are not in date order") for line in out)
+    assert not any("is not in the schema" in line for line in out)  # decision_market and the rest are known
     assert any("an enrichment block sits inside the frontmatter" in line for line in out)
     assert any(": source: invalid frontmatter: duplicate key 'processed_by'" in line for line in out)
     assert any(": duplicate: near-duplicate title" in line for line in out)

@@ -531,7 +531,8 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{path}: unlinked {count} wiki link(s)")
     totals = ", ".join(f"{n} {check}" for check, n in sorted(result.totals().items())) or "none"
     print(
-        f"checked {result.files} file(s): {result.claims} claim(s), {result.sources} source(s); "
+        f"checked {result.files} file(s): {result.claims} claim(s), {result.sources} source(s), "
+        f"{result.entities} entity note(s); "
         f"{len(result.problems)} problem(s): {totals}"
         + (f"; unlinked {sum(result.links_unlinked.values())} link(s)" if args.fix_links else "")
     )

@@ -27,6 +27,8 @@ EVENT_SCORE = 85.0
 
 _NOT_NAME = re.compile(r"[^\w]+")
 _BULLET = re.compile(r"^- \*\*(\d{4}(?:-\d{2}(?:-\d{2})?)?)\*\*\s*[—–-]+\s*(.*)$")
+# A bullet in the schema's own format: a full date, an em dash.
+TIMELINE_BULLET = re.compile(r"^- \*\*(\d{4}-\d{2}-\d{2})\*\* — \S")
 _TIMELINE = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE)
 _NEXT_SECTION = re.compile(r"^#{1,2}\s+\S|^---\s*$")
 

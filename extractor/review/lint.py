@@ -3,7 +3,10 @@
 Sources: they must load (no duplicate keys, readable frontmatter) and carry a
 status from the lifecycle. Claims: schema, no enrichment block inside the
 frontmatter, a propositional title, a description that adds to it, wiki links
-that resolve, and no near-duplicate title elsewhere in the KB.
+that resolve, and no near-duplicate title elsewhere in the KB. Entities: the
+KB's entity schema (required fields, a known type allowed in the entity's
+domain, dates), timeline bullets in the schema's format and in date order, and
+one file per real-world object.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from rapidfuzz import fuzz, process
 from extractor.core.settings import Settings
 from extractor.extraction.gates import DUPLICATE_SCORE, gate_description, gate_title, normalise, unlink_unresolved
 from extractor.kb.claims import ClaimParseError, parse_claim, wiki_links
+from extractor.kb.entities import TIMELINE_BULLET, EntityRef, name_key, parse_entity
+from extractor.kb.entityschema import SCHEMA_PATH, EntitySchema, load_entity_schema
 from extractor.kb.files import atomic_write
 from extractor.kb.index import SKIP_DIRS, KBIndex
 from extractor.kb.sources import SourceError, SourceStatus, load_source
@@ -39,6 +44,7 @@ class LintReport(BaseModel):
     files: int = 0
     claims: int = 0
     sources: int = 0
+    entities: int = 0
     problems: list[Problem] = []
     links_unlinked: dict[str, int] = {}
 
@@ -104,6 +110,71 @@ def check_claim(
     return problems
 
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIMELINE_HEADING = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE | re.M)
+
+
+def check_entity(rel: str, text: str, schema: EntitySchema) -> list[Problem]:
+    """One entity note against the KB's entity schema."""
+    try:
+        metadata, body = split_document(text)
+    except Exception as exc:  # noqa: BLE001 - any unreadable frontmatter is one problem of this file
+        return [Problem(path=rel, check="entity", message=f"invalid frontmatter: {str(exc).splitlines()[0]}")]
+    problems = []
+    missing = [name for name in schema.required if metadata.get(name) in (None, "", [])]
+    if missing:
+        problems.append(Problem(path=rel, check="entity", message=f"missing required field(s): {', '.join(missing)}"))
+    entity_type = str(metadata.get("entity_type") or "")
+    domain = str(metadata.get("domain") or "")
+    if entity_type and entity_type not in schema.types:
+        problems.append(Problem(path=rel, check="entity", message=f"entity_type {entity_type!r} is not in the schema"))
+    elif entity_type and domain and entity_type not in schema.types_for(domain):
+        home = schema.types[entity_type].domain
+        problems.append(Problem(path=rel, check="entity",
+                                message=f"entity_type {entity_type!r} belongs to {home}, not {domain}"))  # fmt: skip
+    for name in ("created", "last_updated", "proposal_date", "resolution_date"):
+        value = metadata.get(name)
+        if value not in (None, "") and not _DATE.match(str(value)):
+            problems.append(Problem(path=rel, check="entity", message=f"{name} {value!r} is not a YYYY-MM-DD date"))
+    problems += _timeline_problems(rel, body)
+    return problems
+
+
+def _timeline_problems(rel: str, body: str) -> list[Problem]:
+    if not _TIMELINE_HEADING.search(body):
+        return []
+    lines = body[_TIMELINE_HEADING.search(body).end() :].splitlines()  # type: ignore[union-attr]
+    section = []
+    for line in lines:
+        if re.match(r"^#{1,2}\s+\S|^---\s*$", line):
+            break
+        if line.strip().startswith("- "):
+            section.append(line.strip())
+    dated = [TIMELINE_BULLET.match(line) for line in section]
+    odd = [line for line, found in zip(section, dated, strict=True) if found is None]
+    problems = []
+    if odd:
+        message = f"{len(odd)} bullet(s) not '- **YYYY-MM-DD** — event': {odd[0][:60]}"
+        problems.append(Problem(path=rel, check="timeline", message=message))
+    dates = [found.group(1) for found in dated if found is not None]
+    if dates != sorted(dates):
+        problems.append(Problem(path=rel, check="timeline", message="bullets are not in date order"))
+    return problems
+
+
+def duplicate_entities(entities: list[EntityRef]) -> list[Problem]:
+    """Two files for one real-world object: the same name once case and punctuation are set aside."""
+    first: dict[str, str] = {}
+    problems = []
+    for ref in entities:
+        key = name_key(ref.name)
+        if key in first:
+            problems.append(Problem(path=ref.path, check="entity", message=f"the same entity as {first[key]}"))
+        else:
+            first[key] = ref.path
+    return problems
+
+
 def near_duplicates(titles: dict[str, str]) -> list[Problem]:
     """Pairs of claims whose titles are near-identical (rapidfuzz token-set ratio)."""
     paths = list(titles)
@@ -127,6 +198,8 @@ def lint(kb_root: Path, settings: Settings, paths: list[Path] | None = None, fix
         files = [p for p in sorted(kb_root.rglob("*.md")) if not SKIP_DIRS.intersection(p.relative_to(kb_root).parts)]
     inbox = PurePosixPath(settings.inbox_dir)
     titles: dict[str, str] = {}
+    entities: list[EntityRef] = []
+    schemas: dict[Path, EntitySchema] = {}
     for path in files:
         rel = path.resolve().relative_to(kb_root.resolve()).as_posix()
         report.files += 1
@@ -139,12 +212,41 @@ def lint(kb_root: Path, settings: Settings, paths: list[Path] | None = None, fix
             report.sources += 1
             report.problems += check_source(rel, path)
             continue
+        if _type_of(text) == "entity":
+            report.entities += 1
+            schema = _schema_for(path, kb_root, schemas)
+            report.problems += check_entity(rel, text, schema)
+            ref = parse_entity(rel, text)
+            if ref is not None:
+                entities.append(ref)
+            continue
         if not _is_claim(text):
             continue
         report.claims += 1
         report.problems += check_claim(rel, text, index, fix_links, report, titles)
     report.problems += near_duplicates(titles)
+    report.problems += duplicate_entities(entities)
     return report
+
+
+def _schema_for(path: Path, kb_root: Path, schemas: dict[Path, EntitySchema]) -> EntitySchema:
+    """The entity schema of the nearest ``schemas/entity.md`` above the file, up to the KB root; else the
+    KB root's (the built-in one when it has none)."""
+    root = kb_root.resolve()
+    for folder in path.resolve().parents:
+        if folder in schemas:
+            return schemas[folder]
+        if (folder / SCHEMA_PATH).is_file() or folder == root:
+            schemas[folder] = load_entity_schema(folder)
+            return schemas[folder]
+        if not folder.is_relative_to(root):
+            break
+    return schemas.setdefault(root, load_entity_schema(root))
+
+
+def _type_of(text: str) -> str:
+    found = re.search(r"^type:\s*(\S+)\s*$", frontmatter_text(text), re.M)
+    return found.group(1).strip("'\"") if found else ""
 
 
 def _is_claim(text: str) -> bool:
