@@ -205,3 +205,32 @@ def _new_section(lines: list[str], event: TimelineEvent) -> list[str]:
     while head and not head[-1].strip():
         head.pop()
     return [*head, "", "## Timeline", "", event.bullet(), "", *lines[closing:]]
+
+
+# --- which entities a text names -------------------------------------------------
+
+_SEPARATORS = r"[\W_]*"
+_CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[^\W\d_A-Za-z]+")
+
+
+def _name_pattern(name: str) -> re.Pattern[str] | None:
+    """A name as it may be written in running text: any case, with or without spaces, dots or dashes between
+    its parts ("MetaDAO", "Meta DAO", "meta-dao"), as whole words."""
+    words = _CAMEL.findall(name.removeprefix("@"))  # "MetaDAO" is written "Meta DAO" too
+    parts = [re.escape(part.casefold()) for part in words]
+    if not parts or len("".join(parts)) < 3:
+        return None
+    return re.compile(r"(?<![^\W_])" + _SEPARATORS.join(parts) + r"(?![^\W_])")
+
+
+def mentions(text: str, entities: list[EntityRef]) -> list[tuple[EntityRef, int]]:
+    """The entities a text names (by name, alias, handle or file stem) and how often, most named first."""
+    folded = text.casefold()
+    counted = []
+    for ref in entities:
+        forms = {ref.name, *ref.aliases, *ref.handles, Path(ref.path).stem.replace("-", " ")}
+        patterns = [pattern for pattern in map(_name_pattern, forms) if pattern is not None]
+        count = max((len(pattern.findall(folded)) for pattern in patterns), default=0)
+        if count:
+            counted.append((ref, count))
+    return sorted(counted, key=lambda pair: (-pair[1], pair[0].path))
