@@ -185,3 +185,35 @@ def test_names_in_running_text_are_whole_words_in_any_spacing() -> None:
     ]  # fmt: skip
     text = "Meta DAO and meta-dao again; MetaDAO's founder @metaproph3t wrote it. The boat went adrift."
     assert [(ref.name, count) for ref, count in mentions(text, refs)] == [("MetaDAO", 3), ("Proph3t", 1)]
+
+
+def test_a_new_entity_note_has_the_required_fields_and_a_timeline_in_date_order(tmp_path: Path) -> None:
+    from extractor.kb.entities import EntityNote, entity_path, render_entity
+    from extractor.review.lint import check_entity
+
+    note = EntityNote(
+        name="Acme: Hire a Treasurer", entity_type="decision_market", domain="internet-finance", status="passed",
+        tracked_by="rio", created="2026-03-01",
+        fields={"parent_entity": "[[acme]]", "platform": "futardio", "proposal_date": "2026-02-01"},
+        summary="A proposal  to hire\na treasurer.",
+        events=[TimelineEvent(date="2026-02-20", text="Passed"), TimelineEvent(date="2026-02-01", text="Proposed"),
+                TimelineEvent(date="2026-02-20", text="passed")],
+        related=["acme"],
+    )  # fmt: skip
+    text = render_entity(note)
+    metadata_keys = [line.split(":")[0] for line in text.split("---")[1].strip().splitlines()]
+    assert metadata_keys[:7] == ["type", "entity_type", "name", "domain", "status", "tracked_by", "created"]
+    assert "# Acme: Hire a Treasurer\n\nA proposal to hire a treasurer.\n\n## Timeline\n\n" in text
+    assert "- **2026-02-01** — Proposed\n- **2026-02-20** — Passed\n\n## Relationship to KB\n\n- [[acme]]\n" in text
+    schema = parse_entity_schema(
+        "#### Internet Finance\n\n| Type | Extends | What it tracks |\n|---|---|---|\n"
+        "| `decision_market` | — | a governance proposal |\n"
+    )
+    assert check_entity("entities/internet-finance/x.md", text, schema) == []  # valid against the schema
+    [problem] = check_entity("entities/internet-finance/x.md", text, load_entity_schema(tmp_path))
+    assert problem.message == "entity_type 'decision_market' is not in the schema"  # the built-in one lacks it
+    assert parse_entity("entities/internet-finance/x.md", text) is not None
+    assert entity_path("entities", "internet-finance", "Hire a Treasurer", parent="[[acme]]") == (
+        "entities/internet-finance/acme-hire-a-treasurer.md"
+    )
+    assert entity_path("entities", "health", "Devoted Health") == "entities/health/devoted-health.md"

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel
 from rapidfuzz import fuzz
 
-from extractor.kb.yamlio import split_document
+from extractor.kb.names import slug_for
+from extractor.kb.yamlio import join_document, split_document
 
 # Names this close (rapidfuzz ratio on the name keys) are one object spelled two ways: "Futardio" and
 # "Futard.io", "MetaDAO" and "Meta DAO". Shorter keys must match exactly: "Drift" is not "Rift".
@@ -234,3 +235,61 @@ def mentions(text: str, entities: list[EntityRef]) -> list[tuple[EntityRef, int]
         if count:
             counted.append((ref, count))
     return sorted(counted, key=lambda pair: (-pair[1], pair[0].path))
+
+
+# --- writing entity notes ---------------------------------------------------------
+
+
+class EntityNote(BaseModel):
+    """A new entity note as it is written: the schema's required frontmatter, then the type's own fields."""
+
+    name: str
+    entity_type: str
+    domain: str
+    status: str
+    tracked_by: str  # the agent: from the settings, never from the model
+    created: str  # today, from the clock
+    fields: dict[str, str | list[str]] = {}  # the type's optional fields the source gives
+    summary: str = ""
+    events: list[TimelineEvent] = []
+    related: list[str] = []  # wiki link targets that resolve (the caller unlinks the rest)
+    secondary_domains: list[str] = []
+
+
+def entity_path(entities_dir: str, domain: str, name: str, parent: str | None = None) -> str:
+    """``<entities_dir>/<domain>/<slug>.md``; a decision market is filed under its parent's slug first."""
+    slug = slug_for(name)
+    if parent:
+        parent_slug = slug_for(parent.strip("[]"))
+        slug = slug if slug.startswith(f"{parent_slug}-") else f"{parent_slug}-{slug}"
+    return f"{entities_dir}/{domain}/{slug}.md"
+
+
+def render_entity(note: EntityNote) -> str:
+    """The note's text: frontmatter, ``# name``, the summary, ``## Timeline`` in date order (each event once)
+    and ``## Relationship to KB``."""
+    metadata: dict[str, object] = {
+        "type": "entity",
+        "entity_type": note.entity_type,
+        "name": note.name,
+        "domain": note.domain,
+        "status": note.status,
+        "tracked_by": note.tracked_by,
+        "created": note.created,
+    }
+    if note.secondary_domains:
+        metadata["secondary_domains"] = list(note.secondary_domains)
+    for key, value in note.fields.items():
+        metadata.setdefault(key, value)
+    events: list[TimelineEvent] = []
+    for event in sorted(note.events, key=lambda e: e.date):
+        if not any(_same_event(event, other) for other in events):
+            events.append(event)
+    parts = [f"# {note.name}"]
+    if note.summary.strip():
+        parts.append(" ".join(note.summary.split()))
+    if events:
+        parts.append("## Timeline\n\n" + "\n".join(event.bullet() for event in events))
+    if note.related:
+        parts.append("## Relationship to KB\n\n" + "\n".join(f"- [[{target}]]" for target in note.related))
+    return join_document(metadata, "\n\n".join(parts) + "\n")
