@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from extractor.core.errors import ExtractorError
 from extractor.core.settings import Settings, load_settings
 from extractor.evaluate.evaluation import Judge, evaluate_run, run_index, totals
-from extractor.evaluate.labels import load_labels, score_labels
+from extractor.evaluate.labels import Label, load_labels, score_labels
 from extractor.evaluate.report import Evaluation, as_json, comparison, text_report
 from extractor.evaluate.runs import RecordedRun, load_runs
 from extractor.kb.index import KBIndex
@@ -68,7 +68,7 @@ def model_judge(llm: StructuredClient) -> Judge:
 
 
 def evaluate(
-    name: str, settings: Settings, runs: list[RecordedRun], full: KBIndex, args: argparse.Namespace
+    name: str, settings: Settings, runs: list[RecordedRun], full: KBIndex, labels: list[Label], args: argparse.Namespace
 ) -> Evaluation:
     """One configuration over every run; the model (the embedded one, or an endpoint) is started only if used."""
     needs_model = not args.replay or args.judge
@@ -82,7 +82,6 @@ def evaluate(
                 print(f"\r{name}: {number}/{len(runs)} runs", end="", file=sys.stderr)
     if not args.json and sys.stderr.isatty():
         print(file=sys.stderr)
-    labels = load_labels(args.labels) if args.labels else []
     return Evaluation(name=name, replay=args.replay, sources=reports, totals=totals(reports, args.replay),
                       gates=score_labels(labels, reports), problems=[])  # fmt: skip
 
@@ -103,10 +102,11 @@ def run_eval(args: argparse.Namespace) -> tuple[str, int]:
     configs = [(str(args.config) if args.config else "settings", args.config)]
     if args.against is not None:
         configs.append((str(args.against), args.against))
+    labels = load_labels(args.labels) if args.labels else []  # read once, before any model is started
     evaluations = []
     for name, path in configs:
         settings = load_settings(kb if kb.is_dir() else None, path)
-        evaluations.append(evaluate(name, settings, runs, full, args).model_copy(update={"problems": problems}))
+        evaluations.append(evaluate(name, settings, runs, full, labels, args).model_copy(update={"problems": problems}))
     if args.html is not None:
         from extractor.evaluate.html import html_report  # matplotlib is loaded only for the page
 

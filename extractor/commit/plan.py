@@ -102,12 +102,6 @@ def null_result_reason(result: ExtractionResult) -> str:
     return one_line(f"No claim passed the checks: {'; '.join(result.dropped) or 'none given'}")
 
 
-def found_items(claim: ResolvedClaim) -> int:
-    """Evidence items found in the source: anchored, and with no part flagged as not in the source."""
-    flagged = {flag.where for flag in claim.flags if flag.verdict == "unverified"}
-    return sum(a.method != "paraphrase" and f"evidence[{a.item}]" not in flagged for a in claim.anchors)
-
-
 def extraction_notes(result: ExtractionResult) -> str:
     parts = [result.answer.notes] if result.answer.notes else []
     if result.parts > 1:
@@ -116,7 +110,7 @@ def extraction_notes(result: ExtractionResult) -> str:
         parts.append("Parts: " + "; ".join(result.part_notes) + ".")
     anchors = [anchor for claim in result.claims for anchor in claim.anchors]
     if anchors:
-        found_by_claim = [found_items(claim) for claim in result.claims]
+        found_by_claim = [claim.found_items() for claim in result.claims]
         found = sum(found_by_claim)
         by_claim = [f"{n} of {len(claim.anchors)}" for n, claim in zip(found_by_claim, result.claims, strict=True)]
         detail = f" (by claim, in order: {', '.join(by_claim)})" if len(by_claim) > 1 else ""

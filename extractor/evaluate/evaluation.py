@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from extractor.core.records import Flag, Usage
+from extractor.core.records import Usage
 from extractor.core.settings import Settings
 from extractor.evaluate.matching import match_claims
 from extractor.evaluate.runs import RecordedRun
@@ -123,8 +123,6 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
         for gate in {failure.gate for failure in judged.failures}:
             dropped[gate] += 1
     anchors = [anchor for claim in result.claims for anchor in claim.anchors]
-    found = sum(anchor.method != "paraphrase" for claim in result.claims for anchor in claim.anchors
-                if f"evidence[{anchor.item}]" not in flagged_where(claim.flags))  # fmt: skip
     grounded = [flag for claim in result.claims for flag in claim.grounded]
     usage = result.usage
     return report.model_copy(
@@ -138,7 +136,7 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
             "flagged_items": sum(flag.verdict == "unverified" for claim in result.claims for flag in claim.flags),
             "removed_items": sum(flag.verdict == "removed" for claim in result.claims for flag in claim.flags),
             "evidence_items": len(anchors),
-            "evidence_found": found,
+            "evidence_found": sum(claim.found_items() for claim in result.claims),
             "derived": sum(flag.verdict == "derived" for flag in grounded),
             "near": sum(flag.verdict == "near" for flag in grounded),
             "first_prompt_tokens": result.calls[0].prompt_tokens if result.calls else 0,
@@ -152,12 +150,6 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
             "judged": result.judged,
         }
     )
-
-
-def flagged_where(flags: list[Flag]) -> set[str]:
-    """The places of a claim with an unverified item: an anchored quotation there is not "found" when another
-    part of the same item is not in the source."""
-    return {flag.where for flag in flags if flag.verdict == "unverified"}
 
 
 class Totals(BaseModel):

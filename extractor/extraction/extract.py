@@ -46,6 +46,11 @@ class ResolvedClaim(BaseModel):
     flags: list[Flag] = Field(default_factory=list, description="unverified items kept, or removed, for the reviewer")
     grounded: list[Flag] = Field(default_factory=list, description="derived figures and near quotations")
 
+    def found_items(self) -> int:
+        """Evidence items found in the source: anchored, and with no part flagged as not in the source."""
+        flagged = {flag.where for flag in self.flags if flag.verdict == "unverified"}
+        return sum(a.method != "paraphrase" and f"evidence[{a.item}]" not in flagged for a in self.anchors)
+
 
 class JudgedClaim(BaseModel):
     """What the gates said of one drafted claim (kept or not): what evaluation and the labels are scored on."""

@@ -168,7 +168,7 @@ def evidence_share_flags(draft: ClaimDraft, source_stems: set[str]) -> list[Flag
 
 
 def gate_grounding(texts: Iterable[str], source_text: str) -> list[GateFailure]:
-    """The unverified figures and quotations of some texts: what a lint of stored files reports."""
+    """The unverified figures and quotations of some texts, as gate failures (every quotation checked)."""
     facts = SourceFacts.of(source_text)
     problems = [
         GateFailure(gate="grounding", message=finding.reason)

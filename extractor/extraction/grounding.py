@@ -5,7 +5,7 @@ from a source (a percent change, a ratio, a difference, a rounding) and quote it
 with other quotation marks or with elisions; all of that is grounded. So a
 figure passes when the source states it (after normalising markdown, thousands
 separators, units and scale words) and is *derived* when arithmetic on the
-source's figures gives it, with the operands recorded so a reviewer checks it
+source's figures gives it, with the operands named in its reason so a reviewer checks it
 in one look. A quotation passes when its words occur in the source (pieces
 around ``...`` and ``[insertions]`` in order), and is *near* when it differs by
 one inflected word. Everything else is *unverified*, with the reason.
@@ -248,7 +248,6 @@ class FigureCheck:
     figure: Figure
     verdict: Verdict
     reason: str
-    operands: tuple[str, ...] = ()
 
 
 def _compatible(claim_kind: str, source_kind: str) -> bool:
@@ -266,7 +265,7 @@ def check_figure(figure: Figure, facts: SourceFacts) -> FigureCheck:
         return _year(figure, facts) or _unverified(figure)
     for found in facts.near(figure.value, figure.precision / 2):
         if _compatible(figure.kind, found.kind) and found.precision < figure.precision:
-            return FigureCheck(figure, "derived", f"rounded from {found.written}", (found.written,))
+            return FigureCheck(figure, "derived", f"rounded from {found.written}")
     bounded = _bounded(figure, facts)
     if bounded is not None:
         return bounded
@@ -299,12 +298,12 @@ def _bounded(figure: Figure, facts: SourceFacts) -> FigureCheck | None:
     middle, half = (low + high) / 2, (high - low) / 2
     for found in facts.near(middle, half):
         if _compatible(figure.kind, found.kind):
-            return FigureCheck(figure, "derived", f"{figure.qualifier} {found.written}", (found.written,))
+            return FigureCheck(figure, "derived", f"{figure.qualifier} {found.written}")
     for a, b in _pairs(facts):
         for value, how, money in _combinations(a, b, figure.kind):
             if low <= value <= high and (money or not figure.money):
                 reason = f"{figure.qualifier} {how} of {a.written} and {b.written}"
-                return FigureCheck(figure, "derived", reason, (a.written, b.written))
+                return FigureCheck(figure, "derived", reason)
     return None
 
 
@@ -324,13 +323,13 @@ def _derivation(figure: Figure, facts: SourceFacts) -> FigureCheck | None:
         for period, times in PERIODS_PER_YEAR.items():
             for found in facts.near(target / times, tolerance / times):
                 if found.money and period in facts.text[found.end : found.end + 12]:
-                    return FigureCheck(figure, "derived", f"{found.written} a {period}, annualised", (found.written,))
+                    return FigureCheck(figure, "derived", f"{found.written} a {period}, annualised")
     for a, b in _pairs(facts):
         for value, how, money in _combinations(a, b, figure.kind):
             if figure.money and not money:
                 continue
             if _close(value, target, tolerance):
-                return FigureCheck(figure, "derived", f"{how} of {a.written} and {b.written}", (a.written, b.written))
+                return FigureCheck(figure, "derived", f"{how} of {a.written} and {b.written}")
     return None
 
 
@@ -373,7 +372,7 @@ def _span_of_years(figure: Figure, facts: SourceFacts) -> FigureCheck | None:
         for late in years[position + 1 :]:
             if late - early == figure.value:
                 reason = f"the years between {int(early)} and {int(late)}"
-                return FigureCheck(figure, "derived", reason, (str(int(early)), str(int(late))))
+                return FigureCheck(figure, "derived", reason)
     return None
 
 
@@ -384,9 +383,7 @@ def _year(figure: Figure, facts: SourceFacts) -> FigureCheck | None:
     for year in sorted(years):
         for span in sorted(spans):
             if year + span == figure.value or year - span == figure.value:
-                return FigureCheck(
-                    figure, "derived", f"{int(year)} and {int(span)} years", (str(int(year)), f"{int(span)} years")
-                )
+                return FigureCheck(figure, "derived", f"{int(year)} and {int(span)} years")
     return None
 
 

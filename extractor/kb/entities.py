@@ -127,20 +127,25 @@ def find_entity(name: str, entities: list[EntityRef]) -> EntityRef | None:
 # --- timelines ------------------------------------------------------------------
 
 
-def timeline_events(body: str) -> list[TimelineEvent]:
-    """The dated bullets of a body's ``## Timeline`` section, in file order."""
+def timeline_bullets(body: str) -> list[str]:
+    """The bullet lines of a body's ``## Timeline`` section (stripped, in file order), dated or not."""
     lines = body.splitlines()
     start = next((i for i, line in enumerate(lines) if _TIMELINE.match(line)), None)
     if start is None:
         return []
-    events = []
+    bullets = []
     for line in lines[start + 1 :]:
         if _NEXT_SECTION.match(line):
             break
-        found = _BULLET.match(line.strip())
-        if found:
-            events.append(TimelineEvent(date=found.group(1), text=found.group(2).strip()))
-    return events
+        if line.strip().startswith("- "):
+            bullets.append(line.strip())
+    return bullets
+
+
+def timeline_events(body: str) -> list[TimelineEvent]:
+    """The dated bullets of a body's ``## Timeline`` section, in file order."""
+    found = [_BULLET.match(line) for line in timeline_bullets(body)]
+    return [TimelineEvent(date=match.group(1), text=match.group(2).strip()) for match in found if match]
 
 
 def _same_event(a: TimelineEvent, b: TimelineEvent) -> bool:

@@ -21,7 +21,7 @@ from rapidfuzz import fuzz, process
 from extractor.core.settings import Settings
 from extractor.extraction.gates import DUPLICATE_SCORE, gate_description, gate_title, normalise, unlink_unresolved
 from extractor.kb.claims import ClaimParseError, parse_claim, wiki_links
-from extractor.kb.entities import TIMELINE_BULLET, EntityRef, name_key, parse_entity
+from extractor.kb.entities import TIMELINE_BULLET, EntityRef, name_key, parse_entity, timeline_bullets
 from extractor.kb.entityschema import SCHEMA_PATH, EntitySchema, load_entity_schema
 from extractor.kb.files import atomic_write
 from extractor.kb.index import SKIP_DIRS, KBIndex
@@ -111,7 +111,6 @@ def check_claim(
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TIMELINE_HEADING = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE | re.M)
 
 
 def check_entity(rel: str, text: str, schema: EntitySchema) -> list[Problem]:
@@ -141,15 +140,7 @@ def check_entity(rel: str, text: str, schema: EntitySchema) -> list[Problem]:
 
 
 def _timeline_problems(rel: str, body: str) -> list[Problem]:
-    if not _TIMELINE_HEADING.search(body):
-        return []
-    lines = body[_TIMELINE_HEADING.search(body).end() :].splitlines()  # type: ignore[union-attr]
-    section = []
-    for line in lines:
-        if re.match(r"^#{1,2}\s+\S|^---\s*$", line):
-            break
-        if line.strip().startswith("- "):
-            section.append(line.strip())
+    section = timeline_bullets(body)
     dated = [TIMELINE_BULLET.match(line) for line in section]
     odd = [line for line, found in zip(section, dated, strict=True) if found is None]
     problems = []
