@@ -129,3 +129,12 @@ def test_main_mode_removes_an_invented_sentence_of_the_argument(kb: Path, fake_l
         "Ownership changes how holders respond." in argument and "Owners hold on through a falling price." in argument
     )
     assert "argument: the figure 45% is not in the source" in meta["extraction_notes"]
+
+
+def test_a_claim_without_limitations_gets_no_placeholder_section(kb: Path, fake_llm: FakeOpenAI) -> None:
+    fake_llm.push(answer({**ANSWER, "claims": [{**CLAIM, "limitations": []}]}))
+    extract_in_main_mode(kb, fake_llm, 'commit_mode = "main"\n', push=False)
+    [path] = [p for p in (kb / "claims").rglob("*.md") if "member-owned" in p.name]
+    text = path.read_text(encoding="utf-8")
+    assert "None stated" not in text and "## Limitations" not in text
+    assert parse_claim(text).limitations == []

@@ -71,12 +71,8 @@ def claim_document(
         secondary_domains=[d for d in secondary if d != domain] or None,
     )
     sections = [Section(heading="Evidence", body=bullet_list([safe_markdown(e) for e in draft.evidence]))]
-    sections.append(
-        Section(
-            heading="Limitations",
-            body=bullet_list([safe_markdown(item) for item in draft.limitations]) or "- None stated.",
-        )
-    )
+    if draft.limitations:  # no "- None stated." placeholder: a claim without limitations has no such section
+        sections.append(Section(heading="Limitations", body=bullet_list([safe_markdown(i) for i in draft.limitations])))
     return ClaimDocument(
         metadata=frontmatter.as_metadata(),
         title=draft.title,
