@@ -87,20 +87,32 @@ def _response_format_json(mode: StructuredMode, model: type[BaseModel]) -> str:
 
 def _build_response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any]:
     if mode is StructuredMode.JSON_SCHEMA:
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": to_strict_json_schema(model)},
-        }
+        schema = without_titles(to_strict_json_schema(model))
+        return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": schema}}
     if mode is StructuredMode.JSON_OBJECT_SCHEMA:
         # Grammar-constrained servers get the bounded schema when the model offers one.
         bounded = getattr(model, "grammar_schema", None)
-        return {"type": "json_object", "schema": bounded() if bounded else model.model_json_schema()}
+        return {"type": "json_object", "schema": without_titles(bounded() if bounded else model.model_json_schema())}
     return {"type": "json_object"}
+
+
+def without_titles(schema: Any) -> Any:
+    """A JSON schema without the ``title`` annotations pydantic adds to every object and property: they repeat
+    the names, and every request pays for them in tokens. A property that is called "title" is kept."""
+    if isinstance(schema, dict):
+        return {
+            key: without_titles(value)
+            for key, value in schema.items()
+            if not (key == "title" and isinstance(value, str))
+        }
+    if isinstance(schema, list):
+        return [without_titles(item) for item in schema]
+    return schema
 
 
 def schema_for_prompt(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any] | None:
     """The schema to write into the prompt: only when the endpoint is not given it."""
-    return model.model_json_schema() if mode is StructuredMode.PROMPT else None
+    return without_titles(model.model_json_schema()) if mode is StructuredMode.PROMPT else None
 
 
 def is_transient(exc: BaseException) -> bool:
