@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extractor.extraction.grounding import SourceFacts, check_text, figures_in, plain, quotations_in
+from extractor.extraction.grounding import SourceFacts, check_text, dates_in, figures_in, plain, quotations_in
 
 
 def verdicts(text: str, source: str) -> dict[str, str]:
@@ -222,3 +222,24 @@ def test_one_inflected_word_is_near_a_changed_meaning_is_not() -> None:
 
 def test_markdown_is_plain_text_for_grounding() -> None:
     assert plain("see [the report](https://x.org) and **bold** _2000 \\$USDC_") == "see the report and bold 2000 $USDC"
+
+
+def test_a_bound_written_before_its_unit_keeps_the_unit() -> None:
+    facts = SourceFacts.of("**Runway: 6+ months** to the store listing, 10+ users")
+    assert [(f.text, f.verdict) for f in check_text("a 6-month runway", facts)] == [("6-month", "pass")]
+    [figure] = [f for f in figures_in("Runway: 6+ months") if f.checked]
+    assert (figure.kind, figure.qualifier) == ("t", "at least")
+
+
+def test_a_quantity_at_a_price_grounds_the_total() -> None:
+    facts = SourceFacts.of("* **Amount**: 13.7M CLOUD (5% of the reserve)\n* **Price**: $0.12 per token")
+    [total] = [f for f in check_text("for $1.644M in total", facts)]
+    assert (total.verdict, total.reason) == ("derived", "the product of 13.7m and $0.12")
+    assert check_text("for $1.9M in total", facts)[0].verdict == "unverified"
+
+
+def test_dates_a_source_states_in_any_common_form() -> None:
+    text = "Created: 2024-02-13. On Friday, Feb 9th the multisig pays; March 5, 2024; 7 May 2023; 2024/1/2; 2024-13-40"
+    assert dates_in(text) == {"2024-02-13", "2024-03-05", "2023-05-07", "2024-01-02"}
+    assert dates_in(text, year=2024) == {"2024-02-13", "2024-03-05", "2023-05-07", "2024-01-02", "2024-02-09"}
+    assert dates_in("the May 2024 report, 12 days") == set()

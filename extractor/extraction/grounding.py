@@ -16,6 +16,7 @@ All functions here are pure; :class:`SourceFacts` is built once per source.
 from __future__ import annotations
 
 import bisect
+import datetime
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -80,7 +81,8 @@ _UNIT = "|".join(
 # optional unit or scale word. A range "52-78m" is two figures; the unit of the second applies to the first.
 _FIGURE = re.compile(
     rf"(?<![\w.])(?:{CURRENCY_BEFORE}\s?)?(\d+(?:\.\d+)?)(?:\s?(?:-|to)\s?{CURRENCY_BEFORE}?\s?(\d+(?:\.\d+)?))?"
-    rf"(?:(?:\s?|-)({_UNIT})(?![^\W_]))?(?:\s?({CURRENCY_AFTER})(?![^\W_]))?(\+)?(?![^\W_])",
+    rf"(?P<plus_before>\+(?=\s?[^\W\d_]))?"  # "6+ months": a bound, its unit after the plus
+    rf"(?:(?:\s?|-)(?P<unit>{_UNIT})(?![^\W_]))?(?:\s?(?P<currency>{CURRENCY_AFTER})(?![^\W_]))?(?P<plus>\+)?(?![^\W_])",
 )
 _YEAR_RANGE = (1900.0, 2100.0)
 
@@ -162,7 +164,12 @@ def figures_in(text: str, normalised: bool = False) -> list[Figure]:
     text = text if normalised else grounding_text(text)
     found: list[Figure] = []
     for match in _FIGURE.finditer(text):
-        first, second, unit, currency = match.group(1), match.group(2), match.group(3) or "", match.group(4) or ""
+        first, second, unit, currency = (
+            match.group(1),
+            match.group(2),
+            match.group("unit") or "",
+            match.group("currency") or "",
+        )
         end = match.end()
         if second is not None and _is_year_digits(first) and not _is_year_digits(second):
             second, unit, currency = None, "", ""  # "in 2015 to $84 billion" is a year, then another figure
@@ -172,7 +179,8 @@ def figures_in(text: str, normalised: bool = False) -> list[Figure]:
         kind = _kind(unit)
         money = bool(currency or re.match(CURRENCY_BEFORE, match.group(0)))
         has_unit = bool(unit) or money
-        qualifier = _qualifier(text, match.start(), bool(match.group(5)) and end == match.end())
+        plus = (bool(match.group("plus")) and end == match.end()) or bool(match.group("plus_before"))
+        qualifier = _qualifier(text, match.start(), plus)
         if second is None:
             pieces = [(first, match.start(), end, text[match.start() : end].strip())]
         else:
@@ -345,7 +353,8 @@ def _pairs(facts: SourceFacts) -> Iterator[tuple[Figure, Figure]]:
 def _combinations(a: Figure, b: Figure, kind: str) -> Iterator[tuple[float, str, bool]]:
     """What a claim of ``kind`` may compute from two source figures, how it is said, and whether it is money.
 
-    Only like with like: two percentages, two amounts of money, two counts; a percentage of an amount.
+    Only like with like: two percentages, two amounts of money, two counts; a percentage of an amount; a
+    quantity at a price.
     """
     if a.kind == b.kind and a.money == b.money:
         high, low = (a, b) if a.value >= b.value else (b, a)
@@ -363,6 +372,8 @@ def _combinations(a: Figure, b: Figure, kind: str) -> Iterator[tuple[float, str,
     if kind == "" and {a.kind, b.kind} == {"%", ""}:
         percent, amount = (a, b) if a.kind == "%" else (b, a)
         yield percent.value / 100 * amount.value, "the product", amount.money
+    if kind == "" and a.kind == b.kind == "" and a.money != b.money:
+        yield a.value * b.value, "the product", True  # a quantity at a price: "13.7M tokens at $0.12"
 
 
 def _span_of_years(figure: Figure, facts: SourceFacts) -> FigureCheck | None:
@@ -642,3 +653,56 @@ def check_text(text: str, facts: SourceFacts, prose: bool = False) -> list[Findi
         judged = check_figure(figure, facts)
         findings.append(Finding("figure", figure.written, judged.verdict, judged.reason))
     return findings
+
+
+# --- dates ----------------------------------------------------------------------
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ],  # fmt: skip
+        start=1,
+    )
+    for name in names
+}
+_MONTH = r"(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+_ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d)")
+_MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH}\s+{_DAY},?\s+(\d{{4}})\b", re.IGNORECASE)
+_DAY_MONTH_YEAR = re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH},?\s+(\d{{4}})\b", re.IGNORECASE)
+
+
+def _iso(year: str, month: int | str, day: str) -> str | None:
+    try:
+        return datetime.date(int(year), int(month), int(day)).isoformat()
+    except ValueError:
+        return None
+
+
+_MONTH_DAY = re.compile(rf"\b{_MONTH}\s+{_DAY}\b(?!,?\s+\d{{4}})", re.IGNORECASE)
+_DAY_MONTH = re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH}(?![\w.]*,?\s+\d{{4}})", re.IGNORECASE)
+
+
+def dates_in(text: str, year: int | None = None) -> set[str]:
+    """The calendar dates a text states, as YYYY-MM-DD: ISO and slashed forms, "March 5, 2024", "5 March 2024";
+    with ``year`` (the source's own), also dates written without one ("Friday, Feb 9th")."""
+    found = {_iso(y, m, d) for y, m, d in _ISO_DATE.findall(text)}
+    found |= {_iso(y, _MONTHS[m.casefold()], d) for m, d, y in _MONTH_DAY_YEAR.findall(text)}
+    found |= {_iso(y, _MONTHS[m.casefold()], d) for d, m, y in _DAY_MONTH_YEAR.findall(text)}
+    if year is not None:
+        found |= {_iso(str(year), _MONTHS[m.casefold()], d) for m, d in _MONTH_DAY.findall(text)}
+        found |= {_iso(str(year), _MONTHS[m.casefold()], d) for d, m in _DAY_MONTH.findall(text)}
+    return {date for date in found if date}
