@@ -17,13 +17,13 @@ def claim(title: str, description: str) -> str:
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    real = kb_module.read_claim_ref
+    real = kb_module.read_note_ref
 
     def counting(path: Path, rel: object) -> object:
         seen.append(str(rel))
         return real(path, rel)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(kb_module, "read_claim_ref", counting)
+    monkeypatch.setattr(kb_module, "read_note_ref", counting)
     return seen
 
 

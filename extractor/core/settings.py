@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     )
     claims_dir: str = "claims"
     enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
+    entities_dir: str = Field(default="entities", description="entity notes, one folder per domain")
     prompts_dir: Path | None = None
 
     # Where drafts are committed

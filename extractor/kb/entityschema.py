@@ -43,13 +43,52 @@ class EntitySchema(BaseModel):
         return own + [name for name in inherited if name not in own]
 
 
-# The built-in type system, for a KB without schemas/entity.md.
+# The built-in type system, for a KB without schemas/entity.md: core types, open to every domain, and the
+# domain types of the default domains (name, the core type it extends, what it tracks).
+_DOMAIN_TYPES: dict[str, list[tuple[str, str | None, str]]] = {
+    "internet-finance": [
+        ("protocol", "company", "an on-chain protocol"),
+        ("token", "product", "a fungible token distinct from its protocol"),
+        ("decision_market", None, "a governance proposal, prediction market or futarchy decision"),
+        ("exchange", "company", "a trading venue"),
+        ("fund", "company", "an investment vehicle or DAO treasury"),
+    ],
+    "ai-alignment": [
+        ("lab", "company", "an AI research laboratory"),
+        ("model", "product", "an AI model or model family"),
+        ("framework", "product", "a safety framework, governance protocol or methodology"),
+        ("governance_body", "organization", "an AI governance or safety organisation"),
+    ],
+    "health": [
+        ("drug", "product", "a pharmaceutical product"),
+        ("insurer", "company", "a health insurance organisation"),
+        ("provider", "company", "a healthcare delivery organisation"),
+        ("policy", None, "legislation, regulation or an administrative rule"),
+    ],
+    "entertainment": [
+        ("studio", "company", "a production company or media business"),
+        ("creator", "person", "a content creator or artist"),
+        ("franchise", "product", "an IP, franchise or media property"),
+        ("platform", "product", "a distribution or social media platform"),
+    ],
+    "space-development": [
+        ("vehicle", "product", "a launch vehicle or spacecraft"),
+        ("mission", None, "a spaceflight mission"),
+        ("facility", None, "a launch site, factory or ground infrastructure"),
+        ("program", None, "a multi-mission programme"),
+    ],
+}
 DEFAULT_TYPES = [
     EntityType(name="company", tracks="an organisation that operates: startup, fund, DAO, protocol"),
     EntityType(name="person", tracks="an individual whose positions or influence are tracked"),
     EntityType(name="organization", tracks="a government body, regulator, standards body or consortium"),
     EntityType(name="product", tracks="a product, tool or platform distinct from its maker"),
     EntityType(name="market", tracks="an industry segment or ecosystem"),
+    *(
+        EntityType(name=name, extends=extends, domain=domain, tracks=tracks)
+        for domain, types in _DOMAIN_TYPES.items()
+        for name, extends, tracks in types
+    ),
 ]
 DEFAULT_SCHEMA = EntitySchema(
     types={t.name: t for t in DEFAULT_TYPES},
@@ -61,6 +100,17 @@ DEFAULT_SCHEMA = EntitySchema(
         "organization": ["jurisdiction", "authority"],
         "product": ["maker", "launched", "category"],
         "market": ["total_size", "key_players"],
+        "decision_market": [
+            "parent_entity",
+            "platform",
+            "proposer",
+            "proposal_url",
+            "proposal_date",
+            "resolution_date",
+            "category",
+            "pass_volume",
+            "fail_volume",
+        ],  # fmt: skip
     },
 )
 

@@ -284,6 +284,20 @@ def message_that_added(repo: Path, rev: str, path: str) -> str | None:
     return message or None
 
 
+def lines_added_to(repo: Path, rev: str, path: str) -> list[tuple[str, list[str]]]:
+    """Each commit in ``rev``'s history that changed ``path``, newest first: its message and the lines it added."""
+    try:
+        log = git(repo, "log", rev, "--format=%x1e%B%x1f", "--unified=0", "-p", "--", path)
+    except GitError:
+        return []
+    edits = []
+    for record in log.split("\x1e")[1:]:
+        message, _, patch = record.partition("\x1f")
+        added = [line[1:] for line in patch.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        edits.append((message.strip(), added))
+    return edits
+
+
 def names_at(repo: Path, rev: str, folder: str) -> frozenset[str]:
     """Names of every entry directly inside ``folder`` at a revision."""
     repository = open_repository(repo)

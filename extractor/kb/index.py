@@ -16,6 +16,8 @@ from bm25s.tokenization import Tokenizer
 from pydantic import BaseModel, Field
 
 from extractor.kb.claims import ClaimParseError, parse_claim, wiki_links
+from extractor.kb.entities import EntityRef, parse_entity
+from extractor.kb.entityschema import EntitySchema, load_entity_schema
 
 SKIP_DIRS = {".git", ".extractor", "node_modules", ".venv"}
 
@@ -40,15 +42,31 @@ def _link_key(name: str) -> str:
 
 
 class KBIndex:
-    """Claims by path, title and stem; lookups accept wiki-link spellings."""
+    """Claims by path, title and stem, and the entity notes; lookups accept wiki-link spellings."""
 
-    def __init__(self, root: Path, claims: list[ClaimRef], files: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        claims: list[ClaimRef],
+        files: list[str] | None = None,
+        entities: list[EntityRef] | None = None,
+        entity_schema: EntitySchema | None = None,
+    ) -> None:
         self.root = root
         self.files = files if files is not None else [c.path for c in claims]
+        self.entities = entities or []
+        self._entity_schema = entity_schema
         # What each file was when read (modification time, size) and what it gave: a later load reads only
         # the files that changed since.
-        self._read: dict[str, tuple[tuple[int, int], ClaimRef | None]] = {}
+        self._read: dict[str, tuple[tuple[int, int], NoteRef]] = {}
         self._build(claims)
+
+    @property
+    def entity_schema(self) -> EntitySchema:
+        """The KB's entity type system (``schemas/entity.md``, or the built-in one), read once."""
+        if self._entity_schema is None:
+            self._entity_schema = load_entity_schema(self.root)
+        return self._entity_schema
 
     def _build(self, claims: list[ClaimRef]) -> None:
         self.claims = claims
@@ -74,8 +92,9 @@ class KBIndex:
         """Every claim under ``root``; files unchanged since ``previous`` was loaded are not read again."""
         excluded = tuple(f"{PurePosixPath(e).as_posix().strip('/')}/" for e in (exclude or []))
         known = previous._read if previous is not None and previous.root == root else {}
-        read: dict[str, tuple[tuple[int, int], ClaimRef | None]] = {}
+        read: dict[str, tuple[tuple[int, int], NoteRef]] = {}
         claims: list[ClaimRef] = []
+        entities: list[EntityRef] = []
         files: list[str] = []
         # In path order, part by part, as before: the first of two notes with one stem is the one a link finds.
         for rel, entry in sorted(markdown_files(root), key=lambda item: item[0].split("/")):
@@ -89,11 +108,13 @@ class KBIndex:
             stamp = (info.st_mtime_ns, info.st_size)
             stamp_then, ref = known.get(rel, (None, None))
             if stamp_then != stamp:
-                ref = read_claim_ref(Path(entry.path), PurePosixPath(rel))
+                ref = read_note_ref(Path(entry.path), PurePosixPath(rel))
             read[rel] = (stamp, ref)
-            if ref is not None:
+            if isinstance(ref, ClaimRef):
                 claims.append(ref)
-        index = cls(root, claims, files)
+            elif isinstance(ref, EntityRef):
+                entities.append(ref)
+        index = cls(root, claims, files, entities)
         index._read = read
         if previous is not None and _same_objects(previous.claims, claims):
             index._retriever = previous._retriever  # the same claims: the same ranking
@@ -105,14 +126,18 @@ class KBIndex:
             return
         touched = set(paths)
         claims = [c for c in self.claims if c.path not in touched]
+        entities = [e for e in self.entities if e.path not in touched]
         self.files = [f for f in self.files if f not in touched]
         for rel in paths:
             file = self.root / rel
             if file.is_file() and rel.endswith(".md"):
                 self.files.append(rel)
-                ref = read_claim_ref(file, PurePosixPath(rel))
-                if ref is not None:
+                ref = read_note_ref(file, PurePosixPath(rel))
+                if isinstance(ref, ClaimRef):
                     claims.append(ref)
+                elif isinstance(ref, EntityRef):
+                    entities.append(ref)
+        self.entities = sorted(entities, key=lambda e: e.path)
         self._build(claims)
 
     def resolve_link(self, target: str) -> tuple[str | None, bool]:
@@ -164,6 +189,21 @@ class KBIndex:
             ranked.append(claim)
         return ranked[:k]
 
+    def related_entities(self, query: str, k: int, under: str = "") -> list[EntityRef]:
+        """The ``k`` entity notes (under the folder ``under``) whose name, aliases and type best match ``query``."""
+        entities = [e for e in self.entities if e.path.startswith(under)]
+        if not entities or k <= 0:
+            return []
+        tokenizer = Tokenizer(stopwords="en", stemmer=None)
+        texts = [f"{e.name} {' '.join(e.aliases)} {' '.join(e.handles)} {e.entity_type}" for e in entities]
+        retriever = bm25s.BM25()
+        retriever.index(tokenizer.tokenize(texts, show_progress=False, return_as="ids"), show_progress=False)
+        query_tokens = tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
+        if not any(query_tokens[0]):
+            return []
+        found, scores = retriever.retrieve(query_tokens, k=min(len(entities), k), show_progress=False, n_threads=0)
+        return [entities[int(p)] for p, score in zip(found[0], scores[0], strict=True) if score > 0]
+
     def resolve(self, name: str) -> ClaimRef | None:
         key = _link_key(name)
         return self._exact.get(key) or self._folded.get(key.casefold())
@@ -196,12 +236,17 @@ def markdown_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEn
             yield rel, entry
 
 
-def read_claim_ref(path: Path, rel: PurePosixPath) -> ClaimRef | None:
-    """A claim file's reference, or None for non-claims and unreadable files."""
+NoteRef = ClaimRef | EntityRef | None
+
+
+def read_note_ref(path: Path, rel: PurePosixPath) -> NoteRef:
+    """A claim's or an entity note's reference, or None for other notes and unreadable files."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    if "type: entity" in text[:4000]:
+        return parse_entity(str(rel), text)
     if "type: claim" not in text[:4000]:
         return None
     try:

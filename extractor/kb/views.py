@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from extractor.kb.gitrepo import message_that_added, names_at, read_at
+from extractor.kb.gitrepo import lines_added_to, message_that_added, names_at, read_at
 
 
 class KBView(Protocol):
@@ -19,6 +19,10 @@ class KBView(Protocol):
 
     def message_that_added(self, path: str) -> str | None:
         """The message of the commit that added ``path`` (None when none did); its format is the commit layer's."""
+        ...
+
+    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+        """Each commit that changed ``path``, newest first: its message and the lines it added."""
         ...
 
 
@@ -37,6 +41,9 @@ class WorktreeView:
 
     def message_that_added(self, path: str) -> str | None:
         return message_that_added(self.root, "HEAD", path)
+
+    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+        return lines_added_to(self.root, "HEAD", path)
 
 
 class RevisionView:
@@ -57,3 +64,6 @@ class RevisionView:
 
     def message_that_added(self, path: str) -> str | None:
         return message_that_added(self.root, self.rev, path)
+
+    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+        return lines_added_to(self.root, self.rev, path)
