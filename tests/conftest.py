@@ -71,6 +71,7 @@ def demo_kb_with(
     monkeypatch.setenv("EXTRACTOR_RETRY_INITIAL_WAIT", "0.01")
     kb = create_demo_kb(target)
     for path, text in files.items():
+        (kb / path).parent.mkdir(parents=True, exist_ok=True)
         (kb / path).write_text(text, encoding="utf-8")
         git(kb, "add", path)
     git(kb, "-c", "user.name=Test User", "-c", "user.email=test@example.com", "commit", "-qm", message)

@@ -62,7 +62,7 @@ def kb(corpus_kb: Path, corpus: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.
     shutil.copy(corpus / "inbox" / "archive" / SOURCE, corpus_kb / SOURCE_REL)
     (corpus_kb / "extractor.toml").write_text(
         'claims_dir = "domains"\nenrich_dirs = ["core", "foundations"]\nmodel = "scripted-model"\n'
-        'commit_mode = "main"\n'
+        'commit_mode = "main"\ncontext_tokens = 32768\n'
         "timeout = 2\nretry_initial_wait = 0.01\nretry_max_wait = 0.1\n",
         encoding="utf-8",
     )

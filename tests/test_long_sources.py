@@ -310,8 +310,8 @@ def test_each_part_is_offered_the_kb_claims_that_match_its_own_text(tmp_path: Pa
 
     source = long_source(tmp_path)
     late = "Walrus colonies migrate north earlier when the sea ice thins in spring."
-    body = source.body + "\n\n## Appendix\n\n" + (late + " ") * 30 + "\n"
-    source = source.model_copy(update={"body": body, "text": source.text + "\n\n## Appendix\n\n" + (late + " ") * 30})
+    body = source.body + "\n\n## Appendix\n\n" + (late + " ") * 400 + "\n"  # most of the last part, whatever its size
+    source = source.model_copy(update={"body": body, "text": source.text + "\n\n## Appendix\n\n" + (late + " ") * 400})
     claims = [ClaimRef(path=f"claims/ai-alignment/review-{n}.md", title=f"Careful review of drafted claims costs {n}",
                        description="measured drafts in a week of review") for n in range(6)]  # fmt: skip
     claims.append(ClaimRef(path="claims/ai-alignment/walrus.md", title="Walrus colonies migrate north with thin ice",

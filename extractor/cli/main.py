@@ -151,9 +151,14 @@ def describe(outcome: SourceOutcome, worker: bool = False) -> str:
         return scrub(f"{outcome.source_path}: {outcome.kind.value}{by}: {outcome.error}")
     commit = (outcome.commit or "(dry run)")[:12]
     where = f" on {outcome.branch}" if outcome.branch and not worker else ""
+    entities = (
+        f", {len(outcome.entities_created)} entity note(s) new, {len(outcome.entities_updated)} updated"
+        if outcome.entities_created or outcome.entities_updated
+        else ""
+    )
     return (
         f"{commit}{where} {outcome.source_path}: {outcome.kind.value}, "
-        f"{len(outcome.claims)} claim(s), {len(outcome.enrichments)} enrichment(s){by}; "
+        f"{len(outcome.claims)} claim(s), {len(outcome.enrichments)} enrichment(s){entities}{by}; "
         f"{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, {outcome.seconds:.1f}s"
     ) + ("" if worker else "".join(f"\n  {note}" for note in outcome.notes))
 

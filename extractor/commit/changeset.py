@@ -19,5 +19,7 @@ class ChangeSet(BaseModel):
     claim_titles: list[str]
     claim_paths: list[str]
     enriched_titles: list[str]
+    entities_created: list[str] = Field(default_factory=list)
+    entities_updated: list[str] = Field(default_factory=list)
     status: str
     notes: list[str] = Field(default_factory=list)

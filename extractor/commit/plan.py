@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from slugify import slugify
 
 from extractor.commit.changeset import ChangeSet, WriteError
+from extractor.commit.entityplan import plan_entities, take_back
 from extractor.commit.message import extraction_message, parse_message
 from extractor.core.records import ClaimReport, ExtractionReport, FileChange, anchored_share
 from extractor.core.redact import known_secrets, redact_values
@@ -122,6 +123,17 @@ def extraction_notes(result: ExtractionResult) -> str:
     derived = sum(flag.verdict == "derived" for claim in result.claims for flag in claim.grounded)
     if derived:
         parts.append(f"Derived figures: {derived}, computed from the source's figures.")
+    decisions = [d for d in result.entities.decisions if d.outcome != "dropped"]  # dropped ones are under Dropped
+    if decisions:
+        parts.append("Entities: " + "; ".join(f'{d.outcome} "{d.name}" ({d.reason})' for d in decisions) + ".")
+    entity_flags = [
+        f'"{name}" {flag.where}: {flag.reason}'
+        for name, flags in result.entities.flags_by_name()
+        for flag in flags
+        if flag.verdict == "unverified"
+    ]
+    if entity_flags:
+        parts.append("Entities flagged for review: " + "; ".join(entity_flags) + ".")
     if result.dropped:  # last: review reads the items after "Dropped: "
         parts.append("Dropped: " + "; ".join(result.dropped))
     return one_line(" ".join(parts)) or "No notes."
@@ -168,6 +180,7 @@ def plan_changes(
             ref = index.resolve(title)
             if ref is not None and (text := current(ref.path)) is not None:
                 texts[ref.path] = remove_enrichment_blocks(text, source.slug)
+        texts.update(take_back(source.metadata, result.source_path, view, current, settings.agent_trailer_key).texts)
 
     existing = view.names(str(folder))
     taken = set(_casefolded_claim_names(frozenset(existing)))
@@ -194,13 +207,32 @@ def plan_changes(
         texts[enrichment.target.path] = insert_before_footer(text, block)
         enriched_titles.append(enrichment.target.title)
 
-    status = "processed" if claim_titles or enriched_titles else "null-result"
+    def names_in(folder: str) -> frozenset[str]:
+        """A folder's names, less the files this plan deletes (a forced re-extraction writes them anew)."""
+        gone = {PurePosixPath(p).name for p, t in texts.items() if t is None and str(PurePosixPath(p).parent) == folder}
+        return view.names(folder) - gone
+
+    entities = plan_entities(
+        result.entities,
+        entities_dir=settings.entities_dir,
+        domain=domain,
+        agent=result.agent,
+        today=today,
+        names_in=names_in,
+        read=current,
+    )
+    texts.update(entities.texts)
+
+    anything = claim_titles or enriched_titles or entities.created or entities.updated
+    status = "processed" if anything else "null-result"
     updates: dict[str, object] = {
         "status": status,
         "processed_by": result.agent,
         "processed_date": today,
         "claims_extracted": claim_titles,
         "enrichments_applied": enriched_titles,
+        "entities_created": entities.created,
+        "entities_updated": entities.updated,
         "extraction_model": result.model,
         "extraction_notes": extraction_notes(result),
     }
@@ -236,8 +268,10 @@ def plan_changes(
         claim_titles=claim_titles,
         claim_paths=claim_paths,
         enriched_titles=enriched_titles,
+        entities_created=entities.created,
+        entities_updated=entities.updated,
         status=status,
-        notes=[f"kept {path}: no extraction of this source added it" for path in kept],
+        notes=[f"kept {path}: no extraction of this source added it" for path in kept] + entities.notes,
     )
 
 
@@ -254,7 +288,7 @@ def _as_list(value: object) -> list[str]:
 
 
 def _check_inside(kb_root: Path, path: str, settings: Settings, source_path: str) -> None:
-    """Writes go only to the claims folders and the source itself, and never through a symbolic link.
+    """Writes go only to the claims and entity folders and the source itself, never through a symbolic link.
 
     A link anywhere on the way (the file, its folder, the inbox) could lead the
     write out of the KB, or past git, which records the link and not the file.
@@ -267,8 +301,9 @@ def _check_inside(kb_root: Path, path: str, settings: Settings, source_path: str
         raise WriteError(f"refusing to write through a symbolic link: {path}")
     if literal == Path(os.path.normpath(root / source_path)):
         return
-    if not any(literal.is_relative_to(os.path.normpath(root / d)) for d in settings.writable_claim_dirs):
-        raise WriteError(f"refusing to write outside the claims folders: {path}")
+    folders = [*settings.writable_claim_dirs, settings.entities_dir]
+    if not any(literal.is_relative_to(os.path.normpath(root / d)) for d in folders):
+        raise WriteError(f"refusing to write outside the claims and entity folders: {path}")
 
 
 def planning_view(kb_root: Path, settings: Settings) -> tuple[KBView, str | None]:
@@ -307,6 +342,8 @@ def report_for(
         parts=result.parts,
         claims=claims,
         enriched=changes.enriched_titles,
+        entities_created=changes.entities_created,
+        entities_updated=changes.entities_updated,
         dropped=result.dropped,
         part_notes=result.part_notes,
         prompt_tokens=result.usage.prompt_tokens,

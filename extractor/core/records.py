@@ -124,6 +124,8 @@ class ExtractionReport(BaseModel):
     parts: int
     claims: list[ClaimReport]
     enriched: list[str]
+    entities_created: list[str] = Field(default_factory=list)
+    entities_updated: list[str] = Field(default_factory=list)
     dropped: list[str]
     part_notes: list[str]
     prompt_tokens: int
@@ -169,6 +171,8 @@ class SourceOutcome(BaseModel):
     changes: list[FileChange] = Field(default_factory=list)  # every file written (or, in a dry run, to write)
     claims: list[str] = Field(default_factory=list)  # titles of the claims written
     enrichments: list[str] = Field(default_factory=list)  # titles of the claims enriched
+    entities_created: list[str] = Field(default_factory=list)  # paths of the entity notes written
+    entities_updated: list[str] = Field(default_factory=list)  # paths of the entity notes given new events
     notes: list[str] = Field(default_factory=list)  # what the writer decided that the user should know
     usage: Usage = Field(default_factory=Usage)
     calls: list[CallRecord] = Field(default_factory=list)
@@ -202,6 +206,8 @@ class SourceOutcome(BaseModel):
             "commit": self.commit,
             "claims": len(self.claims),
             "enrichments": len(self.enrichments),
+            "entities_created": len(self.entities_created),
+            "entities_updated": len(self.entities_updated),
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "seconds": self.seconds,

@@ -7,12 +7,20 @@ The layout is one folder per run (``<source-slug>@<commit>/``) holding ``before.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from extractor.kb.claims import ClaimParseError, parse_claim
+from extractor.kb.entities import parse_entity, timeline_events
 from extractor.kb.sources import Source, SourceError, load_source
+from extractor.kb.yamlio import split_document
+
+# Frontmatter the pipeline writes itself, or that the answer gives in its own fields.
+_OWN_KEYS = {"type", "entity_type", "name", "domain", "status", "tracked_by", "created", "summary", "last_updated",
+             "secondary_domains"}  # fmt: skip
+_FULL_DATE = r"\d{4}-\d{2}-\d{2}"
 
 
 class AcceptedClaim(BaseModel):
@@ -54,6 +62,59 @@ def as_answer(text: str) -> tuple[str, str, dict[str, object]]:
         "related": [],
     }
     return document.title, description, claim
+
+
+def _summary(body: str) -> str:
+    """The first paragraph of prose under the title (or under its first section), as one line."""
+    for block in body.split("\n\n"):
+        block = block.strip()
+        if block and not block.startswith(("#", "-", "|", "*", ">", "```")):
+            return " ".join(block.split())
+    return ""
+
+
+def as_entity_answer(text: str, stem: str) -> dict[str, object] | None:
+    """An accepted entity note as the model's answer for it (None when it is not an entity note): its name,
+    its file name as the short name, type, status, summary, the type's scalar fields, the full-dated events
+    of its timeline and nothing for related claims (its links name notes, not claim titles)."""
+    ref = parse_entity(f"{stem}.md", text)
+    if ref is None:
+        return None
+    metadata, body = split_document(text)
+    summary = str(metadata.get("summary") or "") or _summary(body)
+    fields = [
+        f"{key}: {value}"
+        for key, value in metadata.items()
+        if key not in _OWN_KEYS and isinstance(value, str | int | float) and not isinstance(value, bool)
+        and str(value).strip()
+    ]  # fmt: skip
+    return {
+        "name": ref.name,
+        "short_name": stem,
+        "entity_type": ref.entity_type,
+        "status": ref.status,
+        "summary": summary,
+        "fields": fields,
+        "timeline": [
+            {"date": e.date, "text": e.text} for e in timeline_events(body) if re.fullmatch(_FULL_DATE, e.date)
+        ],
+        "related": [],
+    }
+
+
+def as_update_answer(before: str, after: str) -> dict[str, object] | None:
+    """An accepted edit of an entity note as the model's update: the full-dated bullets it added, the status
+    it changed. None for an edit that is neither (or of a note that is not an entity)."""
+    old, new = parse_entity("before.md", before), parse_entity("after.md", after)
+    if old is None or new is None:
+        return None
+    known = {(e.date, e.text) for e in timeline_events(split_document(before)[1])}
+    added = [e for e in timeline_events(split_document(after)[1]) if (e.date, e.text) not in known]
+    events = [{"date": e.date, "text": e.text} for e in added if re.fullmatch(_FULL_DATE, e.date)]
+    status = new.status if new.status != old.status else None
+    if not events and status is None:
+        return None
+    return {"name": old.name, "status": status, "timeline": events}
 
 
 def load_run(folder: Path) -> RecordedRun:

@@ -8,10 +8,13 @@ their messages are what a re-ask feeds back to the model.
 
 from __future__ import annotations
 
+import datetime
+import functools
 import re
 from enum import StrEnum
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
 
 from extractor.core.text import CONTROL, one_line
 from extractor.kb.claims import Confidence
@@ -64,6 +67,14 @@ def without_repeated_sentences(text: str) -> str:
         if kept:
             paragraphs.append(" ".join(kept) if len(kept) > 1 else kept[0])
     return "\n\n".join(paragraphs)
+
+
+def required_line(value: str, problem: str) -> str:
+    """The value on one line; ``problem`` is the re-ask's message when nothing is left."""
+    value = one_line(value)
+    if not value:
+        raise ValueError(problem)
+    return value
 
 
 class ClaimDraft(BaseModel):
@@ -142,10 +153,7 @@ class EnrichmentDraft(BaseModel):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        value = one_line(value)
-        if not value:
-            raise ValueError("must name an existing claim")
-        return value
+        return required_line(value, "must name an existing claim")
 
     @field_validator("evidence")
     @classmethod
@@ -156,12 +164,96 @@ class EnrichmentDraft(BaseModel):
         return value
 
 
+class EventDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date: str
+    text: str
+
+    @field_validator("date")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        return value.strip()  # judged per event by the entity gates: one bad date drops its event, not the answer
+
+    @property
+    def is_real_date(self) -> bool:
+        """Written YYYY-MM-DD, and a day the calendar has ("2026-02-00" is not)."""
+        try:
+            return len(self.date) == 10 and bool(datetime.date.fromisoformat(self.date))
+        except ValueError:
+            return False
+
+    @field_validator("text")
+    @classmethod
+    def _event_text(cls, value: str) -> str:
+        value = one_line(value)
+        if letter_words(value) < 2:
+            raise ValueError("an event says what happened")
+        return value
+
+
+class EntityDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    short_name: str
+    entity_type: str
+    status: str
+    summary: str
+    fields: list[str]  # "name: value", one line each: a list of pairs costs fewer schema tokens than objects
+    timeline: list[EventDraft]
+    related: list[str]
+
+    @field_validator("short_name", "status", "summary")
+    @classmethod
+    def _entity_line(cls, value: str) -> str:
+        return one_line(value)
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        return required_line(value, "an entity needs a name")
+
+    @field_validator("related", "fields")
+    @classmethod
+    def _lines(cls, items: list[str]) -> list[str]:
+        return unique_items([one_line(item) for item in _non_empty_items(items)])
+
+    def field_values(self) -> list[tuple[str, str]]:
+        """The ``fields`` as (name, value) pairs; a line without "name: value" is no field."""
+        pairs = [item.partition(":") for item in self.fields]
+        return [
+            (name.strip(), value.strip()) for name, colon, value in pairs if colon and name.strip() and value.strip()
+        ]
+
+
+class EntityUpdateDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    status: str | None
+    timeline: list[EventDraft]
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        return required_line(value, "must name an existing entity")
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str | None) -> str | None:
+        return one_line(value) or None if value is not None else None
+
+
 class ExtractionAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    entity_model: ClassVar[type[EntityDraft]] = EntityDraft  # its entities' class: a domain's types as an enum
 
     key_facts: list[str]
     claims: list[ClaimDraft]
     enrichments: list[EnrichmentDraft]
+    entities: list[EntityDraft] = []
+    entity_updates: list[EntityUpdateDraft] = []
     null_result_reason: str | None
     notes: str
 
@@ -182,12 +274,16 @@ class ExtractionAnswer(BaseModel):
 
     @model_validator(mode="after")
     def _something_or_a_reason(self) -> ExtractionAnswer:
-        if not self.claims and not self.enrichments and not self.null_result_reason:
+        if not self.drafts_anything and not self.null_result_reason:
             raise ValueError(
-                "give at least one claim or enrichment, or explain in null_result_reason "
+                "give at least one claim, enrichment or entity, or explain in null_result_reason "
                 "why nothing is worth extracting"
             )
         return self
+
+    @property
+    def drafts_anything(self) -> bool:
+        return bool(self.claims or self.enrichments or self.entities or self.entity_updates)
 
     @classmethod
     def grammar_schema(cls) -> dict:
@@ -195,12 +291,37 @@ class ExtractionAnswer(BaseModel):
         return bounded_schema(cls)
 
 
-def salvage_answer(data: object) -> tuple[ExtractionAnswer, list[str]] | None:
+@functools.cache
+def answer_model(entity_types: tuple[str, ...]) -> type[ExtractionAnswer]:
+    """The answer whose entities must take one of ``entity_types`` (the source's domain's): an enum in the
+    schema the model is given, checked again when the answer is read. Cached: one class per set of types,
+    so its schema is built once."""
+    if not entity_types:
+        return ExtractionAnswer
+    allowed = Literal[entity_types]  # type: ignore[valid-type]
+    entity = create_model("EntityDraft", __base__=EntityDraft, entity_type=(allowed, ...))
+    answer = create_model("ExtractionAnswer", __base__=ExtractionAnswer, entities=(list[entity], []))
+    answer.entity_model = entity
+    return answer
+
+
+def plain_answer(answer: ExtractionAnswer) -> ExtractionAnswer:
+    """The answer as the one :class:`ExtractionAnswer` class: a domain's answer class is made at run time, and
+    results cross process boundaries, where only importable classes can be pickled."""
+    if type(answer) is ExtractionAnswer:
+        return answer
+    return ExtractionAnswer.model_validate(answer.model_dump(mode="json"))
+
+
+def salvage_answer(
+    data: object, model: type[ExtractionAnswer] = ExtractionAnswer
+) -> tuple[ExtractionAnswer, list[str]] | None:
     """Keep the valid parts of an answer that failed validation as a whole.
 
-    Used only after the re-asks are spent: each claim and enrichment is checked
-    on its own, invalid ones are dropped and named. Returns None when nothing
-    usable is left, so a hopeless answer still fails the source.
+    Used only after the re-asks are spent: each claim, enrichment and entity is
+    checked on its own (as ``model``, the answer asked for, defines it), invalid
+    ones are dropped and named. Returns None when nothing usable is left, so a
+    hopeless answer still fails the source.
     """
     if not isinstance(data, dict):
         return None
@@ -225,13 +346,15 @@ def salvage_answer(data: object) -> tuple[ExtractionAnswer, list[str]] | None:
         "key_facts": strings(data.get("key_facts")),
         "claims": valid(ClaimDraft, data.get("claims"), "claim"),
         "enrichments": valid(EnrichmentDraft, data.get("enrichments"), "enrichment"),
+        "entities": valid(model.entity_model, data.get("entities"), "entity"),
+        "entity_updates": valid(EntityUpdateDraft, data.get("entity_updates"), "entity update"),
         "null_result_reason": reason if isinstance(reason, str) else None,
         "notes": data.get("notes") if isinstance(data.get("notes"), str) else "",
     }
-    if not cleaned["claims"] and not cleaned["enrichments"]:
+    if not any(cleaned[key] for key in ("claims", "enrichments", "entities", "entity_updates")):
         return None
     try:
-        return ExtractionAnswer.model_validate(cleaned), dropped
+        return model.model_validate(cleaned), dropped
     except ValueError:
         return None
 
@@ -244,6 +367,8 @@ SCHEMA_BOUNDS: dict[str, dict[str, dict[str, int]]] = {
         "key_facts": {"maxItems": 5, "itemMaxLength": 160},
         "claims": {"maxItems": 3},
         "enrichments": {"maxItems": 2},
+        "entities": {"maxItems": 4},
+        "entity_updates": {"maxItems": 4},
         "notes": {"maxLength": 240},
     },
     "ClaimDraft": {
@@ -259,6 +384,16 @@ SCHEMA_BOUNDS: dict[str, dict[str, dict[str, int]]] = {
         "target": {"maxLength": 200},
         "evidence": {"maxLength": 300},
     },
+    "EntityDraft": {
+        "name": {"maxLength": 120},
+        "short_name": {"maxLength": 60},
+        "summary": {"maxLength": 300},
+        "fields": {"maxItems": 8, "itemMaxLength": 200},
+        "timeline": {"maxItems": 6},
+        "related": {"maxItems": 3, "itemMaxLength": 200},
+    },
+    "EntityUpdateDraft": {"timeline": {"maxItems": 4}},
+    "EventDraft": {"date": {"maxLength": 10}, "text": {"maxLength": 240}},
 }
 
 

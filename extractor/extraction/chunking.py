@@ -297,13 +297,18 @@ def merge_answers(
     claims, combined = _merge_claims(answers, title_threshold)
     facts, dropped_facts = _merge_facts(answers)
     enrichments, dropped_enrichments = _merge_enrichments(answers)
+    # Entities are judged once more on the merged answer, where drafts of one object from two parts merge.
+    entities = [entity.model_dump(mode="json") for answer in answers for entity in answer.entities]
+    updates = [update.model_dump(mode="json") for answer in answers for update in answer.entity_updates]
     reasons = [answer.null_result_reason for answer in answers if answer.null_result_reason]
-    reason = None if claims or enrichments or not reasons else reasons[0]
+    reason = None if claims or enrichments or entities or updates or not reasons else reasons[0]
     merged = ExtractionAnswer.model_validate(
         {
             "key_facts": facts,
             "claims": [claim.model_dump(mode="json") for claim in claims],
             "enrichments": [enrichment.model_dump(mode="json") for enrichment in enrichments],
+            "entities": entities,
+            "entity_updates": updates,
             "null_result_reason": reason,
             "notes": _merge_notes(answers),
         }

@@ -7,6 +7,7 @@ that repeats an existing title is dropped. What is dropped is said in notes.
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -16,12 +17,28 @@ from pydantic import BaseModel, Field
 from extractor.core.records import Anchor, CallRecord, Flag, Usage
 from extractor.core.settings import Settings
 from extractor.extraction.anchoring import anchor_claims
-from extractor.extraction.answer import ClaimDraft, EnrichmentDraft, ExtractionAnswer, salvage_answer
+from extractor.extraction.answer import (
+    ClaimDraft,
+    EnrichmentDraft,
+    ExtractionAnswer,
+    answer_model,
+    plain_answer,
+    salvage_answer,
+)
 from extractor.extraction.chunking import Chunk, merge_answers, split_body
+from extractor.extraction.entity_drafts import EntityOutcome, judge_entities
 from extractor.extraction.gates import ClaimGrounding, GateFailure, GateReport, check_claims, unlink_unresolved
 from extractor.extraction.grounding import SourceFacts, grounding_text
-from extractor.extraction.prompts import Candidate, build_messages, default_prompts_dir, part_note, prompt_hash
+from extractor.extraction.prompts import (
+    Candidate,
+    build_messages,
+    default_prompts_dir,
+    format_entity_types,
+    part_note,
+    prompt_hash,
+)
 from extractor.kb.claims import wiki_links
+from extractor.kb.entities import EntityRef, mentions
 from extractor.kb.index import ClaimRef, KBIndex
 from extractor.kb.sources import Source
 from extractor.llm.client import LLMError, StructuredClient, StructuredReply, response_format, schema_for_prompt
@@ -32,6 +49,8 @@ MAX_CANDIDATES = 10
 UNUSABLE = frozenset({"invalid", "length", "refusal"})
 MAX_LINKED = 5
 QUERY_CHARS = 6000
+MAX_NAMED_ENTITIES = 8  # entities the source names, most named first
+MAX_RELATED_ENTITIES = 3  # and the best BM25 matches beyond those
 
 
 class ResolvedEnrichment(BaseModel):
@@ -83,6 +102,7 @@ class ExtractionResult(BaseModel):
     calls: list[CallRecord] = Field(default_factory=list)
     judged: list[JudgedClaim] = Field(default_factory=list, description="the gates' verdicts on every draft")
     reask_wanted: bool = Field(default=False, description="the first answer had claims a re-ask could fix")
+    entities: EntityOutcome = Field(default_factory=EntityOutcome, description="entity notes to write or update")
     parts: int = Field(default=1, description="how many parts of a long source were asked about")
     part_notes: list[str] = Field(default_factory=list, description="what reading in parts skipped or combined")
 
@@ -103,8 +123,24 @@ def candidates_for(
     return (linked + ranked)[: max(k, len(linked))]
 
 
+def entity_candidates(source: Source, index: KBIndex, entities_dir: str) -> list[EntityRef]:
+    """Entity notes to offer the model for updates: those the source names (by name, alias, handle or file
+    name), most named first, then the best BM25 matches for its title and text."""
+    under = f"{entities_dir.rstrip('/')}/"
+    known = [ref for ref in index.entities if ref.path.startswith(under)]
+    named = [ref for ref, _ in mentions(f"{source.title}\n{source.body}", known)][:MAX_NAMED_ENTITIES]
+    query = f"{source.title}\n{source.body[:QUERY_CHARS]}"
+    paths = {ref.path for ref in named}
+    ranked = [ref for ref in index.related_entities(query, MAX_RELATED_ENTITIES * 2, under) if ref.path not in paths]
+    return named + ranked[:MAX_RELATED_ENTITIES]
+
+
+def entity_types_for(index: KBIndex, domain: str | None) -> tuple[str, ...]:
+    return tuple(index.entity_schema.types_for(domain))
+
+
 def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]:
-    """Paths of the claims an earlier extraction of this source wrote (replaced by ``--force``)."""
+    """Paths of the claims and entity notes an earlier extraction of this source wrote (replaced by ``--force``)."""
     titles = source.metadata.get("claims_extracted") or []
     if not isinstance(titles, list):
         titles = [titles]
@@ -113,7 +149,9 @@ def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]
         ref = index.resolve(str(title))
         if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_dir):
             paths.add(ref.path)
-    return paths
+    created = source.metadata.get("entities_created") or []
+    known = {ref.path for ref in index.entities}
+    return paths | {str(path) for path in (created if isinstance(created, list) else [created]) if str(path) in known}
 
 
 def unlink_in_drafts(drafts: list[ClaimDraft], index: KBIndex) -> tuple[list[ClaimDraft], int]:
@@ -203,6 +241,14 @@ class PreparedRequest(BaseModel):
     prompt_hash: str
     replaced: set[str] = Field(default_factory=set)  # earlier drafts a forced re-extraction replaces
     part: Chunk | None = None  # the part of a long source these messages hold
+    entity_types: tuple[str, ...] = ()  # the types the source's domain allows: an enum in the answer's schema
+
+    @property
+    def answer_type(self) -> type[ExtractionAnswer]:
+        return answer_model(self.entity_types)
+
+    def salvage(self, data: object) -> tuple[ExtractionAnswer, list[str]] | None:
+        return salvage_answer(data, self.answer_type)
 
 
 def prepare_request(
@@ -220,20 +266,30 @@ def prepare_request(
             Candidate(title=ref.title, description=ref.description)
             for ref in candidates_for(source, index, settings.retrieval_k)
         ]
+    types = entity_types_for(index, source.domain)
+    answer_type = answer_model(types)
+    entities = [
+        Candidate(title=ref.name, description=ref.entity_type if ref.domain == source.domain else
+                  f"{ref.entity_type}, {ref.domain}")
+        for ref in entity_candidates(source, index, settings.entities_dir)
+    ]  # fmt: skip
     messages = build_messages(
         prompts_dir(settings),
         agent,
         source,
         source_path,
         candidates,
-        schema_for_prompt(settings.structured_mode, ExtractionAnswer),
+        schema_for_prompt(settings.structured_mode, answer_type),
+        entity_types=format_entity_types(index.entity_schema, source.domain),
+        entities=entities,
     )
     return PreparedRequest(
         source_path=source_path,
         agent=agent,
         messages=messages,
-        prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, ExtractionAnswer)),
+        prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, answer_type)),
         replaced=previous_drafts(source, index, settings.claims_dir) if replace_previous else set(),
+        entity_types=types,
     )
 
 
@@ -261,7 +317,9 @@ def prepare_requests(
     frame = prepare_request(
         source.model_copy(update={"body": note}), source_path, settings, index, candidates=candidates
     )
-    size = part_chars(frame.messages, settings)
+    # The request is measured as JSON, where a newline or a quotation mark of the body takes two characters.
+    escaped = len(json.dumps(source.body, ensure_ascii=False)) / max(1, len(source.body))
+    size = int(part_chars(frame.messages, settings) / escaped)
     chunks = split_body(source.body, size, min(settings.chunk_overlap_chars, size // 4))
     kept = [chunk for chunk in chunks if chunk.text.strip()]
     notes = [f"skipped {len(chunks) - len(kept)} part(s) holding only blank space"] if len(kept) < len(chunks) else []
@@ -296,7 +354,7 @@ def extract_source(
     """Ask the model about one source (in parts when it is long) and reconcile its answer with the KB."""
     requests, notes = prepare_requests(source, source_path, settings, index, replace_previous)
     if len(requests) == 1:
-        reply = llm.ask(requests[0].messages, ExtractionAnswer, salvage=salvage_answer)
+        reply = llm.ask(requests[0].messages, requests[0].answer_type, salvage=requests[0].salvage)
         return judge_answer(source, requests[0], reply, settings, index, llm)
     return extract_in_parts(source, requests, notes, settings, llm, index)
 
@@ -318,7 +376,7 @@ def extract_in_parts(
     """
 
     def one(request: PreparedRequest) -> ExtractionResult:
-        reply = llm.ask(request.messages, ExtractionAnswer, salvage=salvage_answer)
+        reply = llm.ask(request.messages, request.answer_type, salvage=request.salvage)
         return judge_answer(source, request, reply, settings, index, llm, anchor=False)
 
     concurrency = 1 if settings.is_embedded else settings.chunk_concurrency
@@ -359,7 +417,7 @@ def extract_in_parts(
     combined = requests[0].model_copy(
         update={
             "messages": everything,
-            "prompt_hash": prompt_hash(everything, response_format(settings.structured_mode, ExtractionAnswer)),
+            "prompt_hash": prompt_hash(everything, response_format(settings.structured_mode, requests[0].answer_type)),
             "part": None,
         }
     )
@@ -382,7 +440,8 @@ def kept_answer(result: ExtractionResult) -> ExtractionAnswer:
     """The answer with only what survived the gates and the KB, so merging parts does not judge it twice."""
     claims = [claim.draft for claim in result.claims]
     enrichments = [enrichment.draft for enrichment in result.enrichments]
-    reason = result.answer.null_result_reason or (None if claims or enrichments else "Nothing passed the checks.")
+    kept = claims or enrichments or result.entities.created or result.entities.updated
+    reason = result.answer.null_result_reason or (None if kept else "Nothing passed the checks.")
     return result.answer.model_copy(update={"claims": claims, "enrichments": enrichments, "null_result_reason": reason})
 
 
@@ -461,7 +520,7 @@ def judge_answer(
     """
     usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
     dropped = list(reply.salvaged)
-    answer = reply.value
+    answer = plain_answer(reply.value)
     source_text = source.text  # frontmatter too: dates, authors and titles ground figures
     domain = source.domain or ""
     replaced = request.replaced
@@ -487,7 +546,7 @@ def judge_answer(
         dropped.append("no re-ask after the gates failed: it would not fit the model's context")
     if follow_up is not None and llm is not None:
         try:
-            second = llm.ask(follow_up, ExtractionAnswer, salvage=salvage_answer)
+            second = llm.ask(follow_up, request.answer_type, salvage=request.salvage)
         except LLMError as exc:
             usage.merge(exc.usage)
             calls += exc.calls
@@ -497,7 +556,7 @@ def judge_answer(
             calls += second.calls
             reasks += 1 + second.reasks
             dropped += second.salvaged
-            answer = with_corrections(answer, report, second.value)
+            answer = with_corrections(answer, report, plain_answer(second.value))
             report = gates(answer.claims)
     judged = [
         JudgedClaim(title=draft.title, failures=report.failures.get(position, []), flags=grounding.flags,
@@ -522,7 +581,29 @@ def judge_answer(
     if unlinked:
         dropped.append(f"unlinked {unlinked} wiki link(s) that resolve to no note")
     drafted = len(answer.claims)
-    reason = answer.null_result_reason or (None if kept or answer.enrichments else "No claim passed the checks.")
+    entities = judge_entities(
+        answer.entities,
+        answer.entity_updates,
+        source_text=source_text,
+        source_date=source.date,
+        domain=domain,
+        facts=facts,
+        index=index,
+        entities_dir=settings.entities_dir,
+        replaced=replaced,
+    )
+    for decision in entities.decisions:
+        if decision.outcome == "dropped":
+            dropped.append(f'dropped entity "{decision.name}" ({decision.reason})')
+    for name, flags in entities.flags_by_name():
+        removed = [flag for flag in flags if flag.verdict == "removed"]
+        if removed:
+            reasons = "; ".join(f"{flag.where}: {flag.reason}" for flag in removed)
+            dropped.append(f'removed from entity "{name}" ({reasons})')
+    if entities.unlinked:
+        dropped.append(f"unlinked {entities.unlinked} wiki link(s) in entity notes that resolve to no note")
+    anything = kept or answer.enrichments or entities.created or entities.updated
+    reason = answer.null_result_reason or (None if anything else "No claim passed the checks.")
     answer = answer.model_copy(update={"claims": kept, "null_result_reason": reason})
     claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
     dropped += reconciled
@@ -554,4 +635,5 @@ def judge_answer(
         calls=calls,
         judged=judged,
         reask_wanted=reask_wanted,
+        entities=entities,
     )

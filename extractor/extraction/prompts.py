@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from extractor.core.errors import ExtractorError
+from extractor.kb.entityschema import EntitySchema
 from extractor.kb.sources import Source
 
 PACKAGED = Path(__file__).parent.parent / "prompts"
@@ -66,6 +67,27 @@ def part_note(directory: Path, part: int, parts: int, start: int, end: int, leng
     return _fill(_template(folder, "part.md"), "part.md", values)
 
 
+# Fields the answer gives in their own place, not in an entity's ``fields`` list.
+ANSWER_FIELDS = frozenset({"status", "summary", "name", "type", "entity_type", "domain"})
+
+
+def format_entity_types(schema: EntitySchema, domain: str | None) -> str:
+    """The types a domain may use, one line each, then their fields; types with the same fields share a line."""
+    types = schema.types_for(domain)
+    lines = [f"- {name}: {schema.types[name].tracks}" if schema.types[name].tracks else f"- {name}" for name in types]
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in types:
+        fields = tuple(field for field in schema.fields_for(name) if field not in ANSWER_FIELDS)
+        if fields:
+            groups.setdefault(fields, []).append(name)
+    lines += [f"Fields of {', '.join(names)}: {', '.join(fields)}" for fields, names in groups.items()]
+    return "\n".join(lines) or "(none)"
+
+
+def format_entities(entities: list[Candidate]) -> str:
+    return "\n".join(f"- {e.title}: {e.description}" for e in entities) if entities else "(none)"
+
+
 def format_candidates(candidates: list[Candidate]) -> str:
     if not candidates:
         return "(none)"
@@ -79,8 +101,14 @@ def build_messages(
     source_file: str,
     candidates: list[Candidate],
     schema: dict[str, Any] | None,
+    entity_types: str = "(none)",
+    entities: list[Candidate] | None = None,
 ) -> list[dict[str, str]]:
-    """System and user messages for one source; ``schema`` is inlined when given."""
+    """System and user messages for one source; ``schema`` is inlined when given.
+
+    ``entity_types`` (the domain's types, in the system message: one agent, one domain, one stable prefix)
+    and ``entities`` (existing entity notes the source may update: name and type) fill the entity parts.
+    """
     schema_instructions = ""
     if schema is not None:
         schema_instructions = _fill(
@@ -91,7 +119,11 @@ def build_messages(
     system = _fill(
         _template(directory, "system.md"),
         "system.md",
-        {"persona": persona(directory, agent), "schema_instructions": schema_instructions},
+        {
+            "persona": persona(directory, agent),
+            "schema_instructions": schema_instructions,
+            "entity_types": entity_types,
+        },  # fmt: skip
     )
     meta = source.metadata
     user = _fill(
@@ -106,6 +138,7 @@ def build_messages(
             "format": source.format or "unknown",
             "url": source.url or "unknown",
             "candidates": format_candidates(candidates),
+            "entities": format_entities(entities or []),
             "body": source.body.strip(),
         },
     )

@@ -325,6 +325,8 @@ def _written(changes: ChangeSet) -> dict[str, object]:
         "changes": changes.changes,
         "claims": changes.claim_titles,
         "enrichments": changes.enriched_titles,
+        "entities_created": changes.entities_created,
+        "entities_updated": changes.entities_updated,
         "notes": changes.notes,
     }
 
