@@ -9,6 +9,7 @@ source counted as processed, ``--force`` taking back exactly this source's notes
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,17 @@ def test_an_entity_only_source_writes_new_notes_and_an_update_and_is_processed(
     )
     assert git(kb, "log", "-1", "--format=%(trailers:key=Pentagon-Agent,valueonly)").strip() == "Rio <HEADLESS>"
 
+    # Provenance: the new note is the extraction's; the person's note owes its new bullet to this source.
+    assert main(["provenance", str(kb / MARKET), "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert (made["created_by_extraction"], made["agent"], made["source"], made["edits"]) == (
+        True, "Rio <HEADLESS>", SOURCE, [])  # fmt: skip
+    assert main(["provenance", str(kb / METADAO), "--json"]) == 0
+    traced = json.loads(capsys.readouterr().out)
+    assert traced["created_by_extraction"] is False and traced["agent"] == "Test User <test@example.com>"
+    [edit] = traced["edits"]
+    assert (edit["agent"], edit["source"], edit["added"]) == ("Rio <HEADLESS>", SOURCE, [bullet])
+
     # Nothing new from the same source a second time: the events are there already.
     git(kb, "checkout", "-q", "HEAD~1", "--", SOURCE)
     git(kb, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qam", "source again")
@@ -271,3 +283,55 @@ def test_force_takes_back_exactly_this_sources_notes_and_bullets(kb: Path, fake_
     assert metadao == METADAO_TEXT.replace("- **2024-03-03**", f"{mine}\n- **2024-03-03**")
     meta = source_meta(kb)
     assert meta["entities_created"] == [PERSON] and meta["entities_updated"] == []
+
+
+def test_review_shows_each_entity_with_its_timeline_and_the_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from extractor.core.settings import load_settings
+    from extractor.review.page import gather, render_page
+
+    kb = demo_kb_with(tmp_path / "kb", monkeypatch, fake_llm.base_url, {SOURCE: SOURCE_TEXT, METADAO: METADAO_TEXT})
+    update = {"name": "MetaDAO", "status": None, "timeline": [FAILED]}
+    fake_llm.push(answer(entity_answer([market()], [update])))
+    assert main(["extract", str(kb / SOURCE)]) == 0  # branch mode: drafts await review on extract/<slug>
+    capsys.readouterr()
+
+    assert main(["review", "--kb", str(kb), "show", SLUG, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["review"]["entities_created"] == [MARKET] and shown["review"]["entities_updated"] == [METADAO]
+    by_path = {entity["path"]: entity for entity in shown["entities"]}
+    new, updated = by_path[MARKET], by_path[METADAO]
+    assert (new["change"], new["name"], new["entity_type"], new["status"]) == (
+        "new", MARKET_NAME, "decision_market", "failed")  # fmt: skip
+    assert (
+        new["added"]
+        == new["timeline"]
+        == [
+            "- **2024-02-13** — Proposed: 1,500 META for $50,000 USDC",
+            "- **2024-02-18** — OTC trade with Ben Hawkins failed: 1,500 META for $50,000 USDC rejected",
+        ]
+    )
+    assert new["decision"] == f'new "{MARKET_NAME}": no entity note of that name, alias, handle or file name'
+    assert updated["change"] == "update" and updated["added"] == [new["timeline"][1]]
+    assert updated["timeline"] == [
+        "- **2023-11-18** — Proposal to develop an LST vote market", new["timeline"][1],
+        "- **2024-03-03** — Burned 99.3% of the META supply"]  # fmt: skip
+
+    assert main(["review", "--kb", str(kb), "show", SLUG]) == 0
+    text = capsys.readouterr().out
+    assert f"==> {MARKET} (new decision_market)" in text and f"==> {METADAO} (update: 1 new bullet(s))" in text
+    assert "+- **2024-02-18** — OTC trade with Ben Hawkins failed" in text  # the update as a diff
+
+    assert main(["review", "--kb", str(kb), "list"]) == 0
+    assert "0 claim(s), 0 enrichment(s), 2 entity note(s)" in capsys.readouterr().out
+
+    page = gather(kb, SLUG, load_settings(kb))
+    [first, second] = page.entities
+    assert (first.change.path, second.change.path) == (MARKET, METADAO)
+    assert second.timeline[1] == (new["timeline"][1].removeprefix("- "), True)
+    assert second.timeline[0][1] is False and second.diff is not None
+    document = render_page(page)
+    assert '<h2 id="entities">Entities (2)</h2>' in document
+    assert '<li class="added">**2024-02-18** — OTC trade with Ben Hawkins failed' in document
+    assert '<li class="kept">**2023-11-18** — Proposal to develop an LST vote market</li>' in document

@@ -22,6 +22,7 @@ from extractor.evaluate.runs import as_answer, as_entity_answer, as_update_answe
 from extractor.extraction.extract import extract_source
 from extractor.kb.claims import ClaimParseError
 from extractor.kb.entities import TIMELINE_BULLET, find_entity, parse_entity, timeline_bullets, timeline_events
+from extractor.kb.gitrepo import FileEdit
 from extractor.kb.index import KBIndex
 from extractor.kb.sources import SourceError, load_source
 from extractor.kb.yamlio import split_document
@@ -56,7 +57,7 @@ class RunView:
     def message_that_added(self, path: str) -> str | None:
         return None
 
-    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+    def lines_added_to(self, path: str) -> list[FileEdit]:
         return []
 
 

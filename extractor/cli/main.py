@@ -566,6 +566,7 @@ def run_review(args: argparse.Namespace) -> int:
                 print(
                     f"{item.slug}  {item.source}  {item.agent} (worker {item.worker}) {item.model}  "
                     f"{len(item.claims)} claim(s), {len(item.enrichments)} enrichment(s), "
+                    f"{len(item.entities_created) + len(item.entities_updated)} entity note(s), "
                     f"{len(item.warnings)} warning(s), {age(item.age_seconds)} old"
                 )
             print(f"{len(items)} extraction(s) awaiting review")

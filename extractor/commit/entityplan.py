@@ -47,10 +47,10 @@ def take_back(metadata: dict[str, object], source_path: str, view: KBView, read:
         if text is None:
             continue
         ours: list[str] = []
-        for message, lines in view.lines_added_to(path):
-            info = parse_message(message, trailer_key)
+        for edit in view.lines_added_to(path):
+            info = parse_message(edit.message, trailer_key)
             if info is not None and info.source == source_path:
-                ours += [line for line in lines if TIMELINE_BULLET.match(line.strip())]
+                ours += [line for line in edit.added if TIMELINE_BULLET.match(line.strip())]
         if ours:
             plan.texts[path] = _without_lines(text, ours)
     return plan

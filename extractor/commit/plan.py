@@ -344,6 +344,7 @@ def report_for(
         enriched=changes.enriched_titles,
         entities_created=changes.entities_created,
         entities_updated=changes.entities_updated,
+        entity_decisions=[f'{d.outcome} "{d.name}": {d.reason}' for d in result.entities.decisions],
         dropped=result.dropped,
         part_notes=result.part_notes,
         prompt_tokens=result.usage.prompt_tokens,

@@ -126,6 +126,8 @@ class ExtractionReport(BaseModel):
     enriched: list[str]
     entities_created: list[str] = Field(default_factory=list)
     entities_updated: list[str] = Field(default_factory=list)
+    # Why each drafted entity is new, an update, merged or dropped: 'update "X": drafted as new, but the KB has it: ...'
+    entity_decisions: list[str] = Field(default_factory=list)
     dropped: list[str]
     part_notes: list[str]
     prompt_tokens: int

@@ -13,7 +13,7 @@ import functools
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pygit2
 from pydantic import BaseModel
@@ -284,17 +284,26 @@ def message_that_added(repo: Path, rev: str, path: str) -> str | None:
     return message or None
 
 
-def lines_added_to(repo: Path, rev: str, path: str) -> list[tuple[str, list[str]]]:
-    """Each commit in ``rev``'s history that changed ``path``, newest first: its message and the lines it added."""
+class FileEdit(NamedTuple):
+    """One commit's change to one file: the commit, its date, its message and the lines it added."""
+
+    commit: str
+    date: str
+    message: str
+    added: list[str]
+
+
+def lines_added_to(repo: Path, rev: str, path: str) -> list[FileEdit]:
+    """Each commit in ``rev``'s history that changed ``path``, newest first, with the lines it added."""
     try:
-        log = git(repo, "log", rev, "--format=%x1e%B%x1f", "--unified=0", "-p", "--", path)
+        log = git(repo, "log", rev, "--format=%x1e%H%x1f%cI%x1f%B%x1f", "--unified=0", "-p", "--", path)
     except GitError:
         return []
     edits = []
     for record in log.split("\x1e")[1:]:
-        message, _, patch = record.partition("\x1f")
+        commit, date, message, patch = record.split("\x1f", 3)
         added = [line[1:] for line in patch.splitlines() if line.startswith("+") and not line.startswith("+++")]
-        edits.append((message.strip(), added))
+        edits.append(FileEdit(commit, date, message.strip(), added))
     return edits
 
 

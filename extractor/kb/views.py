@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from extractor.kb.gitrepo import lines_added_to, message_that_added, names_at, read_at
+from extractor.kb.gitrepo import FileEdit, lines_added_to, message_that_added, names_at, read_at
 
 
 class KBView(Protocol):
@@ -21,7 +21,7 @@ class KBView(Protocol):
         """The message of the commit that added ``path`` (None when none did); its format is the commit layer's."""
         ...
 
-    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+    def lines_added_to(self, path: str) -> list[FileEdit]:
         """Each commit that changed ``path``, newest first: its message and the lines it added."""
         ...
 
@@ -42,7 +42,7 @@ class WorktreeView:
     def message_that_added(self, path: str) -> str | None:
         return message_that_added(self.root, "HEAD", path)
 
-    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+    def lines_added_to(self, path: str) -> list[FileEdit]:
         return lines_added_to(self.root, "HEAD", path)
 
 
@@ -65,5 +65,5 @@ class RevisionView:
     def message_that_added(self, path: str) -> str | None:
         return message_that_added(self.root, self.rev, path)
 
-    def lines_added_to(self, path: str) -> list[tuple[str, list[str]]]:
+    def lines_added_to(self, path: str) -> list[FileEdit]:
         return lines_added_to(self.root, self.rev, path)

@@ -20,8 +20,9 @@ from extractor.commit.message import BRANCH_PREFIX, branch_for, parse_message, r
 from extractor.core.errors import ExtractorError
 from extractor.core.records import FileChange, Flag
 from extractor.core.settings import Settings
-from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, rev_parse
+from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, read_at, rev_parse
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
+from extractor.review.entitychanges import EntityChange, entity_change
 from extractor.store.state import SourceState, StateStore
 
 
@@ -40,6 +41,8 @@ class PendingReview(BaseModel):
     prompt_hash: str
     claims: list[str]
     enrichments: list[str]
+    entities_created: list[str] = []
+    entities_updated: list[str] = []
     warnings: list[str]
     age_seconds: float
 
@@ -88,6 +91,9 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
     def in_claims(path: str) -> bool:
         return any(PurePosixPath(path).is_relative_to(d) for d in claims_dirs)
 
+    def in_entities(path: str) -> bool:
+        return PurePosixPath(path).is_relative_to(settings.entities_dir)
+
     warnings: list[str] = []
     if info is not None:
         text = git(kb, "show", f"{commit}:{info.source}")
@@ -103,6 +109,8 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
         prompt_hash=info.prompt_hash if info else "",
         claims=[path for status, path in changes if status == "A" and in_claims(path)],
         enrichments=[path for status, path in changes if status == "M" and in_claims(path)],
+        entities_created=[path for status, path in changes if status == "A" and in_entities(path)],
+        entities_updated=[path for status, path in changes if status == "M" and in_entities(path)],
         warnings=warnings,
         age_seconds=time.time() - int(git(kb, "log", "-1", "--format=%ct", commit).strip()),
     )
@@ -129,11 +137,12 @@ class ReviewShow(BaseModel):
 
     review: PendingReview
     claims: list[ClaimFlags]
+    entities: list[EntityChange] = []  # new notes and updated ones, with the bullets added
     recorded: bool  # the state store has a report of this commit
 
 
-def flags_of(kb: Path, item: PendingReview) -> ReviewShow:
-    """Each claim's flags from the state store's report of the branch's commit."""
+def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
+    """Each claim's flags from the state store's report of the branch's commit, and the entity notes changed."""
     store = StateStore.open(kb)
     try:
         report = store.extraction_for(item.commit)
@@ -149,11 +158,25 @@ def flags_of(kb: Path, item: PendingReview) -> ReviewShow:
         )
         for path in item.claims
     ]
-    return ReviewShow(review=item, claims=claims, recorded=report is not None)
+    decisions = report.entity_decisions if report else []
+    base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
+    entities = [
+        change
+        for path in [*item.entities_created, *item.entities_updated]
+        if (change := entity_change(path, _text_at(kb, base, path), _text_at(kb, item.commit, path), decisions))
+    ]
+    return ReviewShow(review=item, claims=claims, entities=entities, recorded=report is not None)
+
+
+def _text_at(kb: Path, rev: str, path: str) -> str | None:
+    try:
+        return read_at(kb, rev, path)
+    except UnicodeDecodeError:
+        return None
 
 
 def show_data(kb: Path, slug: str, settings: Settings) -> ReviewShow:
-    return flags_of(kb, describe_branch(kb, branch_for(slug), settings))
+    return flags_of(kb, describe_branch(kb, branch_for(slug), settings), settings)
 
 
 def flag_lines(claim: ClaimFlags) -> list[str]:
@@ -175,8 +198,14 @@ def show(kb: Path, slug: str, settings: Settings) -> str:
         lines.append("flags: not recorded (the state store has no report of this commit; see extraction_notes)")
     for claim in data.claims:
         lines += ["", f"==> {claim.path}", *flag_lines(claim), git(kb, "show", f"{item.commit}:{claim.path}").rstrip()]
+    for entity in data.entities:
+        what = f"new {entity.entity_type}" if entity.change == "new" else f"update: {len(entity.added)} new bullet(s)"
+        lines += ["", f"==> {entity.path} ({what})"]
+        lines += [f"decision: {entity.decision}"] if entity.decision else []
+        if entity.change == "new":
+            lines.append(git(kb, "show", f"{item.commit}:{entity.path}").rstrip())
     base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
-    modified = [*item.enrichments, item.source] if item.source else item.enrichments
+    modified = [*item.enrichments, *item.entities_updated, *([item.source] if item.source else [])]
     if modified:
         lines += ["", git(kb, "diff", base, item.commit, "--", *modified).rstrip()]
     return "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ from extractor.kb.claims import ClaimParseError, parse_claim
 from extractor.kb.gitrepo import git, read_at
 from extractor.kb.sources import SourceError, parse_source
 from extractor.review.branches import PendingReview, ReviewError, branch_for, describe_branch, pending
+from extractor.review.entitychanges import EntityChange, entity_change
 from extractor.store.state import StateStore
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -58,6 +59,7 @@ class PageInput(BaseModel):
     source_after: str | None  # the source file on the branch
     claim_texts: dict[str, str | None]  # added claim files, as they are on the branch
     enrichment_texts: dict[str, tuple[str | None, str | None]]  # modified claim files: (at base, on the branch)
+    entity_texts: dict[str, tuple[str | None, str | None]] = {}  # entity notes added or changed: (base, branch)
     report: ExtractionReport | None
 
 
@@ -151,6 +153,15 @@ class Provenance(BaseModel):
     parts: int | None
 
 
+class EntityView(BaseModel):
+    """An entity note the extraction wrote or updated: its timeline with the added bullets marked, and for an
+    update the diff."""
+
+    change: EntityChange
+    timeline: list[tuple[str, bool]]  # each bullet's text (the "- " aside) and whether this extraction added it
+    diff: DiffView | None
+
+
 class ReviewPage(BaseModel):
     slug: str
     branch: str
@@ -159,6 +170,7 @@ class ReviewPage(BaseModel):
     source: SourceView
     claims: list[ClaimView]
     enrichments: list[DiffView]
+    entities: list[EntityView] = []
     source_diff: DiffView | None
     warnings: list[str]
     part_notes: list[str]
@@ -173,6 +185,7 @@ class IndexEntry(BaseModel):
     model: str
     claims: int
     enrichments: int
+    entities: int = 0
     warnings: int
 
 
@@ -195,6 +208,10 @@ def read_input(kb: Path, slug: str, settings: Settings) -> PageInput:
         source_after=_read(kb, item.commit, item.source) if item.source else None,
         claim_texts={path: _read(kb, item.commit, path) for path in item.claims},
         enrichment_texts={path: (_read(kb, base, path), _read(kb, item.commit, path)) for path in item.enrichments},
+        entity_texts={
+            path: (_read(kb, base, path), _read(kb, item.commit, path))
+            for path in [*item.entities_created, *item.entities_updated]
+        },
         report=report,
     )
 
@@ -220,6 +237,7 @@ def index_entries(kb: Path, settings: Settings) -> list[IndexEntry]:
             model=item.model,
             claims=len(item.claims),
             enrichments=len(item.enrichments),
+            entities=len(item.entities_created) + len(item.entities_updated),
             warnings=len(item.warnings),
         )
         for item in pending(kb, settings)
@@ -394,6 +412,15 @@ def build_page(data: PageInput) -> ReviewPage:
         source=source,
         claims=claims,
         enrichments=[diff_lines(path, *texts) for path, texts in data.enrichment_texts.items()],
+        entities=[
+            EntityView(
+                change=change,
+                timeline=[(bullet.removeprefix("- "), bullet in change.added) for bullet in change.timeline],
+                diff=diff_lines(path, before, after) if before is not None else None,
+            )
+            for path, (before, after) in data.entity_texts.items()
+            if (change := entity_change(path, before, after, report.entity_decisions if report else []))
+        ],
         source_diff=diff_lines(item.source, data.source_text, data.source_after) if source_changed else None,
         warnings=report.dropped if report else item.warnings,
         part_notes=report.part_notes if report else [],

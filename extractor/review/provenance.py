@@ -1,8 +1,10 @@
-"""Provenance on demand: which commit, agent, worker, model and prompt made a claim file, at what cost.
+"""Provenance on demand: which commit, agent, worker, model and prompt made a claim or entity file, at what
+cost, and which extractions edited it since (the timeline bullets each added to an entity note).
 
 The commit is the one on the main branch that added the file; only a file
 not (yet) on main is traced to the extraction branch that awaits review.
 Stale copies elsewhere (a remote's old extraction branches) are never used.
+An entity note a person created is traced all the same when extractions edited it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,25 @@ from pydantic import BaseModel
 from extractor.commit.message import BRANCH_PREFIX, parse_message
 from extractor.core.errors import ExtractorError
 from extractor.core.settings import Settings
-from extractor.kb.gitrepo import GitError, git, read_at, rev_parse
+from extractor.kb.gitrepo import GitError, git, lines_added_to, read_at, rev_parse
 from extractor.kb.statedir import STATE_DIR
 from extractor.store.state import STATE_FILE, StateStore
 
 
 class ProvenanceError(ExtractorError):
     """No extraction commit created this file."""
+
+
+class Edit(BaseModel):
+    """An extraction's change to a file it did not create: what an entity note's timeline owes to each source."""
+
+    commit: str
+    date: str
+    agent: str
+    worker: int | None
+    model: str
+    source: str
+    added: list[str]  # the lines it added (an entity note's timeline bullets)
 
 
 class Provenance(BaseModel):
@@ -38,6 +52,8 @@ class Provenance(BaseModel):
     completion_tokens: int | None = None
     cost: float | None = None
     duration_seconds: float | None = None
+    created_by_extraction: bool = True  # False: a person's file that extractions edited
+    edits: list[Edit] = []
 
 
 def commit_that_added(kb: Path, path: str, main_branch: str) -> tuple[str, str] | None:
@@ -73,7 +89,8 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
     if not is_file:
         raise ProvenanceError(f"{path}: not a file (name one claim file)")
     info = parse_message(git(kb, "log", "-1", "--format=%B", commit), settings.agent_trailer_key)
-    if info is None:
+    edits = extraction_edits(kb, path, commit, found_on, settings.agent_trailer_key)
+    if info is None and not edits:
         raise ProvenanceError(f"{path}: added by {commit[:12]}, which is not an extraction commit")
     record = Provenance(
         path=path,
@@ -81,12 +98,16 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
         found_on=found_on,
         branches=git(kb, "branch", "--format=%(refname:short)", "--contains", commit).split(),
         date=git(kb, "log", "-1", "--format=%cI", commit).strip(),
-        agent=info.identity or info.agent,
-        worker=info.worker,
-        model=info.model,
-        prompt_hash=info.prompt_hash,
-        source=info.source,
+        agent=(info.identity or info.agent) if info else git(kb, "log", "-1", "--format=%an <%ae>", commit).strip(),
+        worker=info.worker if info else None,
+        model=info.model if info else "",
+        prompt_hash=info.prompt_hash if info else "",
+        source=info.source if info else "",
+        created_by_extraction=info is not None,
+        edits=edits,
     )
+    if info is None:
+        return record
     if (kb / STATE_DIR / STATE_FILE).exists():
         store = StateStore.open(kb)
         try:
@@ -99,3 +120,16 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
                 "cost": row.cost, "duration_seconds": row.duration,
             })  # fmt: skip
     return record
+
+
+def extraction_edits(kb: Path, path: str, created: str, found_on: str, trailer_key: str) -> list[Edit]:
+    """The extraction commits after ``created`` that changed ``path`` (on the main branch, or on the extraction
+    branch it was found on), oldest first."""
+    branch = found_on.removeprefix("pending review on ")
+    edits = []
+    for edit in reversed(lines_added_to(kb, f"{created}..refs/heads/{branch}", path)):
+        info = parse_message(edit.message, trailer_key)
+        if info is not None:
+            edits.append(Edit(commit=edit.commit, date=edit.date, agent=info.identity or info.agent,
+                              worker=info.worker, model=info.model, source=info.source, added=edit.added))  # fmt: skip
+    return edits

@@ -55,7 +55,8 @@ def pull_request_for(kb: Path, branch: str, settings: Settings) -> PullRequest:
     from extractor.review.branches import describe_branch, flags_of
 
     item = describe_branch(kb, branch, settings)
-    flagged = flags_of(kb, item).claims
+    shown = flags_of(kb, item, settings)
+    flagged = shown.claims
     claims = (
         "\n".join(
             f"- `{claim.path}`" + "".join(f"\n  - flag: {flag.where}: {flag.reason}" for flag in claim.flags)
@@ -64,11 +65,18 @@ def pull_request_for(kb: Path, branch: str, settings: Settings) -> PullRequest:
         or "- none"
     )
     enriched = "\n".join(f"- `{path}`" for path in item.enrichments) or "- none"
+    entities = "\n".join(
+        f"- `{entity.path}` ({'new ' + entity.entity_type if entity.change == 'new' else 'update'})"
+        + "".join(f"\n  - {bullet.removeprefix('- ')}" for bullet in entity.added)
+        for entity in shown.entities
+    )
     warnings = "\n".join(f"- {w}" for w in item.warnings) or "- none"
     body = (
         f"Source: `{item.source}`\n\nAgent: {item.agent} (worker {item.worker})\n"
         f"Model: {item.model}\nPrompt: {item.prompt_hash}\n\n"
-        f"Claims:\n{claims}\n\nEnrichments:\n{enriched}\n\nGate warnings:\n{warnings}\n"
+        f"Claims:\n{claims}\n\nEnrichments:\n{enriched}\n\n"
+        + (f"Entities:\n{entities}\n\n" if entities else "")
+        + f"Gate warnings:\n{warnings}\n"
     )
     return PullRequest(
         title=f"{item.agent}: extract claims from {Path(item.source).name}",
