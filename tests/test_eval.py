@@ -32,6 +32,10 @@ def test_replay_of_the_corpus_keeps_what_people_accepted_and_flags_what_they_mis
     assert totals["recovered_share"] >= 0.9  # committed, with flags where due
     assert totals["reasked_share"] <= 0.15
     assert totals["derived"] > 0 and totals["flagged_items"] > 0
+    # Entity notes: 101 of the 103 accepted new notes are drafted at their path (one is filed under its parent's
+    # slug, as the schema says, and one has a type the schema lacks); runs with entities alone count as sources.
+    assert totals["accepted_entities"] >= 100 and totals["entities_recovered_share"] >= 0.9
+    assert totals["sources"] > len([s for s in data["sources"] if s["accepted"]])
     gates = {score["gate"]: score for score in data["gates"]}
     assert {"grounding", "description", "duplicate"} <= set(gates)
     for score in gates.values():
@@ -183,7 +187,7 @@ def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.strip() == f"extractor: {tmp_path / 'nowhere'}: not a folder of recorded runs"
     (tmp_path / "empty").mkdir()
     assert main(["eval", str(tmp_path / "empty"), "--replay"]) == 2
-    assert "no recorded run with an accepted claim" in capsys.readouterr().err
+    assert "no recorded run with an accepted claim or entity note" in capsys.readouterr().err
     (tmp_path / "empty" / "x@1").mkdir()
     (tmp_path / "empty" / "x@1" / "before.md").write_text("---\ntype: claim\n---\nnot a source\n", encoding="utf-8")
     assert main(["eval", str(tmp_path / "empty"), "--replay"]) == 2

@@ -38,7 +38,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("runs", type=Path, metavar="RUNS", help="folder of recorded runs")
     evaluate.add_argument("--kb", type=Path, help="the KB the runs were made in (default: RUNS/../kb if it exists)")
     evaluate.add_argument(
-        "--replay", action="store_true", help="feed the accepted claims as the model's answer: the gates alone"
+        "--replay",
+        action="store_true",
+        help="feed the accepted claims and entity notes as the model's answer: the gates alone",
     )
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     evaluate.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained report with charts")
@@ -94,10 +96,10 @@ def run_eval(args: argparse.Namespace) -> tuple[str, int]:
     if args.kb is not None and not kb.is_dir():
         raise ExtractorError(f"{kb}: not a folder")
     runs, problems = load_runs(args.runs)
-    runs = [run for run in runs if run.accepted][: args.limit]
+    runs = [run for run in runs if run.accepted or run.entities or run.entity_updates][: args.limit]
     if not runs:
         left_out = f"; {len(problems)} left out, first {problems[0]}" if problems else ""
-        raise ExtractorError(f"{args.runs}: no recorded run with an accepted claim{left_out}")
+        raise ExtractorError(f"{args.runs}: no recorded run with an accepted claim or entity note{left_out}")
     full = KBIndex.load(kb) if kb.is_dir() else KBIndex(kb, [])
     configs = [(str(args.config) if args.config else "settings", args.config)]
     if args.against is not None:

@@ -22,6 +22,7 @@ from extractor.evaluate.matching import match_claims
 from extractor.evaluate.runs import RecordedRun
 from extractor.extraction.answer import ExtractionAnswer, salvage_answer
 from extractor.extraction.extract import ExtractionResult, JudgedClaim, extract_source, judge_answer, prepare_request
+from extractor.kb.entities import find_entity
 from extractor.kb.index import KBIndex
 from extractor.llm.client import LLMError, StructuredClient, StructuredReply
 
@@ -57,28 +58,36 @@ class SourceReport(BaseModel):
     error: str | None = None
     judged: list[JudgedClaim] = Field(default_factory=list)
     titles_by_stem: dict[str, str] = Field(default_factory=dict)
+    accepted_entities: int = 0
+    entities_created: int = 0
+    entities_updated: int = 0
+    entities_recovered: int = 0  # accepted new notes drafted at their path, or as an update of the note the KB has
+    missed_entities: list[str] = Field(default_factory=list, description="accepted new entity notes not recovered")
 
 
 def run_index(full: KBIndex, run: RecordedRun) -> KBIndex:
-    """The KB as the run found it: without the claims it added (a snapshot taken later holds them)."""
+    """The KB as the run found it: without the claims and entity notes it added (a later snapshot holds them)."""
     own = {claim.stem.casefold() for claim in run.accepted} | {claim.title.casefold() for claim in run.accepted}
     kept = [c for c in full.claims if c.stem.casefold() not in own and c.title.casefold() not in own]
-    return KBIndex(full.root, kept, full.files)
+    added = {entity.path for entity in run.entities}
+    entities = [e for e in full.entities if e.path not in added]
+    return KBIndex(full.root, kept, full.files, entities=entities, entity_schema=full.entity_schema)
 
 
 def replay_answer(run: RecordedRun) -> StructuredReply[ExtractionAnswer]:
     """The accepted claims as a model's answer; claims that fail the answer's schema are dropped and named."""
     data = {"key_facts": [], "claims": [c.answer for c in run.accepted], "enrichments": [],
-            "null_result_reason": None, "notes": ""}  # fmt: skip
+            "entities": [e.answer for e in run.entities], "entity_updates": run.entity_updates,
+            "null_result_reason": None if run.accepted or run.entities or run.entity_updates else "nothing accepted",
+            "notes": ""}  # fmt: skip
     raw = json.dumps(data)
     salvaged: list[str] = []
     try:
         value = ExtractionAnswer.model_validate(data)
     except ValueError:
         rescued = salvage_answer(data)
-        value, salvaged = (
-            rescued if rescued is not None else (ExtractionAnswer.model_validate({**data, "claims": []}), [])
-        )
+        empty = {**data, "claims": [], "entities": [], "entity_updates": [], "null_result_reason": "nothing valid"}
+        value, salvaged = rescued if rescued is not None else (ExtractionAnswer.model_validate(empty), [])
     return StructuredReply[ExtractionAnswer](
         value=value, usage=Usage(), attempts=0, retries=0, reasks=0, raw_replies=[raw], salvaged=salvaged
     )
@@ -95,7 +104,7 @@ def evaluate_run(
     started = time.monotonic()
     source = run.source.model_copy(update={"domain": run.source.domain or settings.domains[0]})
     path = f"{settings.inbox_dir}/{run.slug}.md"
-    report = SourceReport(run=run.name, accepted=len(run.accepted),
+    report = SourceReport(run=run.name, accepted=len(run.accepted), accepted_entities=len(run.entities),
                           titles_by_stem={claim.stem: claim.title for claim in run.accepted})  # fmt: skip
     try:
         if llm is None:
@@ -107,7 +116,7 @@ def evaluate_run(
         report.error = str(exc)
         report.seconds = time.monotonic() - started
         return report
-    scored = score_result(report, result, run, judge)
+    scored = score_entities(score_result(report, result, run, judge), result, run, settings.entities_dir)
     scored.seconds = time.monotonic() - started
     return scored
 
@@ -152,6 +161,27 @@ def score_result(report: SourceReport, result: ExtractionResult, run: RecordedRu
     )
 
 
+def score_entities(report: SourceReport, result: ExtractionResult, run: RecordedRun, entities_dir: str) -> SourceReport:
+    """Accepted new entity notes recovered: drafted at the path people accepted, or (the KB having the object
+    already) as an update of that note."""
+    domain = result.domain
+    created = {f"{entities_dir}/{domain}/{entity.slug}.md" for entity in result.entities.created}
+    updated = [update.target for update in result.entities.updated]
+    missed = [
+        entity.path
+        for entity in run.entities
+        if entity.path not in created and find_entity(entity.name, updated) is None
+    ]
+    return report.model_copy(
+        update={
+            "entities_created": len(result.entities.created),
+            "entities_updated": len(result.entities.updated),
+            "entities_recovered": len(run.entities) - len(missed),
+            "missed_entities": missed,
+        }
+    )
+
+
 class Totals(BaseModel):
     """A whole evaluation in one row: what a comparison of two configurations sets side by side."""
 
@@ -178,6 +208,11 @@ class Totals(BaseModel):
     reasked_share: float  # sources re-asked (live) or that would be (replay)
     cost: float | None
     seconds: float
+    accepted_entities: int = 0
+    entities_created: int = 0
+    entities_updated: int = 0
+    entities_recovered: int = 0
+    entities_recovered_share: float = 0.0
 
 
 def totals(reports: list[SourceReport], replay: bool) -> Totals:
@@ -213,4 +248,13 @@ def totals(reports: list[SourceReport], replay: bool) -> Totals:
         reasked_share=reasked / len(done) if done else 0.0,
         cost=sum(costs) if costs else None,
         seconds=sum(r.seconds for r in reports),
+        accepted_entities=sum(r.accepted_entities for r in reports),
+        entities_created=sum(r.entities_created for r in done),
+        entities_updated=sum(r.entities_updated for r in done),
+        entities_recovered=sum(r.entities_recovered for r in done),
+        entities_recovered_share=(
+            sum(r.entities_recovered for r in done) / sum(r.accepted_entities for r in reports)
+            if any(r.accepted_entities for r in reports)
+            else 0.0
+        ),
     )

@@ -47,6 +47,11 @@ ROWS: list[tuple[str, str]] = [
     ("evidence found in the source", "evidence_found_share"),
     ("derived figures", "derived"),
     ("near quotations", "near"),
+    ("accepted new entity notes", "accepted_entities"),
+    ("entity notes drafted new", "entities_created"),
+    ("entity notes updated", "entities_updated"),
+    ("accepted entity notes recovered", "entities_recovered"),
+    ("entity notes recovered share", "entities_recovered_share"),
     ("median prompt tokens, first request", "median_first_prompt_tokens"),
     ("median prompt tokens, all requests", "median_prompt_tokens"),
     ("cached prompt tokens", "cached_tokens"),
@@ -101,8 +106,14 @@ def source_line(report: SourceReport) -> str:
     if report.error is not None:
         return f"{report.run}: failed: {report.error}"
     dropped = ", ".join(f"{gate} {count}" for gate, count in sorted(report.dropped_by_gate.items()))
+    entities = (
+        f", entities {report.entities_recovered}/{report.accepted_entities} recovered"
+        f" ({report.entities_created} new, {report.entities_updated} updated)"
+        if report.accepted_entities or report.entities_created or report.entities_updated
+        else ""
+    )
     return (
-        f"{report.run}: {report.recovered}/{report.accepted} recovered, {report.committed} committed"
+        f"{report.run}: {report.recovered}/{report.accepted} recovered, {report.committed} committed{entities}"
         f"{f', dropped: {dropped}' if dropped else ''}, {report.flagged_items} flagged, {report.derived} derived, "
         f"evidence found {report.evidence_found}/{report.evidence_items}, {report.prompt_tokens} prompt tokens, "
         f"{report.reasks} re-ask(s), {report.seconds:.1f}s"

@@ -1,8 +1,9 @@
 """Recorded runs on disk: a source as the pipeline found it and the claims people accepted from it.
 
-The layout is one folder per run (``<source-slug>@<commit>/``) holding ``before.md`` (the source) and
-``added/`` (the files the run created, as accepted). Claims are the ``type: claim`` files under
-``added/``; entities and anything unreadable are left out and counted.
+The layout is one folder per run (``<source-slug>@<commit>/``) holding ``before.md`` (the source),
+``added/`` (the files the run created, as accepted) and ``modified-before/``/``modified-after/`` (the
+files it edited). Claims are the ``type: claim`` files under ``added/``, new entities its ``type: entity``
+files, entity updates the bullets its edits added; anything unreadable is left out and counted.
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ class AcceptedClaim(BaseModel):
     answer: dict[str, object]  # the claim as a model's answer would give it
 
 
+class AcceptedEntity(BaseModel):
+    path: str  # where people accepted the new note, relative to the KB
+    name: str
+    answer: dict[str, object]  # the note as a model's answer would give it
+
+
 class RecordedRun(BaseModel):
     name: str
     source: Source
     accepted: list[AcceptedClaim]
+    entities: list[AcceptedEntity] = Field(default_factory=list)
+    entity_updates: list[dict[str, object]] = Field(default_factory=list, description="accepted edits of entity "
+                                                    "notes, as the model's updates")  # fmt: skip
     unreadable: list[str] = Field(default_factory=list, description="added files that are not readable claims, "
                                   "each with the reason")  # fmt: skip
 
@@ -121,14 +131,21 @@ def load_run(folder: Path) -> RecordedRun:
     """One run; raises :class:`SourceError` when its ``before.md`` cannot be read as a source."""
     source = load_source(folder / "before.md")
     accepted: list[AcceptedClaim] = []
+    entities: list[AcceptedEntity] = []
     unreadable: list[str] = []
     added = folder / "added"
     for path in sorted(added.rglob("*.md")) if added.is_dir() else []:
         relative = path.relative_to(folder).as_posix()
         try:
             text = path.read_text(encoding="utf-8")
+            if "type: entity" in text.split("\n---", 1)[0]:
+                drafted = as_entity_answer(text, path.stem)
+                if drafted is not None:
+                    entities.append(AcceptedEntity(path=path.relative_to(added).as_posix(), name=str(drafted["name"]),
+                                                   answer=drafted))  # fmt: skip
+                continue
             if "type: claim" not in text.split("\n---", 1)[0]:
-                continue  # an entity, a map: not a claim
+                continue  # a map, a source: not a claim
             title, description, claim = as_answer(text)
         except UnicodeDecodeError as exc:
             unreadable.append(f"{relative}: not UTF-8 text (byte {exc.start})")
@@ -140,7 +157,23 @@ def load_run(folder: Path) -> RecordedRun:
             unreadable.append(f"{relative}: not a readable claim: {exc}")
             continue
         accepted.append(AcceptedClaim(stem=path.stem, title=title, description=description, answer=claim))
-    return RecordedRun(name=folder.name, source=source, accepted=accepted, unreadable=unreadable)
+    return RecordedRun(name=folder.name, source=source, accepted=accepted, entities=entities,
+                       entity_updates=accepted_updates(folder), unreadable=unreadable)  # fmt: skip
+
+
+def accepted_updates(folder: Path) -> list[dict[str, object]]:
+    """The run's edits of entity notes (``modified-before`` to ``modified-after``) as the model's updates."""
+    before_root, after_root = folder / "modified-before", folder / "modified-after"
+    updates = []
+    for before in sorted(before_root.rglob("*.md")) if before_root.is_dir() else []:
+        after = after_root / before.relative_to(before_root)
+        try:
+            update = as_update_answer(before.read_text(encoding="utf-8"), after.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if update is not None:
+            updates.append(update)
+    return updates
 
 
 def load_runs(folder: Path) -> tuple[list[RecordedRun], list[str]]:

@@ -84,9 +84,15 @@ class EntityOutcome(BaseModel):
     updated: list[EntityUpdate] = Field(default_factory=list)
     decisions: list[EntityDecision] = Field(default_factory=list)
     unlinked: int = Field(default=0, description="wiki links in their text that resolve to no note, unlinked")
+    refused: list[tuple[str, Flag]] = Field(default_factory=list, description="flags of updates dropped whole")
 
     def flags_by_name(self) -> list[tuple[str, list[Flag]]]:
         return [(e.name, e.flags) for e in self.created] + [(u.name, u.flags) for u in self.updated]
+
+    def complaints(self) -> list[tuple[str, Flag]]:
+        """Every item the gates removed or flagged, with its entity's name: what the labels judge."""
+        kept = [(name, flag) for name, flags in self.flags_by_name() for flag in flags]
+        return kept + self.refused
 
 
 def proper_name_problem(name: str, entity_type: str) -> str | None:
@@ -278,6 +284,7 @@ def judge_entities(
                 else "no events and no new status"
             )
             decide(change.name, "dropped", reason)
+            outcome.refused += [(change.name, flag) for flag in flags]
             continue
         update_of(target, events, change.status, flags)
         decide(change.name, "update", f"updates {target.path}")
