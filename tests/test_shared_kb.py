@@ -516,3 +516,86 @@ def test_provenance_of_a_folder_is_refused(tmp_path: Path, scripted: FakeOpenAI)
     assert extractor(kb, scripted, "extract", str(kb / SOURCE_A)).returncode == 0
     result = extractor(kb, scripted, "provenance", "claims/ai-alignment")
     assert result.returncode == 1 and "not a file" in result.stderr and not result.stdout, result
+
+
+# --- entity notes: the same guarantees for the timelines extractions add to ----------------------------------------
+
+ENTITY = "entities/ai-alignment/reward-modelling-consortium.md"
+ENTITY_TEXT = """---
+type: entity
+entity_type: organization
+name: "Reward Modelling Consortium"
+domain: ai-alignment
+status: active
+tracked_by: theseus
+created: 2026-01-01
+---
+
+# Reward Modelling Consortium
+
+A group of labs that share preference data.
+
+## Timeline
+
+- **2025-06-01** — Founded by three labs
+"""
+
+
+def update_by_source(request: dict) -> Reply:
+    """Each source adds one event, dated with its own date, to the same entity note."""
+    ours = source_file(request).endswith(f"{SLUG_A}.md")
+    event = {"date": "2026-01-10" if ours else "2026-01-11", "text": f"Cited by {'A' if ours else 'B'}. Author"}
+    update = {"name": "Reward Modelling Consortium", "status": None, "timeline": [event]}
+    return answer({**NULL, "entity_updates": [update], "null_result_reason": None, "notes": "One update."})
+
+
+def make_entity_kb(root: Path) -> Path:
+    kb = make_kb(root, "main")
+    (kb / ENTITY).parent.mkdir(parents=True)
+    (kb / ENTITY).write_text(ENTITY_TEXT, encoding="utf-8")
+    git(kb, "add", ENTITY)
+    git(kb, "commit", "-qm", "track the consortium")
+    return kb
+
+
+def test_an_entity_update_never_takes_a_persons_unsaved_edit(tmp_path: Path, scripted: FakeOpenAI) -> None:
+    """A person saves a line in an entity note while an extraction that updates it waits for the lock."""
+    scripted.responder = update_by_source
+    kb = make_entity_kb(tmp_path / "kb")
+    with kb_lock(kb, "write"):
+        process = start_extract(kb, scripted, SOURCE_A)
+        wait_for_lock_waiters(scripted, [process])
+        append_line(kb / ENTITY, "USER EDIT")
+    code, err = finish(process)
+
+    assert (kb / ENTITY).read_text(encoding="utf-8") == ENTITY_TEXT + "\nUSER EDIT\n"
+    assert_refused_for_uncommitted(code, err, ENTITY)
+    assert not extraction_commits(kb)
+
+
+def test_entity_updates_from_two_sources_at_once_keep_a_persons_bullet_and_both_events(
+    tmp_path: Path, scripted: FakeOpenAI
+) -> None:
+    """Two extractions update one note at once while a person commits a bullet of their own: HEAD has all
+    three bullets, in date order, and the person's commit keeps its author."""
+    scripted.responder = update_by_source
+    kb = make_entity_kb(tmp_path / "kb")
+    mine = "- **2026-01-05** — Hand-written: joined by a fourth lab"
+    with kb_lock(kb, "write"):
+        processes = [start_extract(kb, scripted, SOURCE_A), start_extract(kb, scripted, SOURCE_B)]
+        wait_for_lock_waiters(scripted, processes)
+        text = (kb / ENTITY).read_text(encoding="utf-8")
+        (kb / ENTITY).write_text(text.replace("three labs\n", f"three labs\n{mine}\n"), encoding="utf-8")
+        git(kb, "commit", "-qam", "a person's bullet")
+    results = [finish(process) for process in processes]
+
+    assert [code for code, _ in results] == [0, 0], results
+    in_head = git(kb, "show", f"HEAD:{ENTITY}")
+    bullets = [line for line in in_head.splitlines() if line.startswith("- **")]
+    assert bullets == [
+        "- **2025-06-01** — Founded by three labs",
+        mine,
+        "- **2026-01-10** — Cited by A. Author",
+        "- **2026-01-11** — Cited by B. Author",
+    ], in_head
+    assert git(kb, "log", "-1", "--format=%ae", "--grep=a person's bullet").strip() == "test@example.com"
