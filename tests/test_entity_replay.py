@@ -16,12 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from extractor.commit.changeset import ChangeSet
 from extractor.commit.plan import plan_changes
 from extractor.core.settings import Settings
 from extractor.evaluate.runs import as_answer, as_entity_answer, as_update_answer
 from extractor.extraction.extract import extract_source
 from extractor.kb.claims import ClaimParseError
-from extractor.kb.entities import TIMELINE_BULLET, find_entity, parse_entity, timeline_bullets, timeline_events
+from extractor.kb.entities import (
+    TIMELINE_BULLET,
+    TimelineEvent,
+    find_entity,
+    parse_entity,
+    timeline_bullets,
+    timeline_events,
+)
 from extractor.kb.gitrepo import FileEdit
 from extractor.kb.index import KBIndex
 from extractor.kb.sources import SourceError, load_source
@@ -61,6 +69,10 @@ class RunView:
 
     def lines_added_to(self, path: str) -> list[FileEdit]:
         return []
+
+
+def texts_of(plan: ChangeSet) -> dict[str, str | None]:
+    return {change.path: change.text for change in plan.changes}
 
 
 def _entity_runs(extractions: Path) -> list[Path]:
@@ -136,6 +148,13 @@ def test_recorded_entity_runs_land_where_people_put_them(corpus: Path, fake_llm:
                 figures["landed as an update of a note the KB had"] += 1
             else:
                 missed.append(f"{run.name}: {path}")
+        for drafted_update in updates:
+            target = find_entity(str(drafted_update["name"]), known)
+            written = (texts_of(plan).get(target.path) or "") if target else ""
+            figures["accepted update bullets written"] += sum(
+                TimelineEvent(date=e["date"], text=e["text"]).bullet() in written
+                for e in drafted_update["timeline"]  # type: ignore[attr-defined]
+            )
         figures["entity notes created"] += len(created)
         figures["entity notes updated"] += len(plan.entities_updated)
         texts = {change.path: change.text for change in plan.changes}
