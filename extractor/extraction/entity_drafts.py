@@ -109,13 +109,53 @@ def proper_name_problem(name: str, entity_type: str) -> str | None:
         return "ends like a sentence"
     if entity_type == "person" and _HANDLE.match(name):
         return None
-    lowercase = [word for word in words if word[:1].islower() and word.casefold() not in _CONNECTORS]
+    content = [word for word in words if word.casefold().strip(".,:;") not in _CONNECTORS]
+    lowercase = [word for word in content if word[:1].islower()]
     if entity_type != "decision_market" and len(lowercase) > MAX_LOWERCASE_WORDS:
         return f"{len(lowercase)} words in lower case: a description, not a name"
+    if entity_type != "decision_market" and len(content) >= 3 and len(content) - len(lowercase) <= 1:
+        return "one capital, at the start: a phrase, not a name"
     rest = _DETERMINER.sub("", name)
     if not any(ch.isupper() or ch.isdigit() for ch in rest):
         return "no capital letter or figure: a generic noun, not a name"
     return None
+
+
+_STATUS_WORD = re.compile(r"[a-z]{3,20}")
+
+
+def status_problem(status: str, allowed: list[str]) -> tuple[str, bool] | None:
+    """What is wrong with a drafted status, and whether it is fatal: a word the schema does not list is kept
+    and flagged ("declining"); anything else ("lack of a financial incentive...") is no status."""
+    if status.casefold() in allowed:
+        return None
+    listed = ", ".join(allowed)
+    if _STATUS_WORD.fullmatch(status.casefold()):
+        return f"the status {status!r} is not one the schema lists ({listed})", False
+    return f"{status!r} is not a status (the schema's: {listed})", True
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> list[str]:
+    return [word.casefold() for word in _WORD.findall(text.replace("'", "").replace("’", ""))]
+
+
+def short_name_fits(short_name: str, name: str, parent: str = "") -> bool:
+    """Whether a drafted file name names the entity: at least half its words are words of the name (or of the
+    parent's), a word matching another that starts with it ("grants", "grant"). An unrelated short name
+    ("value error" for "Hanson") is not used: the file is named after the name."""
+    ours = _words(short_name)
+    theirs = _words(f"{name} {parent}")
+    if not ours:
+        return False
+
+    def known(word: str) -> bool:
+        return any(word == other or (min(len(word), len(other)) >= 4 and (word.startswith(other) or
+                   other.startswith(word))) for other in theirs)  # fmt: skip
+
+    return 2 * sum(map(known, ours)) >= len(ours)
 
 
 def _grounded_events(
@@ -243,27 +283,41 @@ def judge_entities(
         if not draft.status:
             decide(draft.name, "dropped", "required: no status")
             continue
+        status_issue = status_problem(draft.status, schema.statuses_for(draft.entity_type))
+        if status_issue is not None and status_issue[1]:
+            decide(draft.name, "dropped", f"status: {status_issue[0]}")
+            continue
+        status_flags = (
+            [Flag(gate="status", where=f"{where}.status", text=draft.status, reason=status_issue[0])]
+            if status_issue
+            else []
+        )
         fields, field_flags = _grounded_fields(where, draft, schema, facts, source_dates)
         summary_flags = [
             Flag(gate="grounding", where=f"{where}.summary", text=f.text, reason=f.reason)
             for f in check_text(draft.summary, facts, prose=True)
             if f.verdict == "unverified"
         ]
+        short_name = draft.short_name
+        if short_name and not short_name_fits(short_name, draft.name, fields.get("parent_entity", "")):
+            short_name = ""  # filed under its name; the decision says why
         related = [ref for name in draft.related if (ref := index.resolve(name)) is not None]
         outcome.created.append(
             NewEntity(
                 name=draft.name,
-                short_name=draft.short_name,
+                short_name=short_name,
                 entity_type=draft.entity_type,
                 status=draft.status,
                 summary=draft.summary,
                 fields=fields,
                 events=events,
                 related=list({ref.path: ref for ref in related}.values()),
-                flags=flags + field_flags + summary_flags,
+                flags=flags + field_flags + summary_flags + status_flags,
             )
         )
-        decide(draft.name, "new", "no entity note of that name, alias, handle or file name")
+        unused = f"; its short name {draft.short_name!r} does not name it, so the file is named after the name"
+        reason = "no entity note of that name, alias, handle or file name"
+        decide(draft.name, "new", reason + (unused if draft.short_name and not short_name else ""))
 
     for number, change in enumerate(updates):
         target = find_entity(change.name, known)
@@ -272,6 +326,11 @@ def judge_entities(
             decide(change.name, "dropped", "update of an entity the KB does not have")
             continue
         events, flags = _grounded_events(f"entity_updates[{number}]", change.timeline, facts, source_dates)
+        if change.status and (issue := status_problem(change.status, schema.statuses_for(
+                target.entity_type if target else twin.entity_type if twin else ""))) and issue[1]:  # fmt: skip
+            flags.append(Flag(gate="status", where=f"entity_updates[{number}].status", text=change.status,
+                              reason=issue[0], verdict="removed"))  # fmt: skip
+            change = change.model_copy(update={"status": None})
         if target is None and twin is not None:
             twin.events += [e for e in events if e not in twin.events]
             decide(change.name, "merged", f"an update of the new draft {twin.name!r}")

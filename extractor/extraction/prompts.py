@@ -81,11 +81,33 @@ def format_entity_types(schema: EntitySchema, domain: str | None) -> str:
         if fields:
             groups.setdefault(fields, []).append(name)
     lines += [f"Fields of {', '.join(names)}: {', '.join(fields)}" for fields, names in groups.items()]
+    statuses: dict[tuple[str, ...], list[str]] = {}
+    for name in types:
+        statuses.setdefault(tuple(schema.statuses_for(name)), []).append(name)
+    if types:
+        lines.append("Status: " + "; ".join(
+            f"{', '.join(values)}" if len(statuses) == 1 or len(names) > 1 else f"{names[0]}: {', '.join(values)}"
+            for values, names in statuses.items()
+        ))  # fmt: skip
     return "\n".join(lines) or "(none)"
 
 
-def format_entities(entities: list[Candidate]) -> str:
-    return "\n".join(f"- {e.title}: {e.description}" for e in entities) if entities else "(none)"
+def format_entities(entities: list[Candidate] | None) -> str:
+    """The entity notes offered for updates, with their heading; nothing when the run drafts no entities."""
+    if entities is None:
+        return ""
+    listed = "\n".join(f"- {e.title}: {e.description}" for e in entities) if entities else "(none)"
+    return f"\nExisting entities you may update (name: type):\n{listed}\n"
+
+
+def entity_rules(directory: Path, entity_types: str | None) -> tuple[str, str]:
+    """The entity rules (``entities.md``, the packaged one if the folder lacks it) and the type table, for the
+    system message; both empty when the run drafts no entities."""
+    if entity_types is None:
+        return "", ""
+    folder = directory if (directory / "entities.md").is_file() else default_prompts_dir()
+    rules = _fill(_template(folder, "entities.md"), "entities.md", {}) + "\n"
+    return rules, f"\nEntity types and their fields:\n{entity_types}\n"
 
 
 def format_candidates(candidates: list[Candidate]) -> str:
@@ -101,13 +123,14 @@ def build_messages(
     source_file: str,
     candidates: list[Candidate],
     schema: dict[str, Any] | None,
-    entity_types: str = "(none)",
+    entity_types: str | None = None,
     entities: list[Candidate] | None = None,
 ) -> list[dict[str, str]]:
     """System and user messages for one source; ``schema`` is inlined when given.
 
-    ``entity_types`` (the domain's types, in the system message: one agent, one domain, one stable prefix)
-    and ``entities`` (existing entity notes the source may update: name and type) fill the entity parts.
+    ``entity_types`` (the domain's type table, in the system message: one agent, one domain, one stable prefix)
+    and ``entities`` (existing entity notes the source may update: name and type) fill the entity parts; a
+    run that drafts no entities (``entity_types`` None) has none of them.
     """
     schema_instructions = ""
     if schema is not None:
@@ -116,14 +139,16 @@ def build_messages(
             "schema_instructions.md",
             {"schema": json.dumps(schema, separators=(",", ":"))},
         )
+    rules, table = entity_rules(directory, entity_types)
     system = _fill(
         _template(directory, "system.md"),
         "system.md",
         {
             "persona": persona(directory, agent),
             "schema_instructions": schema_instructions,
-            "entity_types": entity_types,
-        },  # fmt: skip
+            "entity_rules": rules,
+            "entity_types": table,
+        },
     )
     meta = source.metadata
     user = _fill(
@@ -138,7 +163,7 @@ def build_messages(
             "format": source.format or "unknown",
             "url": source.url or "unknown",
             "candidates": format_candidates(candidates),
-            "entities": format_entities(entities or []),
+            "entities": format_entities(entities if entity_types is not None else None),
             "body": source.body.strip(),
         },
     )

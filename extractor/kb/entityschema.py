@@ -30,10 +30,16 @@ class EntitySchema(BaseModel):
     required: list[str]
     optional: list[str]
     fields: dict[str, list[str]] = Field(default_factory=dict, description="the fields of each type, own only")
+    statuses: dict[str, list[str]] = Field(default_factory=dict, description='the status values of a type ("": '
+                                           "any type without its own)")  # fmt: skip
 
     def types_for(self, domain: str | None) -> list[str]:
         """The types a draft of this domain may use: the core types and the domain's extensions."""
         return [t.name for t in self.types.values() if t.domain is None or t.domain == domain]
+
+    def statuses_for(self, entity_type: str) -> list[str]:
+        """The status values a type's notes take: its own list, else the general one, else the built-in one."""
+        return self.statuses.get(entity_type) or self.statuses.get("") or DEFAULT_STATUSES[""]
 
     def fields_for(self, entity_type: str) -> list[str]:
         """A type's own fields, then those of the core type it extends."""
@@ -90,6 +96,10 @@ DEFAULT_TYPES = [
         for name, extends, tracks in types
     ),
 ]
+DEFAULT_STATUSES = {
+    "": ["active", "inactive", "acquired", "liquidated", "emerging"],
+    "decision_market": ["active", "passed", "failed"],
+}
 DEFAULT_SCHEMA = EntitySchema(
     types={t.name: t for t in DEFAULT_TYPES},
     required=["type", "entity_type", "name", "domain", "status", "tracked_by", "created"],
@@ -117,6 +127,7 @@ DEFAULT_SCHEMA = EntitySchema(
 _HEADING = re.compile(r"^(#{2,6})\s+(.*?)\s*$")
 _CODE_NAME = re.compile(r"`([a-z_][a-z0-9_]*)`")
 _FIELD_LINE = re.compile(r"^([a-z_][a-z0-9_]*):")
+_STATUS_LINE = re.compile(r"^status:\s*([a-z_]+(?:\s*\|\s*[a-z_]+)+)")
 _BLOCK_TITLE = re.compile(r"^#\s*(.+?) attributes(?: \(also used by ([^)]*)\))?", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^)]*\)")
 
@@ -187,6 +198,21 @@ def _field_blocks(text: str) -> dict[str, list[str]]:
     return fields
 
 
+def _status_values(text: str) -> dict[str, list[str]]:
+    """``status: a | b | c`` lines of the YAML blocks: under a "# X attributes" comment, that type's; else all's."""
+    statuses: dict[str, list[str]] = {}
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL):
+        owner = ""
+        for line in block.splitlines():
+            title = _BLOCK_TITLE.match(line.strip())
+            if title:
+                owner = slugify(title.group(1), separator="_")
+            found = _STATUS_LINE.match(line.strip())
+            if found:
+                statuses.setdefault(owner, [v.strip() for v in found.group(1).split("|")])
+    return statuses
+
+
 def parse_entity_schema(text: str) -> EntitySchema:
     """The type system a schema document describes; what it leaves out comes from the built-in one."""
     types: dict[str, EntityType] = {}
@@ -217,6 +243,7 @@ def parse_entity_schema(text: str) -> EntitySchema:
         required=required or DEFAULT_SCHEMA.required,
         optional=optional or DEFAULT_SCHEMA.optional,
         fields={name: names for name, names in fields.items() if name in types},
+        statuses=_status_values(text) or DEFAULT_STATUSES,
     )
 
 
