@@ -99,3 +99,17 @@ def test_grammar_schema_bounds_lists_and_strings() -> None:
     assert claim["evidence"]["maxItems"] == 4 and claim["evidence"]["items"]["maxLength"] == 200
     assert claim["title"]["maxLength"] == 160
     assert "maxItems" not in ExtractionAnswer.model_json_schema()["properties"]["claims"]
+
+
+def test_the_longest_answer_the_grammar_allows_fits_max_tokens() -> None:
+    from extractor.extraction.answer import WORST_CHARS_PER_TOKEN, answer_model, longest_answer
+
+    for model in (answer_model(None), answer_model(("company", "person"))):
+        loose = model.grammar_schema()
+        assert longest_answer(loose) > 3072 * WORST_CHARS_PER_TOKEN  # the bounds alone let a looping model run on
+        fitted = model.grammar_schema(3072)
+        assert longest_answer(fitted) <= 3072 * WORST_CHARS_PER_TOKEN
+        assert model.grammar_schema(64_000) == loose  # room enough: the bounds as they are
+    fitted = answer_model(None).grammar_schema(3072)
+    assert fitted["properties"]["claims"]["maxItems"] == 3  # without entities, the counts stay; strings shrink
+    assert fitted["$defs"]["ClaimDraft"]["properties"]["argument"]["maxLength"] < 600

@@ -335,3 +335,25 @@ def test_review_shows_each_entity_with_its_timeline_and_the_decision(
     assert '<h2 id="entities">Entities (2)</h2>' in document
     assert '<li class="added">**2024-02-18** — OTC trade with Ben Hawkins failed' in document
     assert '<li class="kept">**2023-11-18** — Proposal to develop an LST vote market</li>' in document
+
+
+def test_with_entities_off_the_request_has_no_entity_part(tmp_path: Path) -> None:
+    from extractor.core.settings import Settings
+    from extractor.extraction.extract import prepare_request
+    from extractor.kb.index import KBIndex
+    from extractor.kb.sources import parse_source
+    from extractor.llm.client import response_format
+
+    (tmp_path / METADAO).parent.mkdir(parents=True)
+    (tmp_path / METADAO).write_text(METADAO_TEXT, encoding="utf-8")
+    index = KBIndex.load(tmp_path)
+    source = parse_source(Path(SOURCE), SOURCE_TEXT)
+    on = prepare_request(source, SOURCE, Settings(), index)
+    off = prepare_request(source, SOURCE, Settings(entities=False), index)
+    assert "Entity types and their fields:" in on.messages[0]["content"]
+    assert "- decision_market: a governance proposal" in on.messages[0]["content"]
+    assert "- MetaDAO: company" in on.messages[1]["content"]  # the note the source names is offered
+    assert "entities" in json.dumps(response_format(Settings().structured_mode, on.answer_type))
+    assert "entit" not in off.messages[0]["content"] + off.messages[1]["content"]
+    assert "entities" not in json.dumps(response_format(Settings().structured_mode, off.answer_type))
+    assert off.prompt_hash != on.prompt_hash

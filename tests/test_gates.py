@@ -189,3 +189,15 @@ def test_placeholders_stray_markup_and_foreign_evidence() -> None:
     )
     [flag] = evidence_share_flags(foreign, content_stems(source))
     assert flag.gate == "evidence-share" and flag.reason.startswith("only 0% of the evidence's words")
+
+
+def test_validate_refuses_a_path_outside_the_kb_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.kbfactory import make_inbox_kb
+
+    kb = make_inbox_kb(tmp_path / "kb", 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "note.md").write_text("# A note\n", encoding="utf-8")
+    assert main(["validate", "--kb", str(kb), str(elsewhere)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"extractor: {elsewhere}: not inside the KB at {kb} (name the KB with --kb)"

@@ -529,6 +529,9 @@ def run_validate(args: argparse.Namespace) -> int:
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         return fail(f"{missing[0]}: no such file or folder", EXIT_CANNOT_START)
+    outside = [p for p in args.paths if not p.resolve().is_relative_to(kb_root.resolve())]
+    if outside:
+        return fail(f"{outside[0]}: not inside the KB at {kb_root} (name the KB with --kb)", EXIT_CANNOT_START)
     result = lint(kb_root, settings, [p.resolve() for p in args.paths] or None, fix_links=args.fix_links)
     for problem in result.problems:
         print(problem)

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     local_max_tokens: int = Field(default=3072, ge=64)
     local_max_reasks: int = Field(default=1, ge=0, le=5, description="a tiny model rarely fixes its reply")
     local_gate_reasks: int = Field(default=0, ge=0, le=1, description="nor fixes what the gates found")
+    local_entities: bool = Field(default=False, description="nor drafts entity notes that name anything real")
+    local_temperature: float = Field(default=0.0, ge=0, le=2, description="greedy: the same drafts every run")
     local_startup_timeout: float = Field(default=180.0, gt=0)
 
     # Cycles, workers and the daemon
@@ -131,6 +133,7 @@ class Settings(BaseSettings):
     claims_dir: str = "claims"
     enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
     entities_dir: str = Field(default="entities", description="entity notes, one folder per domain")
+    entities: bool = Field(default=True, description="draft entity notes and updates of them, beside claims")
     prompts_dir: Path | None = None
 
     # Where drafts are committed

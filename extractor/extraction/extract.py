@@ -241,7 +241,8 @@ class PreparedRequest(BaseModel):
     prompt_hash: str
     replaced: set[str] = Field(default_factory=set)  # earlier drafts a forced re-extraction replaces
     part: Chunk | None = None  # the part of a long source these messages hold
-    entity_types: tuple[str, ...] = ()  # the types the source's domain allows: an enum in the answer's schema
+    # The types the source's domain allows, an enum in the answer's schema; None: the run drafts no entities.
+    entity_types: tuple[str, ...] | None = None
 
     @property
     def answer_type(self) -> type[ExtractionAnswer]:
@@ -266,13 +267,19 @@ def prepare_request(
             Candidate(title=ref.title, description=ref.description)
             for ref in candidates_for(source, index, settings.retrieval_k)
         ]
-    types = entity_types_for(index, source.domain)
+    types = entity_types_for(index, source.domain) if settings.entities else None
     answer_type = answer_model(types)
-    entities = [
-        Candidate(title=ref.name, description=ref.entity_type if ref.domain == source.domain else
-                  f"{ref.entity_type}, {ref.domain}")
-        for ref in entity_candidates(source, index, settings.entities_dir)
-    ]  # fmt: skip
+    entities = (
+        [
+            Candidate(
+                title=ref.name,
+                description=ref.entity_type if ref.domain == source.domain else f"{ref.entity_type}, {ref.domain}",
+            )
+            for ref in entity_candidates(source, index, settings.entities_dir)
+        ]  # fmt: skip
+        if settings.entities
+        else None
+    )
     messages = build_messages(
         prompts_dir(settings),
         agent,
@@ -280,14 +287,14 @@ def prepare_request(
         source_path,
         candidates,
         schema_for_prompt(settings.structured_mode, answer_type),
-        entity_types=format_entity_types(index.entity_schema, source.domain),
+        entity_types=format_entity_types(index.entity_schema, source.domain) if settings.entities else None,
         entities=entities,
     )
     return PreparedRequest(
         source_path=source_path,
         agent=agent,
         messages=messages,
-        prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, answer_type)),
+        prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, answer_type, settings.max_tokens)),
         replaced=previous_drafts(source, index, settings.claims_dir) if replace_previous else set(),
         entity_types=types,
     )
@@ -417,7 +424,9 @@ def extract_in_parts(
     combined = requests[0].model_copy(
         update={
             "messages": everything,
-            "prompt_hash": prompt_hash(everything, response_format(settings.structured_mode, requests[0].answer_type)),
+            "prompt_hash": prompt_hash(
+                everything, response_format(settings.structured_mode, requests[0].answer_type, settings.max_tokens)
+            ),
             "part": None,
         }
     )

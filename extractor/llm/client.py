@@ -74,25 +74,27 @@ def make_client(settings: Settings) -> openai.OpenAI:
     return openai.OpenAI(base_url=settings.base_url, api_key=api_key, max_retries=0, timeout=settings.timeout)
 
 
-def response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any]:
-    """What the request's ``response_format`` says for this mode; a fresh copy, since callers may change it."""
-    return json.loads(_response_format_json(mode, model))
+def response_format(mode: StructuredMode, model: type[BaseModel], max_tokens: int | None = None) -> dict[str, Any]:
+    """What the request's ``response_format`` says for this mode; a fresh copy, since callers may change it.
+    ``max_tokens``: a grammar-constrained endpoint's bounds are sized so the longest answer fits."""
+    return json.loads(_response_format_json(mode, model, max_tokens))
 
 
 @functools.cache
-def _response_format_json(mode: StructuredMode, model: type[BaseModel]) -> str:
+def _response_format_json(mode: StructuredMode, model: type[BaseModel], max_tokens: int | None) -> str:
     """Building a model's JSON schema takes milliseconds, and every request (and its cache key) needs it."""
-    return json.dumps(_build_response_format(mode, model))
+    return json.dumps(_build_response_format(mode, model, max_tokens))
 
 
-def _build_response_format(mode: StructuredMode, model: type[BaseModel]) -> dict[str, Any]:
+def _build_response_format(mode: StructuredMode, model: type[BaseModel], max_tokens: int | None) -> dict[str, Any]:
     if mode is StructuredMode.JSON_SCHEMA:
         schema = without_titles(to_strict_json_schema(model))
         return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": schema}}
     if mode is StructuredMode.JSON_OBJECT_SCHEMA:
         # Grammar-constrained servers get the bounded schema when the model offers one.
         bounded = getattr(model, "grammar_schema", None)
-        return {"type": "json_object", "schema": without_titles(bounded() if bounded else model.model_json_schema())}
+        schema = bounded(max_tokens) if bounded else model.model_json_schema()
+        return {"type": "json_object", "schema": without_titles(schema)}
     return {"type": "json_object"}
 
 
@@ -311,7 +313,7 @@ class StructuredClient:
     ) -> StructuredReply[T]:
         """The validated answer; ``salvage`` may rescue the last reply once re-asks are spent."""
         settings = self.settings
-        fmt = response_format(settings.structured_mode, model)
+        fmt = response_format(settings.structured_mode, model, settings.max_tokens)
         key = cache_key(settings, messages, fmt, model) if self.cache is not None else None
         if key is not None and (hit := self._from_cache(key, model)) is not None:
             return hit

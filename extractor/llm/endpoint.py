@@ -39,5 +39,7 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
                 "context_tokens": settings.local_ctx,  # what the server was started with
                 "max_reasks": settings.local_max_reasks,
                 "gate_reasks": settings.local_gate_reasks,
+                "entities": settings.local_entities,
+                "temperature": settings.local_temperature,
             }
         )

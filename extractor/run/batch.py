@@ -92,7 +92,7 @@ def batch_line(
     body = {
         "model": settings.model,
         "messages": messages,
-        "response_format": response_format(settings.structured_mode, answer_type),
+        "response_format": response_format(settings.structured_mode, answer_type, settings.max_tokens),
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
     }
