@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, reject, settings
+from hypothesis import HealthCheck, event, example, given, reject, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -795,3 +795,80 @@ def test_render_claim_round_trips_any_text(title: str, description: str, evidenc
 
     assert parsed.metadata == metadata and parsed.title == document.title
     assert parsed.argument == document.argument and [s.heading for s in parsed.sections] == ["Evidence"]
+
+
+# --- entity notes: whatever the model drafts, safe names, notes that parse back, provenance from the system --------
+
+hostile_events = st.lists(
+    st.fixed_dictionaries(
+        {"date": st.sampled_from(["2026-01-00", "2026-01-05", "2026-13-01", "1999-01-01", "x"]), "text": hostile_text}
+    ),  # fmt: skip
+    max_size=4,
+)
+hostile_entities = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.one_of(hostile_text, st.sampled_from(["Acme Labs", "../../.git/config", "CON", "A: B?"])),
+            "short_name": st.one_of(hostile_text, st.sampled_from(["../../../etc/passwd", "acme-labs", ""])),
+            "entity_type": st.sampled_from(["lab", "company", "person", "vehicle", "../x"]),
+            "status": st.one_of(st.sampled_from(["active", "emerging", "declining"]), hostile_text),
+            "summary": hostile_text,
+            "fields": st.lists(
+                st.one_of(
+                    hostile_text,
+                    st.sampled_from(["founded: 2026-01-05", "tracked_by: evil", "created: 1999-01-01", "type: claim"]),
+                ),
+                max_size=4,
+            ),  # fmt: skip
+            "timeline": hostile_events,
+            "related": st.lists(hostile_text, max_size=2),
+        }
+    ),
+    min_size=1,
+    max_size=3,
+)
+ENTITY_SOURCE = """---
+type: source
+title: "Acme Labs expands"
+date: 2026-01-05
+domain: ai-alignment
+status: unprocessed
+---
+
+Acme Labs, founded 2026-01-05, opened a second office on January 5, 2026.
+"""
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hostile_entities)
+def test_planned_entity_notes_stay_in_their_folder_and_parse_back(planning_kb: Path, drafted: list[dict]) -> None:
+    from extractor.commit.entityplan import plan_entities
+    from extractor.extraction.answer import EntityDraft
+    from extractor.extraction.entity_drafts import judge_entities
+    from extractor.extraction.grounding import SourceFacts
+    from extractor.kb.entities import TIMELINE_BULLET, parse_entity, timeline_bullets
+
+    try:
+        entities = [EntityDraft.model_validate(item) for item in drafted]
+    except ValidationError:
+        reject()
+    index = KBIndex.load(planning_kb, exclude=[INBOX])
+    outcome = judge_entities(entities, [], source_text=ENTITY_SOURCE, source_date="2026-01-05", domain=DOMAIN,
+                             facts=SourceFacts.of(ENTITY_SOURCE), index=index, entities_dir="entities")  # fmt: skip
+    plan = plan_entities(outcome, entities_dir="entities", domain=DOMAIN, agent="theseus", today=TODAY,
+                         names_in=lambda folder: frozenset(), read=lambda path: None)  # fmt: skip
+    assert len(plan.created) == len(set(plan.created)) == len(outcome.created)
+    event(f"notes written: {min(len(plan.created), 2)}")
+    for path in plan.created:
+        assert re.fullmatch(rf"entities/{DOMAIN}/[a-z0-9][a-z0-9-]*\.md", path), path
+        _check_inside(planning_kb, path, load_settings(planning_kb), f"{INBOX}/x.md")
+        text = plan.texts[path] or ""
+        metadata, body = split_document(text)
+        ref = parse_entity(path, text)
+        assert ref is not None and ref.domain == DOMAIN
+        assert (metadata["tracked_by"], metadata["created"], metadata["type"]) == ("theseus", TODAY, "entity")
+        assert metadata["entity_type"] in index.entity_schema.types_for(DOMAIN)
+        bullets = timeline_bullets(body)
+        assert all(TIMELINE_BULLET.match(bullet) for bullet in bullets)
+        assert all(bullet.startswith("- **2026-01-05** ") for bullet in bullets)  # the only date the source states
+        assert body.startswith(f"# {ref.name}") and "\n---\n" not in body
