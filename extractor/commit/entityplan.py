@@ -31,7 +31,8 @@ class EntityPlan(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-def _as_list(value: object) -> list[str]:
+def as_list(value: object) -> list[str]:
+    """A frontmatter value that should be a list (a string, a list, nothing), as a list of strings."""
     if isinstance(value, list):
         return [str(v) for v in value if v]
     return [str(value)] if value else []
@@ -42,7 +43,7 @@ def take_back(metadata: dict[str, object], source_path: str, view: KBView, read:
     lines its own commits added, so a bullet a person wrote stays. (The notes it created are deleted with its
     claims: :func:`extractor.extraction.extract.previous_drafts` names both.)"""
     plan = EntityPlan()
-    for path in _as_list(metadata.get("entities_updated")):
+    for path in as_list(metadata.get("entities_updated")):
         text = read(path)
         if text is None:
             continue
@@ -125,7 +126,7 @@ def _updated(text: str, update: EntityUpdate, today: str) -> str:
     if update.status and update.status.casefold() != str(metadata.get("status") or "").casefold():
         keys.update(status=update.status, last_updated=today)
     if update.secondary_domain:
-        secondary = _as_list(metadata.get("secondary_domains"))
+        secondary = as_list(metadata.get("secondary_domains"))
         if update.secondary_domain not in secondary and update.secondary_domain != metadata.get("domain"):
             keys["secondary_domains"] = [*secondary, update.secondary_domain]
     return replace_frontmatter_keys(text, keys) if keys else text

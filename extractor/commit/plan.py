@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from slugify import slugify
 
 from extractor.commit.changeset import ChangeSet, WriteError
-from extractor.commit.entityplan import plan_entities, take_back
+from extractor.commit.entityplan import as_list, plan_entities, take_back
 from extractor.commit.message import extraction_message, parse_message
 from extractor.core.records import ClaimReport, ExtractionReport, FileChange, anchored_share
 from extractor.core.redact import known_secrets, redact_values
@@ -176,7 +176,7 @@ def plan_changes(
                 texts[path] = None
             else:
                 kept.append(path)
-        for title in _as_list(source.metadata.get("enrichments_applied")):
+        for title in as_list(source.metadata.get("enrichments_applied")):
             ref = index.resolve(title)
             if ref is not None and (text := current(ref.path)) is not None:
                 texts[ref.path] = remove_enrichment_blocks(text, source.slug)
@@ -279,12 +279,6 @@ def plan_changes(
 def _casefolded_claim_names(names: frozenset[str]) -> frozenset[str]:
     # Kept: a folder of 10,000 claims is the same listing for every source planned against one main.
     return frozenset(name.casefold() for name in names if name.endswith(".md"))
-
-
-def _as_list(value: object) -> list[str]:
-    if isinstance(value, list):
-        return [str(v) for v in value if v]
-    return [str(value)] if value else []
 
 
 def _check_inside(kb_root: Path, path: str, settings: Settings, source_path: str) -> None:

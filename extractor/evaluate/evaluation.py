@@ -22,7 +22,7 @@ from extractor.evaluate.matching import match_claims
 from extractor.evaluate.runs import RecordedRun
 from extractor.extraction.answer import ExtractionAnswer, salvage_answer
 from extractor.extraction.extract import ExtractionResult, JudgedClaim, extract_source, judge_answer, prepare_request
-from extractor.kb.entities import find_entity
+from extractor.kb.entities import entity_path, find_entity
 from extractor.kb.index import KBIndex
 from extractor.llm.client import LLMError, StructuredClient, StructuredReply
 
@@ -165,7 +165,7 @@ def score_entities(report: SourceReport, result: ExtractionResult, run: Recorded
     """Accepted new entity notes recovered: drafted at the path people accepted, or (the KB having the object
     already) as an update of that note."""
     domain = result.domain
-    created = {f"{entities_dir}/{domain}/{entity.slug}.md" for entity in result.entities.created}
+    created = {entity_path(entities_dir, domain, entity.slug) for entity in result.entities.created}
     updated = [update.target for update in result.entities.updated]
     missed = [
         entity.path

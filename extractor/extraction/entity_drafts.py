@@ -19,10 +19,9 @@ from extractor.extraction.gates import unlink_unresolved
 from extractor.extraction.grounding import SourceFacts, check_text, dates_in
 from extractor.extraction.prompts import ANSWER_FIELDS
 from extractor.kb.claims import WIKI_LINK
-from extractor.kb.entities import EntityRef, TimelineEvent, find_entity, name_key
+from extractor.kb.entities import EntityRef, TimelineEvent, entity_slug, find_entity, name_key
 from extractor.kb.entityschema import EntitySchema
 from extractor.kb.index import ClaimRef, KBIndex
-from extractor.kb.names import slug_for
 
 MAX_NAME_WORDS = 10
 MAX_TITLE_WORDS = 30  # a decision market is named by its proposal's title, a question at times
@@ -59,10 +58,7 @@ class NewEntity(BaseModel):
 
     @property
     def slug(self) -> str:
-        slug = slug_for(self.short_name or self.name)
-        if self.parent and not slug.startswith(f"{self.parent}-"):
-            slug = f"{self.parent}-{slug}"
-        return slug
+        return entity_slug(self.short_name or self.name, self.parent)
 
 
 class EntityUpdate(BaseModel):

@@ -261,13 +261,18 @@ class EntityNote(BaseModel):
     secondary_domains: list[str] = []
 
 
-def entity_path(entities_dir: str, domain: str, name: str, parent: str | None = None) -> str:
-    """``<entities_dir>/<domain>/<slug>.md``; a decision market is filed under its parent's slug first."""
+def entity_slug(name: str, parent: str | None = None) -> str:
+    """A note's file stem; a decision market is filed under its parent's slug first."""
     slug = slug_for(name)
     if parent:
         parent_slug = slug_for(parent.strip("[]"))
         slug = slug if slug.startswith(f"{parent_slug}-") else f"{parent_slug}-{slug}"
-    return f"{entities_dir}/{domain}/{slug}.md"
+    return slug
+
+
+def entity_path(entities_dir: str, domain: str, name: str, parent: str | None = None) -> str:
+    """``<entities_dir>/<domain>/<slug>.md``, the slug as :func:`entity_slug` makes it."""
+    return f"{entities_dir}/{domain}/{entity_slug(name, parent)}.md"
 
 
 def render_entity(note: EntityNote) -> str:

@@ -163,12 +163,13 @@ def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
     entities = [
         change
         for path in [*item.entities_created, *item.entities_updated]
-        if (change := entity_change(path, _text_at(kb, base, path), _text_at(kb, item.commit, path), decisions))
+        if (change := entity_change(path, text_at(kb, base, path), text_at(kb, item.commit, path), decisions))
     ]
     return ReviewShow(review=item, claims=claims, entities=entities, recorded=report is not None)
 
 
-def _text_at(kb: Path, rev: str, path: str) -> str | None:
+def text_at(kb: Path, rev: str, path: str) -> str | None:
+    """A file's text at a revision; None when it is absent there or not UTF-8 text."""
     try:
         return read_at(kb, rev, path)
     except UnicodeDecodeError:

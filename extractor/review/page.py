@@ -37,9 +37,9 @@ from extractor.core.settings import Settings
 from extractor.extraction.anchoring import anchor_claims
 from extractor.extraction.gates import GATES
 from extractor.kb.claims import ClaimParseError, parse_claim
-from extractor.kb.gitrepo import git, read_at
+from extractor.kb.gitrepo import git
 from extractor.kb.sources import SourceError, parse_source
-from extractor.review.branches import PendingReview, ReviewError, branch_for, describe_branch, pending
+from extractor.review.branches import PendingReview, ReviewError, branch_for, describe_branch, pending, text_at
 from extractor.review.entitychanges import EntityChange, entity_change
 from extractor.store.state import StateStore
 
@@ -204,23 +204,16 @@ def read_input(kb: Path, slug: str, settings: Settings) -> PageInput:
     return PageInput(
         review=item,
         base=base,
-        source_text=_read(kb, base, item.source) if item.source else None,
-        source_after=_read(kb, item.commit, item.source) if item.source else None,
-        claim_texts={path: _read(kb, item.commit, path) for path in item.claims},
-        enrichment_texts={path: (_read(kb, base, path), _read(kb, item.commit, path)) for path in item.enrichments},
+        source_text=text_at(kb, base, item.source) if item.source else None,
+        source_after=text_at(kb, item.commit, item.source) if item.source else None,
+        claim_texts={path: text_at(kb, item.commit, path) for path in item.claims},
+        enrichment_texts={path: (text_at(kb, base, path), text_at(kb, item.commit, path)) for path in item.enrichments},
         entity_texts={
-            path: (_read(kb, base, path), _read(kb, item.commit, path))
+            path: (text_at(kb, base, path), text_at(kb, item.commit, path))
             for path in [*item.entities_created, *item.entities_updated]
         },
         report=report,
     )
-
-
-def _read(kb: Path, rev: str, path: str) -> str | None:
-    try:
-        return read_at(kb, rev, path)
-    except UnicodeDecodeError:
-        return None
 
 
 def gather(kb: Path, slug: str, settings: Settings) -> ReviewPage:
