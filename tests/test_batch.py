@@ -125,6 +125,16 @@ def test_batch_mode_needs_an_endpoint(
     assert "batch mode needs an endpoint with a Batch API" in capsys.readouterr().err
 
 
+def test_batch_mode_refuses_the_select_strategy(
+    kb: Path, api: FakeBatchAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXTRACTOR_STRATEGY", "select")
+    code = main(["batch", "submit", "--kb", str(kb)])
+    err = capsys.readouterr().err
+    assert code != 0 and 'strategy = "draft"' in err and err.strip().count("\n") == 0
+    assert not api.files and not api.batches  # nothing was sent
+
+
 def test_an_expired_batch_sends_every_source_back_to_the_queue(kb: Path, api: FakeBatchAPI) -> None:
     assert main(["batch", "submit", "--kb", str(kb)]) == 0
     api.expire("batch_1")

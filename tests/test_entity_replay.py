@@ -20,7 +20,7 @@ from extractor.commit.changeset import ChangeSet
 from extractor.commit.plan import plan_changes
 from extractor.core.settings import Settings
 from extractor.evaluate.runs import as_answer, as_entity_answer, as_update_answer
-from extractor.extraction.extract import extract_source
+from extractor.extraction.strategy import extract_source
 from extractor.kb.claims import ClaimParseError
 from extractor.kb.entities import (
     TIMELINE_BULLET,

@@ -12,7 +12,8 @@ import pytest
 
 from extractor.commit.plan import extraction_notes
 from extractor.core.settings import Settings
-from extractor.extraction.extract import extract_source, prepare_request, prepare_requests
+from extractor.extraction.extract import prepare_request, prepare_requests
+from extractor.extraction.strategy import extract_source
 from extractor.kb.index import KBIndex
 from extractor.kb.sources import Source, SourceError, load_source, parse_source
 from extractor.llm.client import LLMError, StructuredClient, make_client

@@ -17,8 +17,8 @@ import pytest
 from extractor.core.settings import Settings
 from extractor.evaluate.runs import as_answer
 from extractor.extraction.answer import ClaimDraft
-from extractor.extraction.extract import extract_source
 from extractor.extraction.gates import check_claims
+from extractor.extraction.strategy import extract_source
 from extractor.kb.claims import ClaimParseError
 from extractor.kb.index import KBIndex
 from extractor.kb.sources import SourceError, load_source

@@ -498,11 +498,14 @@ def test_a_model_that_repeats_the_key_commits_no_secret(
     kb = create_demo_kb(tmp_path / "kb")
     leaky = json.loads(json.dumps(FULLSTACK_ANSWER))
     leaky["key_facts"].append(f"The request was signed with {API_KEY}.")
-    leaky["notes"] = f"Forge token seen: {FORGE_TOKEN}"
+    leaky["notes"] = f"Forge token seen in the source: {FORGE_TOKEN}"
     fake_llm.push(answer(leaky))
     assert main(["extract", str(kb / FULLSTACK)]) == 0
     shown = git(kb, "show", "--format=%B", "extract/" + Path(FULLSTACK).stem)
-    assert f"The request was signed with {PLACEHOLDER}." in shown and f"Forge token seen: {PLACEHOLDER}" in shown
+    assert (
+        f"The request was signed with {PLACEHOLDER}." in shown
+        and f"Forge token seen in the source: {PLACEHOLDER}" in shown
+    )
     evidence = Evidence()
     evidence.add("stdout", capsys.readouterr().out)
     evidence.add_repo(kb, "kb")

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     model: str = "gpt-4o-mini"
     structured_mode: StructuredMode = StructuredMode.JSON_SCHEMA
     temperature: float = 0.2
+    seed: int | None = Field(
+        default=None, description="sampling seed sent with every request (endpoints that honour it)"
+    )
     max_tokens: int = 4096
     timeout: float = Field(default=120.0, gt=0, description="seconds per HTTP request")
     max_attempts: int = Field(default=5, ge=1, description="transport attempts per request")
@@ -78,6 +81,24 @@ class Settings(BaseSettings):
         description="an evidence item with an unverified figure or quotation: flag it for the reviewer, remove it "
         "(named in extraction_notes), or auto: flag in branch mode, remove in main mode (no review)",
     )
+    strategy: Literal["auto", "draft", "select"] = Field(
+        default="auto",
+        description="draft: the model writes each claim; select: it chooses the source's sentences that state "
+        "claims and phrases them (made for small models); auto: select for the embedded model, draft elsewhere",
+    )
+    select_window_chars: int = Field(
+        default=3000, ge=500, description="select: characters of numbered sentences shown in one request"
+    )
+    select_windows: int = Field(
+        default=4, ge=0, description="select: windows read per source, the most checkable first (0: all)"
+    )
+    select_offered: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="select: sentences of a window offered to choose from, most checkable first",
+    )
+    select_claims: int = Field(default=3, ge=1, le=10, description="select: claims chosen per window at most")
     retrieval_k: int = Field(default=10, ge=0, le=50, description="existing claims offered to the model")
     context_tokens: int | None = Field(
         default=None, ge=1024, description="tokens the model reads at once (default: known for the model, else 8192)"
@@ -112,6 +133,7 @@ class Settings(BaseSettings):
     local_gate_reasks: int = Field(default=0, ge=0, le=1, description="nor fixes what the gates found")
     local_entities: bool = Field(default=False, description="nor drafts entity notes that name anything real")
     local_temperature: float = Field(default=0.0, ge=0, le=2, description="greedy: the same drafts every run")
+    local_seed: int = Field(default=42, description="with temperature 0: the same drafts on the same machine")
     local_startup_timeout: float = Field(default=180.0, gt=0)
 
     # Cycles, workers and the daemon
@@ -172,6 +194,11 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """The bundled local model: it costs nothing."""
         return (self.endpoint_id or "").startswith(EMBEDDED_PREFIX)
+
+    @property
+    def selects(self) -> bool:
+        """Claims are chosen among the source's sentences (``strategy``; auto: for the embedded model)."""
+        return self.strategy == "select" or (self.strategy == "auto" and self.is_embedded)
 
     @property
     def removes_unverified(self) -> bool:

@@ -21,7 +21,8 @@ from extractor.core.settings import Settings
 from extractor.evaluate.matching import match_claims
 from extractor.evaluate.runs import RecordedRun
 from extractor.extraction.answer import ExtractionAnswer, salvage_answer
-from extractor.extraction.extract import ExtractionResult, JudgedClaim, extract_source, judge_answer, prepare_request
+from extractor.extraction.extract import ExtractionResult, JudgedClaim, judge_answer, prepare_request
+from extractor.extraction.strategy import extract_source
 from extractor.kb.entities import entity_path, find_entity
 from extractor.kb.index import KBIndex
 from extractor.llm.client import LLMError, StructuredClient, StructuredReply

@@ -37,6 +37,7 @@ from extractor.extraction.prompts import (
     part_note,
     prompt_hash,
 )
+from extractor.extraction.prose import is_debris, prose_or, shown, vocabulary
 from extractor.kb.claims import wiki_links
 from extractor.kb.entities import EntityRef, mentions
 from extractor.kb.index import ClaimRef, KBIndex
@@ -203,17 +204,17 @@ def reconcile(
     for draft in answer.claims:
         key = draft.title.casefold()
         if key in seen_titles:
-            dropped.append(f"claim repeated in the answer: {draft.title}")
+            dropped.append(f"claim repeated in the answer: {shown(draft.title)}")
             continue
         if resolve(draft.title) is not None:
-            dropped.append(f"claim already in the KB: {draft.title}")
+            dropped.append(f"claim already in the KB: {shown(draft.title)}")
             continue
         seen_titles.add(key)
         related: dict[str, ClaimRef] = {}
         for name in draft.related:
             ref = resolve(name)
             if ref is None:
-                dropped.append(f"link to a claim that does not exist: {name}")
+                dropped.append(f"link to a claim that does not exist: {shown(name)}")
             else:
                 related.setdefault(ref.path, ref)
         claims.append(ResolvedClaim(draft=draft, related=list(related.values())))
@@ -221,7 +222,7 @@ def reconcile(
     for enrichment in answer.enrichments:
         target = resolve(enrichment.target)
         if target is None:
-            dropped.append(f"enrichment of a claim that does not exist: {enrichment.target}")
+            dropped.append(f"enrichment of a claim that does not exist: {shown(enrichment.target)}")
         elif not any(PurePosixPath(target.path).is_relative_to(folder) for folder in enrichable):
             dropped.append(f"enrichment of a claim outside the writable folders: {target.title}")
         elif target.path in enriched:
@@ -350,7 +351,7 @@ def prepare_requests(
     return requests, notes
 
 
-def extract_source(
+def draft_source(
     source: Source,
     source_path: str,
     settings: Settings,
@@ -358,7 +359,8 @@ def extract_source(
     index: KBIndex,
     replace_previous: bool = False,
 ) -> ExtractionResult:
-    """Ask the model about one source (in parts when it is long) and reconcile its answer with the KB."""
+    """The draft strategy: the model writes each claim about one source (asked in parts when it is long), and
+    its answer is reconciled with the KB."""
     requests, notes = prepare_requests(source, source_path, settings, index, replace_previous)
     if len(requests) == 1:
         reply = llm.ask(requests[0].messages, requests[0].answer_type, salvage=requests[0].salvage)
@@ -513,6 +515,24 @@ def settle_flags(
     return draft.model_copy(update=update), flags, grounded
 
 
+REASON_MAX = 400
+NO_READABLE_REASON = "The model found nothing worth extracting and gave no readable reason."
+
+
+def readable_free_text(answer: ExtractionAnswer, known: set[str]) -> ExtractionAnswer:
+    """The answer's free text that reaches the source file when it is readable: notes and the null-result reason
+    when they are prose in the source's language (else dropped, or replaced by the pipeline's own wording),
+    key facts (figures and names, rarely prose) when they are not the answer's JSON debris."""
+    reason = answer.null_result_reason
+    return answer.model_copy(
+        update={
+            "notes": prose_or(answer.notes, known, ""),
+            "null_result_reason": prose_or(reason, known, NO_READABLE_REASON) if reason else None,
+            "key_facts": [fact for fact in answer.key_facts if not is_debris(fact)],
+        }
+    )
+
+
 def judge_answer(
     source: Source,
     request: PreparedRequest,
@@ -521,16 +541,18 @@ def judge_answer(
     index: KBIndex,
     llm: StructuredClient | None,
     anchor: bool = True,
+    marked: dict[str, list[Flag]] | None = None,
 ) -> ExtractionResult:
     """The gates, one re-ask with their messages (when ``llm`` is given), and reconciliation with the KB.
 
     Batch results come without a client: what fails the gates there is dropped.
     Each kept claim's evidence is then located in the source body (``anchor``).
+    ``marked`` holds flags for the reviewer that were raised before the gates, by claim title.
     """
     usage, calls, reasks = reply.usage.model_copy(), list(reply.calls), reply.reasks
     dropped = list(reply.salvaged)
-    answer = plain_answer(reply.value)
     source_text = source.text  # frontmatter too: dates, authors and titles ground figures
+    answer = readable_free_text(plain_answer(reply.value), vocabulary(source_text))
     domain = source.domain or ""
     replaced = request.replaced
 
@@ -573,8 +595,8 @@ def judge_answer(
         for position, (draft, grounding) in enumerate(zip(answer.claims, report.grounding, strict=True))
     ]  # fmt: skip
     for position, problems in sorted(report.failures.items()):
-        reasons = "; ".join(f"{p.gate}: {p.message}" for p in problems)
-        dropped.append(f'dropped claim "{answer.claims[position].title}" ({reasons})')
+        reasons = "; ".join(f"{p.gate}: {shown(p.message, REASON_MAX)}" for p in problems)
+        dropped.append(f'dropped claim "{shown(answer.claims[position].title)}" ({reasons})')
     kept_with_grounding = [
         settle_flags(draft, report.grounding[position], settings.removes_unverified)
         for position, draft in enumerate(answer.claims)
@@ -603,7 +625,7 @@ def judge_answer(
     )
     for decision in entities.decisions:
         if decision.outcome == "dropped":
-            dropped.append(f'dropped entity "{decision.name}" ({decision.reason})')
+            dropped.append(f'dropped entity "{shown(decision.name)}" ({decision.reason})')
     for name, flags in entities.flags_by_name():
         removed = [flag for flag in flags if flag.verdict == "removed"]
         if removed:
@@ -617,8 +639,14 @@ def judge_answer(
     claims, enrichments, reconciled = reconcile(answer, index, settings.writable_claim_dirs, replaced)
     dropped += reconciled
     by_title = {draft.title: (flags, grounded) for draft, flags, grounded in kept_with_grounding}
+    marked = marked or {}
     claims = [
-        claim.model_copy(update={"flags": by_title[claim.draft.title][0], "grounded": by_title[claim.draft.title][1]})
+        claim.model_copy(
+            update={
+                "flags": marked.get(claim.draft.title, []) + by_title[claim.draft.title][0],
+                "grounded": by_title[claim.draft.title][1],
+            }
+        )
         for claim in claims
     ]
     if anchor:

@@ -188,30 +188,42 @@ _PLACEHOLDER = re.compile(
 )
 
 
+def is_placeholder(item: str) -> bool:
+    return bool(item.strip() and _PLACEHOLDER.match(item.strip()))
+
+
 def gate_placeholder(draft: ClaimDraft) -> list[GateFailure]:
-    problems = []
-    for label, items in (("evidence", draft.evidence), ("limitations", draft.limitations)):
-        for item in items:
-            if item.strip() and _PLACEHOLDER.match(item.strip()):
-                problems.append(
-                    GateFailure(gate="placeholder", message=f'the {label} item "{item.strip()[:40]}" is a placeholder')
-                )
-    return problems
+    return [
+        GateFailure(gate="placeholder", message=f'the {label} item "{item.strip()[:40]}" is a placeholder')
+        for label, items in (("evidence", draft.evidence), ("limitations", draft.limitations))
+        for item in items
+        if is_placeholder(item)
+    ]
 
 
 _EMPHASIS_MARK = re.compile(r"\*\*")  # not "__": identifiers hold it (__init__, window.__name)
 
 
+def markup_problems(where: str, text: str) -> list[GateFailure]:
+    """Stray markdown in one line read as plain text: an unpaired ``**`` or backtick, or (in a title or a
+    description) a leading heading, list or quote mark."""
+    if len(_EMPHASIS_MARK.findall(text)) % 2 or text.count("`") % 2:
+        return [GateFailure(gate="markup", message=f"the {where} has stray markup: {text.strip()[:60]}")]
+    if where in ("title", "description") and text.lstrip().startswith(("#", "- ", "* ", ">")):
+        return [GateFailure(gate="markup", message=f"the {where} starts with a markdown mark")]
+    return []
+
+
 def gate_markup(draft: ClaimDraft) -> list[GateFailure]:
-    """Stray markdown (an unpaired ``**``, a heading mark) left in a line that is read as plain text."""
-    problems = []
-    for where, text in [("title", draft.title), ("description", draft.description),
-                        *((f"evidence item {i + 1}", item) for i, item in enumerate(draft.evidence))]:  # fmt: skip
-        if len(_EMPHASIS_MARK.findall(text)) % 2 or text.count("`") % 2:
-            problems.append(GateFailure(gate="markup", message=f"the {where} has stray markup: {text.strip()[:60]}"))
-        elif where in ("title", "description") and text.lstrip().startswith(("#", "- ", "* ", ">")):
-            problems.append(GateFailure(gate="markup", message=f"the {where} starts with a markdown mark"))
-    return problems
+    return [
+        problem
+        for where, text in [
+            ("title", draft.title),
+            ("description", draft.description),
+            *((f"evidence item {i + 1}", item) for i, item in enumerate(draft.evidence)),
+        ]  # fmt: skip
+        for problem in markup_problems(where, text)
+    ]
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -38,6 +38,12 @@ def default_prompts_dir() -> Path:
     return PACKAGED if PACKAGED.is_dir() else CHECKOUT
 
 
+def _packaged_if_missing(directory: Path, name: str) -> Path:
+    """The folder to read template ``name`` from: ``directory``, or the packaged prompts when it lacks it (a
+    KB's own prompts folder made before the template existed)."""
+    return directory if (directory / name).is_file() else default_prompts_dir()
+
+
 def _template(directory: Path, name: str) -> Template:
     path = directory / name
     try:
@@ -62,7 +68,7 @@ def persona(directory: Path, agent: str) -> str:
 
 def part_note(directory: Path, part: int, parts: int, start: int, end: int, length: int) -> str:
     """What a part of a long source is told about itself: ``part.md``, the packaged one if the folder lacks it."""
-    folder = directory if (directory / "part.md").is_file() else default_prompts_dir()
+    folder = _packaged_if_missing(directory, "part.md")
     values = {"part": str(part), "parts": str(parts), "start": f"{start:,}", "end": f"{end:,}", "length": f"{length:,}"}
     return _fill(_template(folder, "part.md"), "part.md", values)
 
@@ -105,7 +111,7 @@ def entity_rules(directory: Path, entity_types: str | None) -> tuple[str, str]:
     system message; both empty when the run drafts no entities."""
     if entity_types is None:
         return "", ""
-    folder = directory if (directory / "entities.md").is_file() else default_prompts_dir()
+    folder = _packaged_if_missing(directory, "entities.md")
     rules = _fill(_template(folder, "entities.md"), "entities.md", {}) + "\n"
     return rules, f"\nEntity types and their fields:\n{entity_types}\n"
 
@@ -165,6 +171,56 @@ def build_messages(
             "candidates": format_candidates(candidates),
             "entities": format_entities(entities if entity_types is not None else None),
             "body": source.body.strip(),
+        },
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def build_selection_messages(
+    directory: Path,
+    agent: str,
+    source: Source,
+    numbered: str,
+    targets: list[str],
+    max_claims: int,
+    schema: dict[str, Any] | None,
+) -> list[dict[str, str]]:
+    """System and user messages for choosing claims among a window of numbered sentences (``select.md`` and
+    ``select_user.md``, the packaged ones if the folder lacks them); ``targets`` are the existing claims the
+    window may enrich, offered only when retrieval found them strong."""
+    schema_instructions = ""
+    if schema is not None:
+        schema_instructions = "\n" + _fill(
+            _template(directory, "schema_instructions.md"),
+            "schema_instructions.md",
+            {"schema": json.dumps(schema, separators=(",", ":"))},
+        )
+    rules = ""
+    if targets:
+        folder = _packaged_if_missing(directory, "select_enrichments.md")
+        rules = _fill(_template(folder, "select_enrichments.md"), "select_enrichments.md", {}) + "\n"
+    folder = _packaged_if_missing(directory, "select.md")
+    system = _fill(
+        _template(folder, "select.md"),
+        "select.md",
+        {
+            "persona": persona(directory, agent),
+            "max_claims": str(max_claims),
+            "enrichment_rules": rules,
+            "schema_instructions": schema_instructions,
+        },
+    )
+    listed = ("\nExisting claims:\n" + "\n".join(f"- {title}" for title in targets) + "\n") if targets else ""
+    folder = _packaged_if_missing(directory, "select_user.md")
+    user = _fill(
+        _template(folder, "select_user.md"),
+        "select_user.md",
+        {
+            "title": source.title,
+            "author": str(source.metadata.get("author") or "unknown"),
+            "date": source.date or "unknown",
+            "targets": listed,
+            "sentences": numbered,
         },
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

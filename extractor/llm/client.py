@@ -232,6 +232,7 @@ def cache_key(settings: Settings, messages: list[dict[str, str]], fmt: dict[str,
         "schema": shape.model_json_schema(),
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
+        **({"seed": settings.seed} if settings.seed is not None else {}),  # older keys stay valid without a seed
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -360,6 +361,7 @@ class StructuredClient:
                                 response_format=fmt,
                                 temperature=settings.temperature,
                                 max_tokens=settings.max_tokens,
+                                **({"seed": settings.seed} if settings.seed is not None else {}),
                             )
                         except Exception as exc:
                             usage.requests += 1

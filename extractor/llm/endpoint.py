@@ -41,5 +41,6 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
                 "gate_reasks": settings.local_gate_reasks,
                 "entities": settings.local_entities,
                 "temperature": settings.local_temperature,
+                "seed": settings.local_seed,
             }
         )

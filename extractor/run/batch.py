@@ -128,6 +128,9 @@ def submit(
 ) -> tuple[BatchRecord, str | None]:
     """Send up to ``limit`` due sources as one batch job and mark them batched; also says why fewer went, when
     a budget held some back."""
+    if settings.selects:
+        raise BatchError('a batch sends one drafting request per source: strategy "select" reads sentence '
+                         'windows one after another; set strategy = "draft" (or "auto") for batch mode')  # fmt: skip
     _, base = planning_view(kb_root, settings)
     index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
     allowance = batch_allowance(settings, store)

@@ -31,7 +31,8 @@ from extractor.core.errors import ExtractorError
 from extractor.core.records import OutcomeKind, SourceOutcome
 from extractor.core.settings import Settings
 from extractor.core.text import one_line
-from extractor.extraction.extract import ExtractionResult, extract_source
+from extractor.extraction.extract import ExtractionResult
+from extractor.extraction.strategy import extract_source
 from extractor.kb.gitrepo import read_at
 from extractor.kb.index import KBIndex
 from extractor.kb.locks import kb_lock

@@ -1,0 +1,155 @@
+"""A source body as numbered sentences, for a model that chooses among them rather than writes.
+
+Sentences come from syntok's segmenter, run on the body's prose blocks (markdown
+headings, tables and code are not prose); each keeps its place in the body, so what
+is chosen is quoted verbatim. Which sentences may be chosen, and how likely each is
+to hold a checkable statement, is computed here too: the model's choices are bounded
+by the first and its fallbacks ranked by the second.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+from syntok import segmenter
+
+from extractor.core.text import one_line
+from extractor.extraction.answer import letter_words
+from extractor.extraction.gates import has_finite_verb
+
+MIN_WORDS = 6
+MAX_WORDS = 80
+# Sections a curator or an earlier extraction wrote about the source, not the source's own statements.
+NOT_THE_SOURCE = re.compile(
+    r"\b(?:notes?|links?|noise|connections?|relevance|assessment|references|bibliography|key facts|"
+    r"extraction hints?|tags)\b",
+    re.IGNORECASE,
+)
+_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_TABLE = re.compile(r"^\s*\|")
+_FIGURE = re.compile(r"\d")
+_URL = re.compile(r"https?://\S+")
+# Words that mark a statement someone could check or dispute: findings, comparisons, causes, predictions.
+_CLAIM_WORDS = re.compile(
+    r"\b(?:more|less|fewer|greater|higher|lower|than|increase[sd]?|decrease[sd]?|reduce[sd]?|improve[sd]?|"
+    r"outperform(?:s|ed)?|cause[sd]?|lead(?:s)? to|led to|because|therefore|show(?:s|ed|n)?|f(?:ou|i)nds?|"
+    r"found|suggest(?:s|ed)?|predict(?:s|ed)?|must|cannot|will|should|significant(?:ly)?|evidence|"
+    r"effect(?:s)?|without|only|most|never|always|fail(?:s|ed)?|require[sd]?|depend(?:s|ed)?)\b",
+    re.IGNORECASE,
+)
+
+
+class Sentence(BaseModel):
+    """One sentence of the body: its number (from 1), its text on one line, where it sits, and its section."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    text: str
+    start: int
+    end: int
+    section: str = ""
+    block: int = 0  # the prose block (paragraph or list item) it belongs to
+    fragment: bool = False  # a list item completing the sentence before it ("five areas:"): not a statement
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def split_sentences(body: str) -> list[Sentence]:
+    """Every sentence of the body's prose, numbered from 1 in reading order."""
+    sentences: list[Sentence] = []
+    for block, (start, text, section, item) in enumerate(_block_spans(body)):
+        for paragraph in segmenter.analyze(text):
+            for tokens in paragraph:
+                if not tokens:
+                    continue
+                first, last = tokens[0], tokens[-1]
+                begin, end = start + first.offset, start + last.offset + len(last.value)
+                sentence = one_line(body[begin:end])
+                if sentence:
+                    before = sentences[-1] if sentences else None
+                    fragment = item and before is not None and (before.fragment or before.text.endswith(":"))
+                    sentences.append(
+                        Sentence(
+                            number=len(sentences) + 1,
+                            text=sentence,
+                            start=begin,
+                            end=end,
+                            section=section,
+                            block=block,
+                            fragment=fragment,
+                        )  # fmt: skip
+                    )
+    return sentences
+
+
+def _block_spans(body: str) -> list[tuple[int, str, str, bool]]:
+    """(offset, text, section, is a list item) of each prose block, with offsets exact into ``body``."""
+    spans: list[tuple[int, str, str, bool]] = []
+    section = ""
+    in_code = False
+    start: int | None = None
+    end = 0
+    offset = 0
+    item_block = False
+
+    def close() -> None:
+        nonlocal start
+        if start is not None and body[start:end].strip():
+            spans.append((start, body[start:end], section, item_block))
+        start = None
+
+    for line in body.splitlines(keepends=True):
+        stripped = line.strip()
+        if _FENCE.match(line):
+            close()
+            in_code = not in_code
+        elif in_code or not stripped or _TABLE.match(line):
+            close()
+        elif heading := _HEADING.match(line):
+            close()
+            section = heading.group(2).strip()
+        else:
+            item = _LIST_ITEM.match(line)
+            if item:
+                close()
+            if start is None:
+                start = offset + (item.end() if item else 0)
+                item_block = item is not None
+            end = offset + len(line)
+        offset += len(line)
+    close()
+    return spans
+
+
+def selectable(sentence: Sentence) -> bool:
+    """May the model choose it: a whole statement of the source's own, with a verb, neither a question nor a
+    link, and of a length a claim's evidence can quote."""
+    text = sentence.text
+    if not MIN_WORDS <= sentence.words <= MAX_WORDS or letter_words(text) < MIN_WORDS - 1:
+        return False
+    if sentence.fragment or NOT_THE_SOURCE.search(sentence.section) or text.rstrip().endswith(("?", ":")):
+        return False
+    if "[[" in text:
+        return False
+    if _URL.sub("", text).strip() != text.strip() and letter_words(_URL.sub("", text)) < MIN_WORDS:
+        return False
+    return has_finite_verb(text)
+
+
+def checkability(sentence: Sentence) -> float:
+    """How likely the sentence states something checkable or arguable: figures, comparisons, causes, findings;
+    a mid-length sentence over a very short or very long one. Ranks windows and fallbacks, never decides alone."""
+    text = sentence.text
+    score = 2.0 if _FIGURE.search(_URL.sub("", text)) else 0.0
+    score += min(3, len(_CLAIM_WORDS.findall(text)))
+    if 12 <= sentence.words <= 45:
+        score += 1.0
+    elif sentence.words > 60:
+        score -= 1.0
+    return score
