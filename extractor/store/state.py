@@ -23,6 +23,7 @@ from typing import Any
 from filelock import FileLock
 from pydantic import BaseModel
 
+from extractor.core.errors import ExtractorError
 from extractor.core.records import CallRecord, ExtractionReport
 from extractor.core.redact import scrub
 from extractor.kb.statedir import BUSY_TIMEOUT_MS, STATE_DIR, ensure_state_dir, immediate_transaction
@@ -206,6 +207,10 @@ def migrate(db: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
+class StoreError(ExtractorError):
+    """The state database cannot be opened (locked past the busy timeout, not a database, unreadable)."""
+
+
 class StateStore:
     """Typed access to the state database; one connection per process."""
 
@@ -214,14 +219,23 @@ class StateStore:
         # Shared by threads: the daemon polls in a scheduler thread, and the parts of a long source are asked
         # from threads that read and fill the response cache. Transactions hold the lock, so one thread's
         # statements never land inside another's transaction.
-        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         self.lock = threading.RLock()
-        self.db.row_factory = sqlite3.Row
-        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        with FileLock(f"{path}.migrate.lock"):  # two processes opening a new store must not both migrate it
-            migrate(self.db)
+        try:
+            self.db = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self.db.row_factory = sqlite3.Row
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            # Two processes opening a new store must not both migrate it, nor both switch it to WAL: SQLite
+            # answers a journal-mode change that meets another process's lock with "database is locked" at
+            # once, without waiting. The mode stays in the file, so only the first opening switches it.
+            with FileLock(f"{path}.migrate.lock"):
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                migrate(self.db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the state store: {exc}") from exc
 
     @classmethod
     def open(cls, kb_root: Path) -> StateStore:
