@@ -180,6 +180,8 @@ def test_placeholders_stray_markup_and_foreign_evidence() -> None:
     ]
     stray = ClaimDraft.model_validate({**base, "title": "IAB 2026**: creators take most of the ad budget"})
     assert gate_markup(stray)[0].message.startswith("the title has stray markup")
+    debris = ClaimDraft.model_validate({**base, "description": "{{#}} The meta-analysis reveals that one agent wins."})
+    assert gate_markup(debris)[0].message == "the description holds JSON or template braces"
     code = ClaimDraft.model_validate({**base, "evidence": ["the handler sets window.__name = 1 and **bold** text"]})
     assert gate_markup(code) == []  # "__" is an identifier's, "**" is paired
     source = "Traders beat the council on nine of ten proposals, the DAO reports; prices aggregate what traders know."

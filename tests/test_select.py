@@ -19,6 +19,7 @@ from extractor.extraction.prose import is_prose, shown, vocabulary
 from extractor.extraction.selecting import windows_of
 from extractor.extraction.selection import proposition, selection_model
 from extractor.extraction.sentences import selectable, split_sentences
+from extractor.kb.claims import parse_claim
 from extractor.kb.sources import load_source
 from extractor.kb.yamlio import split_document
 from extractor.llm.client import response_format
@@ -90,6 +91,12 @@ def test_sentences_are_numbered_spans_of_the_body_and_notes_are_not_offered() ->
     assert not selectable(texts["The paper sketches two areas:"])
     assert not selectable(texts["Markets that price policy outcomes well."])  # a list item completing a colon
     assert not selectable(texts["This source extends the claim about markets and polls."])  # a curator's note
+    labelled = split_sentences("Additional data: participation demographics, wallet analysis, time-to-fill curves.")
+    assert not selectable(labelled[0])  # a label and a list
+    stated = split_sentences("Reported results: the constitutional models were judged less harmful than others.")
+    assert selectable(stated[0])
+    subjectless = split_sentences("Provides the quantitative backbone for claims about futarchy effectiveness.")
+    assert not selectable(subjectless[0])
 
 
 def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:
@@ -98,6 +105,9 @@ def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:
     )
     assert proposition("However, the authors found that coverage cut depression by 30 percent.") == (
         "Coverage cut depression by 30 percent"
+    )
+    assert proposition("But one week is short, and the reviewers quickly guessed.") == (
+        "One week is short, and the reviewers quickly guessed"
     )
     # A frame without a clause is the statement itself: "Hanson proposes futarchy" keeps its subject.
     assert proposition("Hanson proposes a form of government he calls futarchy.") == (
@@ -187,6 +197,34 @@ def test_a_title_that_fails_the_gates_falls_back_to_the_chosen_sentence(
         "title-fallback" not in source_meta["extraction_notes"]
         or "Flagged for review" in source_meta["extraction_notes"]
     )
+
+
+def test_a_model_title_loses_its_frame_and_one_pointing_back_falls_back(
+    kb: Path, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    depression, coverage = number_of(kb, DEPRESSION), number_of(kb, NULL)
+    finding = "Rates of depression fell by about 30 percent relative to the control group."
+    fake_llm.push(
+        answer(
+            {
+                "claims": [
+                    choice([depression], "It cut depression rates by about 30 percent", limitation=finding),
+                    choice([coverage], "The study found that coverage did not improve blood pressure"),
+                ]
+            }
+        )
+    )
+    assert main(["extract", str(kb / OREGON)]) == 0
+    claims = {c["title"]: c for c in shown_claims(kb, capsys)}
+    # "It" is a subject from another sentence: the chosen sentence is the title, flagged.
+    fell = claims[DEPRESSION.rstrip(".")]
+    assert "points to another sentence" in fell["flags"][0]["reason"]
+    # The model's "limitation" restates a finding: it qualifies nothing, and the source has no caveat for it.
+    assert parse_claim(git(kb, "show", f"{OREGON_BRANCH}:{fell['path']}")).limitations == []
+    # The model's own title, but without its reporting frame, and not flagged.
+    improved = claims["Coverage did not improve blood pressure"]
+    assert not improved["flags"]
+    assert parse_claim(git(kb, "show", f"{OREGON_BRANCH}:{improved['path']}")).limitations == [CAUTION]
 
 
 def test_repeated_choices_make_one_claim(kb: Path, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]) -> None:

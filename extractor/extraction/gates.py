@@ -204,6 +204,9 @@ def gate_placeholder(draft: ClaimDraft) -> list[GateFailure]:
 _EMPHASIS_MARK = re.compile(r"\*\*")  # not "__": identifiers hold it (__init__, window.__name)
 
 
+_BRACES = re.compile(r"[{}]")  # no accepted title or description of the corpus has one; "{{#}}" is debris
+
+
 def markup_problems(where: str, text: str) -> list[GateFailure]:
     """Stray markdown in one line read as plain text: an unpaired ``**`` or backtick, or (in a title or a
     description) a leading heading, list or quote mark."""
@@ -211,6 +214,8 @@ def markup_problems(where: str, text: str) -> list[GateFailure]:
         return [GateFailure(gate="markup", message=f"the {where} has stray markup: {text.strip()[:60]}")]
     if where in ("title", "description") and text.lstrip().startswith(("#", "- ", "* ", ">")):
         return [GateFailure(gate="markup", message=f"the {where} starts with a markdown mark")]
+    if where in ("title", "description") and _BRACES.search(text):
+        return [GateFailure(gate="markup", message=f"the {where} holds JSON or template braces")]
     return []
 
 

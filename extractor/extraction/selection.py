@@ -49,6 +49,7 @@ LIMITATION_SUPPORT = 0.6  # share of the model's limitation's words the window h
 # One sentence chosen by a small model is not proof: its confidence is capped here, for the reviewer to raise.
 CONFIDENCE_CAP = {Confidence.PROVEN: Confidence.LIKELY}
 ARGUMENT_MAX = 900
+SENTENCE_END = (".", "!", "?", '."', ".)")
 
 SELECT_BOUNDS: dict[str, dict[str, dict[str, int]]] = {
     "SelectionAnswer": {"enrichments": {"maxItems": 1}},
@@ -155,7 +156,14 @@ _OPENER = re.compile(
     r"in short|in sum|finally|indeed|in fact|crucially|instead|still|so|and|but|according to [^,]{1,60})\s*,\s*",
     re.IGNORECASE,
 )
+_BARE_CONJUNCTION = re.compile(r"^(?:and|but|yet)\s+", re.IGNORECASE)  # "But one week is short": no comma
 _CITATION = re.compile(r"\s*\[(?:\d+(?:[-–,]\s*\d+)*)\]")
+# A subject that points to an earlier sentence: "It depends on...", "These are set out...", "This meant...".
+_POINTS_BACK = re.compile(
+    r"^(?:it|its|they|their|he|she|(?:this|these|that|those|such)\s+(?:is|are|was|were|has|have|had|meant|means|"
+    r"can|could|will|would|may|might|made|makes|led|leads|shows?|showed|suggests?|suggested|did|does|do)\b)\b",
+    re.IGNORECASE,
+)
 _MARKUP = re.compile(r"\*\*|__|`")
 
 
@@ -164,7 +172,7 @@ def proposition(sentence: str) -> str:
     clause, so "Hanson proposes a form of government" stays a sentence), opener ("However,")
     and citation marks removed, markup dropped, the first letter upper case, no final full stop."""
     text = _MARKUP.sub("", _CITATION.sub("", one_line(sentence)))
-    for pattern in (_FRAME, _OPENER):
+    for pattern in (_FRAME, _OPENER, _BARE_CONJUNCTION):
         stripped = pattern.sub("", text, count=1)
         if letter_words(stripped) >= 4:
             text = stripped
@@ -205,8 +213,12 @@ def title_problem(title: str, chosen: list[Sentence], context: SelectionContext)
     chosen sentences (a title that says what they do not is not their claim)."""
     if not title or not is_prose(title, context.vocabulary, TITLE_MAX):
         return "is not a readable sentence"
+    if len(title) >= SELECT_BOUNDS["SelectedClaim"]["title"]["maxLength"] - 2:
+        return "was cut off at its length bound"
     if problems := gate_title(title) + markup_problems("title", title):
         return problems[0].message.removeprefix("the title ")
+    if _POINTS_BACK.match(title):
+        return "starts with a word that points to another sentence"
     stems = content_stems(title)
     held = content_stems(" ".join(s.text for s in chosen))
     if not stems or len(stems & held) / len(stems) < TITLE_SUPPORT:
@@ -222,7 +234,7 @@ def fallback_title(chosen: list[Sentence]) -> tuple[Sentence, str] | None:
         if sentence.text.count('"') % 2:
             continue  # a quotation cut by the sentence's end: no title
         title = proposition(sentence.text)
-        if not gate_title(title):
+        if not gate_title(title) and not _POINTS_BACK.match(title):
             return sentence, title
     return None
 
@@ -240,7 +252,8 @@ def description_for(
     sentences says (a small model's own additions are rarely true); else another chosen sentence, a
     neighbouring one, and last the source's attribution."""
     passage = " ".join(s.text for s in [*chosen, *context.neighbours(chosen)])
-    options = [written] if written and supported(written, passage, DESCRIPTION_SUPPORT) else []
+    whole = written.endswith(SENTENCE_END)  # one cut off at its length bound is not a sentence
+    options = [written] if whole and supported(written, passage, DESCRIPTION_SUPPORT) else []
     options += [s.text for s in chosen if s is not title_from] + [s.text for s in context.neighbours(chosen)]
     for option in options:
         if (
@@ -261,6 +274,9 @@ _CAVEAT = re.compile(
 )
 
 
+_QUALIFIES = re.compile(_CAVEAT.pattern[:-3] + r"|not|no|only|unless|except|although|though|but|whether)\b", re.I)
+
+
 def limitations_for(written: str, title: str, chosen: list[Sentence], window: list[Sentence],
                     context: SelectionContext) -> list[str]:  # fmt: skip
     """A sentence of the window that qualifies the chosen ones (a caveat sharing their words), verbatim; else
@@ -277,7 +293,8 @@ def limitations_for(written: str, title: str, chosen: list[Sentence], window: li
     if best is not None and shared >= 2:
         return [best.text]
     if (
-        written
+        written.endswith(SENTENCE_END)
+        and _QUALIFIES.search(written)  # a limitation qualifies; a restated finding is not one
         and letter_words(written) >= 4
         and is_prose(written, context.vocabulary)
         and supported(written, " ".join(s.text for s in window), LIMITATION_SUPPORT)
@@ -312,7 +329,7 @@ def draft_from_choice(
     if not chosen:
         return None
     flags: list[Flag] = []
-    title, title_from = choice.title.strip().lstrip("# ").rstrip(".").strip(), None
+    title, title_from = proposition(choice.title.strip().lstrip("# ")), None  # its frame goes too
     problem = title_problem(title, chosen, context)
     if problem is not None:
         fallback = fallback_title(chosen)

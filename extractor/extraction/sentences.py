@@ -16,7 +16,7 @@ from syntok import segmenter
 
 from extractor.core.text import one_line
 from extractor.extraction.answer import letter_words
-from extractor.extraction.gates import has_finite_verb
+from extractor.extraction.gates import FINITE_VERBS, has_finite_verb
 
 MIN_WORDS = 6
 MAX_WORDS = 80
@@ -39,6 +39,16 @@ _CLAIM_WORDS = re.compile(
     r"found|suggest(?:s|ed)?|predict(?:s|ed)?|must|cannot|will|should|significant(?:ly)?|evidence|"
     r"effect(?:s)?|without|only|most|never|always|fail(?:s|ed)?|require[sd]?|depend(?:s|ed)?)\b",
     re.IGNORECASE,
+)
+
+
+# Verbs a line starts with when it has no subject ("Provides the backbone for...", "Tracks volume across..."):
+# notes and list items, not statements.
+SUBJECTLESS = frozenset(
+    "provides represents tracks shows includes offers enables allows requires creates reduces increases supports "
+    "uses covers describes explains lists contains highlights demonstrates suggests notes adds gives makes helps "
+    "lets discusses argues proposes introduces presents outlines examines analyzes analyses compares documents "
+    "captures reflects confirms extends challenges illustrates measures reports".split()
 )
 
 
@@ -127,6 +137,12 @@ def _block_spans(body: str) -> list[tuple[int, str, str, bool]]:
     return spans
 
 
+def _plain_verb(text: str) -> bool:
+    """A verb no noun is mistaken for: one of the common finite verbs, or a past form."""
+    words = [word.strip(".,;:'\"()*").casefold() for word in text.split()]
+    return any(word in FINITE_VERBS or (len(word) > 4 and word.endswith("ed")) for word in words)
+
+
 def selectable(sentence: Sentence) -> bool:
     """May the model choose it: a whole statement of the source's own, with a verb, neither a question nor a
     link, and of a length a claim's evidence can quote."""
@@ -135,6 +151,11 @@ def selectable(sentence: Sentence) -> bool:
         return False
     if sentence.fragment or NOT_THE_SOURCE.search(sentence.section) or text.rstrip().endswith(("?", ":")):
         return False
+    if text.split()[0].strip("*_").casefold() in SUBJECTLESS:
+        return False
+    label, colon, rest = text.partition(": ")
+    if colon and len(label) <= 60 and not _plain_verb(rest):
+        return False  # "Additional data: demographics, wallets, curves": a label and a list, not a statement
     if "[[" in text:
         return False
     if _URL.sub("", text).strip() != text.strip() and letter_words(_URL.sub("", text)) < MIN_WORDS:
