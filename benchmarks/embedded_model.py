@@ -41,22 +41,23 @@ def main() -> None:
             client = StructuredClient(make_client(live), live)
             service = SourceService(kb, live, StateStore.open(kb), runner=MANUAL_RUNNER, count_failures=False)
             rows = []
-            print(f"{'source':58} {'s':>6} {'in':>6} {'out':>6} {'reqs':>4} outcome")
+            print(f"{'source':58} {'s':>6} {'in':>6} {'out':>6} {'reqs':>4} {'claims':>6} outcome")
             for path in sorted((kb / "inbox" / "archive").glob("*.md")):
                 for _ in range(args.repeat):
                     outcome = service.process(path, client, worker=1, force=True, dry_run=True)
                     usage = outcome.usage
-                    rows.append((outcome.seconds, usage.prompt_tokens, usage.completion_tokens))
+                    rows.append((outcome.seconds, usage.prompt_tokens, usage.completion_tokens, len(outcome.claims)))
                     detail = outcome.kind.value if outcome.ok else f"failed: {outcome.error}"[:60]
                     print(
                         f"{path.name[:58]:58} {outcome.seconds:6.1f} {usage.prompt_tokens:6d} "
-                        f"{usage.completion_tokens:6d} {usage.requests:4d} {detail}"
+                        f"{usage.completion_tokens:6d} {usage.requests:4d} {len(outcome.claims):6d} {detail}"
                     )
         seconds = [r[0] for r in rows]
         print(
             f"per source: median {statistics.median(seconds):.1f}s, max {max(seconds):.1f}s; "
             f"tokens in median {statistics.median(r[1] for r in rows):.0f}, "
-            f"out median {statistics.median(r[2] for r in rows):.0f}"
+            f"out median {statistics.median(r[2] for r in rows):.0f}; "
+            f"{sum(r[3] > 0 for r in rows)} of {len(rows)} extractions with at least one claim"
         )
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
 
 from extractor.core.errors import ExtractorError
+from extractor.core.records import ExtractionReport, SourceOutcome
 from extractor.kb.gitrepo import Identity, commit_paths, git
 
 PACKAGED = Path(__file__).parent.parent / "samples"
@@ -57,4 +60,50 @@ def report(kb: Path, since: str) -> str:
         added = git(kb, "diff-tree", "--no-commit-id", "--name-only", "--diff-filter=A", "-r", commit, "--", "claims")
         for path in added.split():
             lines += [f"==> {path} ({commit[:7]})", git(kb, "show", f"{commit}:{path}"), ""]
+    return "\n".join(lines)
+
+
+# What a dropped-claim note of an extraction starts with (extraction_notes and the report's ``dropped``).
+DROPPED_CLAIM = ("dropped claim", "claim already in the KB", "claim repeated", "no claim could be made")
+
+
+class SampleSummary(BaseModel):
+    source: str
+    written: int
+    dropped: list[str]
+    error: str | None = None
+
+
+def sample_summary(outcome: SourceOutcome, extraction: ExtractionReport | None) -> SampleSummary:
+    dropped = [item for item in (extraction.dropped if extraction else []) if item.startswith(DROPPED_CLAIM)]
+    return SampleSummary(
+        source=PurePosixPath(outcome.source_path).stem,
+        written=len(outcome.claims),
+        dropped=dropped,
+        error=None if outcome.ok else outcome.error,
+    )
+
+
+def closing_summary(samples: list[SampleSummary], kb: Path, command: str, model: str, strategy: str) -> str:
+    """The demo's last words: per sample, claims written and dropped (the first reason), then where the KB is
+    and how to look at its drafts, and how to use a real endpoint instead."""
+    lines = [f"Summary ({model}, strategy {strategy}):"]
+    for sample in samples:
+        if sample.error:
+            lines.append(f"  {sample.source}: failed: {sample.error}")
+            continue
+        line = f"  {sample.source}: {sample.written} claim(s) written, {len(sample.dropped)} dropped"
+        if sample.dropped:
+            first = sample.dropped[0]
+            line += f" (first: {first if len(first) <= 160 else first[:159] + '…'})"
+        lines.append(line)
+    lines += [
+        "",
+        f"The demo knowledge base is {kb}; each source's drafts are on a branch extract/<source>. To look at them:",
+        f"  {command} review --kb {kb} list",
+        f"  {command} review --kb {kb} show <source>",
+        f"  {command} review --kb {kb} show <source> --html --output review.html",
+        "To draft with a real model instead of the embedded one, name an OpenAI-compatible endpoint:",
+        f"  OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=sk-... {command} demo",
+    ]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from extractor import __version__
 from extractor.cli import evaluation
-from extractor.cli.demo import create_demo_kb, report
+from extractor.cli.demo import closing_summary, create_demo_kb, report, sample_summary
 from extractor.cli.output import configure_json_logging, is_interactive
 from extractor.core.errors import ExtractorError
 from extractor.core.records import OutcomeKind, SourceOutcome
@@ -653,7 +653,26 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(report(kb_root, start))
     print(summary(report_))
+    store = StateStore.open(kb_root)
+    try:
+        samples = [
+            sample_summary(outcome, store.extraction_for(outcome.commit) if outcome.commit else None)
+            for outcome in report_.outcomes
+        ]
+    finally:
+        store.close()
+    embedded = not settings.base_url
+    model = "the embedded model" if embedded else settings.model
+    strategy = settings.strategy_for(embedded=embedded)
+    print()
+    print(closing_summary(samples, args.dir, command_name(), model, strategy))
     return EXIT_FAILED if report_.failed else EXIT_OK
+
+
+def command_name() -> str:
+    """How the user ran this program, for commands to copy: the path they typed, or plain ``extractor``."""
+    typed = Path(sys.argv[0])
+    return str(typed) if typed.name == "extractor" and len(typed.parts) > 1 else "extractor"
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

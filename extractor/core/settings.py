@@ -198,7 +198,11 @@ class Settings(BaseSettings):
     @property
     def selects(self) -> bool:
         """Claims are chosen among the source's sentences (``strategy``; auto: for the embedded model)."""
-        return self.strategy == "select" or (self.strategy == "auto" and self.is_embedded)
+        return self.strategy_for(embedded=self.is_embedded) == "select"
+
+    def strategy_for(self, embedded: bool) -> Literal["draft", "select"]:
+        """The strategy a run takes, told before its endpoint starts (``auto``: select for the embedded model)."""
+        return "select" if self.strategy == "select" or (self.strategy == "auto" and embedded) else "draft"
 
     @property
     def removes_unverified(self) -> bool:
