@@ -97,6 +97,9 @@ def test_sentences_are_numbered_spans_of_the_body_and_notes_are_not_offered() ->
     assert selectable(stated[0])
     subjectless = split_sentences("Provides the quantitative backbone for claims about futarchy effectiveness.")
     assert not selectable(subjectless[0])
+    listed = split_sentences("Countries compared: Australia, Canada, France, the United Kingdom, the United States.")
+    assert not selectable(listed[0])  # "United" is a name, not a verb
+    assert not selectable(split_sentences("Published in Physics of Life Reviews, Vol 24, March 2018.")[0])
 
 
 def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:
@@ -108,6 +111,12 @@ def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:
     )
     assert proposition("But one week is short, and the reviewers quickly guessed.") == (
         "One week is short, and the reviewers quickly guessed"
+    )
+    assert proposition("**Key data:** contested decisions show far higher engagement than routine ones.") == (
+        "Contested decisions show far higher engagement than routine ones"
+    )
+    assert (
+        proposition("The result is clear: prices rose by 5 percent.") == "The result is clear: prices rose by 5 percent"
     )
     # A frame without a clause is the statement itself: "Hanson proposes futarchy" keeps its subject.
     assert proposition("Hanson proposes a form of government he calls futarchy.") == (

@@ -35,6 +35,7 @@ from extractor.extraction.gates import (
     content_stems,
     gate_description,
     gate_title,
+    has_finite_verb,
     is_placeholder,
     markup_problems,
 )
@@ -156,7 +157,9 @@ _OPENER = re.compile(
     r"in short|in sum|finally|indeed|in fact|crucially|instead|still|so|and|but|according to [^,]{1,60})\s*,\s*",
     re.IGNORECASE,
 )
-_BARE_CONJUNCTION = re.compile(r"^(?:and|but|yet)\s+", re.IGNORECASE)  # "But one week is short": no comma
+_BARE_CONJUNCTION = re.compile(r"^(?:and|but|yet|or)\s+", re.IGNORECASE)  # "But one week is short": no comma
+_AUXILIARY = re.compile(r"\b(?:is|are|was|were|has|have|had|will|would|can|could|do|does|did)\b", re.IGNORECASE)
+_LABEL = re.compile(r"^(?P<label>[^:.!?]{2,60}):\s+(?P<rest>\S.*)$")  # "Key data: contested decisions show..."
 _CITATION = re.compile(r"\s*\[(?:\d+(?:[-–,]\s*\d+)*)\]")
 # A subject that points to an earlier sentence: "It depends on...", "These are set out...", "This meant...".
 _POINTS_BACK = re.compile(
@@ -168,10 +171,16 @@ _MARKUP = re.compile(r"\*\*|__|`")
 
 
 def proposition(sentence: str) -> str:
-    """A source sentence as a claim title: its reporting frame ("The paper argues that": a frame followed by a
-    clause, so "Hanson proposes a form of government" stays a sentence), opener ("However,")
-    and citation marks removed, markup dropped, the first letter upper case, no final full stop."""
+    """A source sentence as a claim title: a short label before a colon ("Key data: ..."), its reporting
+    frame ("The paper argues that": a frame followed by a clause, so "Hanson proposes a form of government" stays
+    a sentence), an opener ("However,", a bare "But") and citation marks removed, markup dropped, the first
+    letter upper case, no final full stop."""
     text = _MARKUP.sub("", _CITATION.sub("", one_line(sentence)))
+    labelled = _LABEL.match(text)
+    if labelled and len(labelled["label"].split()) <= 6 and not _AUXILIARY.search(labelled["label"]):
+        rest = labelled["rest"]
+        if letter_words(rest) >= 4 and has_finite_verb(rest):
+            text = rest  # the statement after its label
     for pattern in (_FRAME, _OPENER, _BARE_CONJUNCTION):
         stripped = pattern.sub("", text, count=1)
         if letter_words(stripped) >= 4:
@@ -234,7 +243,7 @@ def fallback_title(chosen: list[Sentence]) -> tuple[Sentence, str] | None:
         if sentence.text.count('"') % 2:
             continue  # a quotation cut by the sentence's end: no title
         title = proposition(sentence.text)
-        if not gate_title(title) and not _POINTS_BACK.match(title):
+        if not gate_title(title) + markup_problems("title", title) and not _POINTS_BACK.match(title):
             return sentence, title
     return None
 
@@ -261,7 +270,7 @@ def description_for(
             and not gate_description(title, option)
             and not _unverified_figure(option, context.facts)
         ):
-            return one_line(option)
+            return one_line(_MARKUP.sub("", option))  # a source sentence's bold is not the description's
     return context.attribution
 
 

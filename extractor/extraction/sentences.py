@@ -48,7 +48,8 @@ SUBJECTLESS = frozenset(
     "provides represents tracks shows includes offers enables allows requires creates reduces increases supports "
     "uses covers describes explains lists contains highlights demonstrates suggests notes adds gives makes helps "
     "lets discusses argues proposes introduces presents outlines examines analyzes analyses compares documents "
-    "captures reflects confirms extends challenges illustrates measures reports".split()
+    "captures reflects confirms extends challenges illustrates measures reports published based written released "
+    "authored".split()
 )
 
 
@@ -139,8 +140,10 @@ def _block_spans(body: str) -> list[tuple[int, str, str, bool]]:
 
 def _plain_verb(text: str) -> bool:
     """A verb no noun is mistaken for: one of the common finite verbs, or a past form."""
-    words = [word.strip(".,;:'\"()*").casefold() for word in text.split()]
-    return any(word in FINITE_VERBS or (len(word) > 4 and word.endswith("ed")) for word in words)
+    words = [word.strip(".,;:'\"()*") for word in text.split()]
+    return any(
+        word.casefold() in FINITE_VERBS or (len(word) > 4 and word.endswith("ed") and word.islower()) for word in words
+    )  # "United States" is not a past tense
 
 
 def selectable(sentence: Sentence) -> bool:
