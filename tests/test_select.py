@@ -100,6 +100,8 @@ def test_sentences_are_numbered_spans_of_the_body_and_notes_are_not_offered() ->
     listed = split_sentences("Countries compared: Australia, Canada, France, the United Kingdom, the United States.")
     assert not selectable(listed[0])  # "United" is a name, not a verb
     assert not selectable(split_sentences("Published in Physics of Life Reviews, Vol 24, March 2018.")[0])
+    labelled_note = split_sentences("**Variational neuroethology**: Proposes an ontology of biological systems.")
+    assert not selectable(labelled_note[0])  # a label, then a line without a subject
 
 
 def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:

@@ -41,7 +41,7 @@ from extractor.extraction.gates import (
 )
 from extractor.extraction.grounding import SourceFacts, check_text
 from extractor.extraction.prose import is_prose, shown
-from extractor.extraction.sentences import Sentence, checkability
+from extractor.extraction.sentences import Sentence, checkability, starts_subjectless
 from extractor.kb.claims import Confidence
 
 TITLE_SUPPORT = 0.6  # share of a rewritten title's words that the chosen sentences hold
@@ -217,6 +217,18 @@ def _unverified_figure(text: str, facts: SourceFacts) -> bool:
     return any(f.verdict == "unverified" and f.kind == "figure" for f in check_text(text, facts, prose=True))
 
 
+def shape_problem(title: str) -> str | None:
+    """What makes a title unfit whoever wrote it: the title gates, stray markup, a subject that points to
+    another sentence, or none at all."""
+    if problems := gate_title(title) + markup_problems("title", title):
+        return problems[0].message.removeprefix("the title ")
+    if _POINTS_BACK.match(title):
+        return "starts with a word that points to another sentence"
+    if starts_subjectless(title):
+        return "has no subject"
+    return None
+
+
 def title_problem(title: str, chosen: list[Sentence], context: SelectionContext) -> str | None:
     """Why the model's title cannot stand (None: it can): the drafted-claim gates, prose, and support by the
     chosen sentences (a title that says what they do not is not their claim)."""
@@ -224,10 +236,8 @@ def title_problem(title: str, chosen: list[Sentence], context: SelectionContext)
         return "is not a readable sentence"
     if len(title) >= SELECT_BOUNDS["SelectedClaim"]["title"]["maxLength"] - 2:
         return "was cut off at its length bound"
-    if problems := gate_title(title) + markup_problems("title", title):
-        return problems[0].message.removeprefix("the title ")
-    if _POINTS_BACK.match(title):
-        return "starts with a word that points to another sentence"
+    if problem := shape_problem(title):
+        return problem
     stems = content_stems(title)
     held = content_stems(" ".join(s.text for s in chosen))
     if not stems or len(stems & held) / len(stems) < TITLE_SUPPORT:
@@ -243,7 +253,7 @@ def fallback_title(chosen: list[Sentence]) -> tuple[Sentence, str] | None:
         if sentence.text.count('"') % 2:
             continue  # a quotation cut by the sentence's end: no title
         title = proposition(sentence.text)
-        if not gate_title(title) + markup_problems("title", title) and not _POINTS_BACK.match(title):
+        if shape_problem(title) is None:
             return sentence, title
     return None
 

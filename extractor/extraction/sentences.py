@@ -49,7 +49,7 @@ SUBJECTLESS = frozenset(
     "uses covers describes explains lists contains highlights demonstrates suggests notes adds gives makes helps "
     "lets discusses argues proposes introduces presents outlines examines analyzes analyses compares documents "
     "captures reflects confirms extends challenges illustrates measures reports published based written released "
-    "authored".split()
+    "authored presented".split()
 )
 
 
@@ -138,6 +138,12 @@ def _block_spans(body: str) -> list[tuple[int, str, str, bool]]:
     return spans
 
 
+def starts_subjectless(text: str) -> bool:
+    """Does it start with a verb and no subject ("Proposes a meta-theoretical ontology...")?"""
+    words = text.split()
+    return bool(words) and words[0].strip("*_").casefold() in SUBJECTLESS
+
+
 def _plain_verb(text: str) -> bool:
     """A verb no noun is mistaken for: one of the common finite verbs, or a past form."""
     words = [word.strip(".,;:'\"()*") for word in text.split()]
@@ -154,10 +160,10 @@ def selectable(sentence: Sentence) -> bool:
         return False
     if sentence.fragment or NOT_THE_SOURCE.search(sentence.section) or text.rstrip().endswith(("?", ":")):
         return False
-    if text.split()[0].strip("*_").casefold() in SUBJECTLESS:
+    if starts_subjectless(text):
         return False
     label, colon, rest = text.partition(": ")
-    if colon and len(label) <= 60 and not _plain_verb(rest):
+    if colon and len(label) <= 60 and (not _plain_verb(rest) or starts_subjectless(rest)):
         return False  # "Additional data: demographics, wallets, curves": a label and a list, not a statement
     if "[[" in text:
         return False
