@@ -164,7 +164,8 @@ _CITATION = re.compile(r"\s*\[(?:\d+(?:[-–,]\s*\d+)*)\]")
 # A subject that points to an earlier sentence: "It depends on...", "These are set out...", "This meant...".
 _POINTS_BACK = re.compile(
     r"^(?:it|its|they|their|he|she|(?:this|these|that|those|such)\s+(?:is|are|was|were|has|have|had|meant|means|"
-    r"can|could|will|would|may|might|made|makes|led|leads|shows?|showed|suggests?|suggested|did|does|do)\b)\b",
+    r"can|could|will|would|may|might|made|makes|led|leads|shows?|showed|suggests?|suggested|did|does|do|"
+    r"represents?|reflects?|implies|marks?|remains?|becomes?|creates?|enables?|explains?)\b)\b",
     re.IGNORECASE,
 )
 _MARKUP = re.compile(r"\*\*|__|`")
