@@ -102,6 +102,19 @@ def test_sentences_are_numbered_spans_of_the_body_and_notes_are_not_offered() ->
     assert not selectable(split_sentences("Published in Physics of Life Reviews, Vol 24, March 2018.")[0])
     labelled_note = split_sentences("**Variational neuroethology**: Proposes an ontology of biological systems.")
     assert not selectable(labelled_note[0])  # a label, then a line without a subject
+    plural = split_sentences("Increases in the minimum wage reduced teen employment by 2 percent in the study.")
+    assert selectable(plural[0])  # a plural noun, not a verb without a subject
+    sections = split_sentences(
+        "Key findings:\n\n- Alpha rose by 5 percent in the year.\n\n## Methods\n\n"
+        "- The fund lost 30 percent of its value in its first year of trading.\n\n## Risk Assessment\n\n"
+        "The fund may lose up to 40 percent of its value in a bad year.\n\n## Links\n\n"
+        "The fund may lose up to 40 percent of its value in a good year."
+    )
+    offered = [s.text for s in sections if selectable(s)]
+    assert offered == [  # a heading ends the list a colon opened; a source's own "Risk Assessment" is its text
+        "The fund lost 30 percent of its value in its first year of trading.",
+        "The fund may lose up to 40 percent of its value in a bad year.",
+    ]
 
 
 def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:
@@ -120,6 +133,17 @@ def test_a_sentence_becomes_a_title_without_its_reporting_frame() -> None:
     assert (
         proposition("The result is clear: prices rose by 5 percent.") == "The result is clear: prices rose by 5 percent"
     )
+    # What would change the claim's meaning or owner stays: a clause before a colon, a subject other than the
+    # source, "But for", a list of names.
+    for kept in (
+        "Prices rose for one reason: supply fell sharply across the region in 2021",
+        "Nobody believes that inflation will fall below 2 percent next year",
+        "Critics argue that futarchy fails when markets are thin",
+        "But for the subsidy, the firm would have failed in 2020",
+        "According to Smith, Jones, and Lee, the fund lost 30 percent in 2008",
+        "Calling __init__ directly skips the checks in most code bases",
+    ):
+        assert proposition(kept + ".") == kept
     # A frame without a clause is the statement itself: "Hanson proposes futarchy" keeps its subject.
     assert proposition("Hanson proposes a form of government he calls futarchy.") == (
         "Hanson proposes a form of government he calls futarchy"
@@ -157,6 +181,8 @@ def test_the_schema_names_only_the_window_s_sentences() -> None:
         model.model_validate({"claims": [choice([99], "Coverage cut depression by about 30 percent")]})
     with pytest.raises(ValueError):
         model.model_validate({"claims": [choice([], "Coverage cut depression by about 30 percent")]})
+    with pytest.raises(ValueError, match="at most two sentences"):  # the grammar's bound, for endpoints without one
+        model.model_validate({"claims": [choice([3, 4, 5], "Coverage cut depression by about 30 percent")]})
     gbnf = pytest.importorskip("llama_cpp.llama_grammar", reason="the embedded model's server is not installed")
     rules = dict(
         line.split(" ::= ", 1) for line in gbnf.json_schema_to_gbnf(json.dumps(schema)).splitlines() if "::=" in line
@@ -236,6 +262,22 @@ def test_a_model_title_loses_its_frame_and_one_pointing_back_falls_back(
     improved = claims["Coverage did not improve blood pressure"]
     assert not improved["flags"]
     assert parse_claim(git(kb, "show", f"{OREGON_BRANCH}:{improved['path']}")).limitations == [CAUTION]
+
+
+def test_a_title_cut_off_at_its_bound_falls_back_even_without_its_frame(
+    kb: Path, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    null = number_of(kb, NULL)
+    fake_llm.push(answer({"claims": []}))
+    assert main(["extract", str(kb / OREGON)]) == 0
+    bound = fake_llm.requests[0]["response_format"]["schema"]["$defs"]["SelectedClaim"]["properties"]["title"]
+    start = "The study found that coverage did not produce statistically significant improvements in blood pressure"
+    cut = (start + ", cholesterol and glycated haemoglobin over two years of follow-up in Oregon")[: bound["maxLength"]]
+    fake_llm.push(answer({"claims": [choice([null], cut)]}))
+    assert main(["extract", str(kb / OREGON), "--force", "--no-cache"]) == 0
+    claims = shown_claims(kb, capsys)
+    assert [c["title"] for c in claims] == [NULL.rstrip(".")]
+    assert "cut off at its length bound" in claims[0]["flags"][0]["reason"]
 
 
 def test_repeated_choices_make_one_claim(kb: Path, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,6 +35,7 @@ from extractor.extraction.selection import (
     draft_from_choice,
     enrichment_from_choice,
     selection_model,
+    title_bound,
 )
 from extractor.extraction.sentences import Sentence, checkability, selectable, split_sentences
 from extractor.kb.index import KBIndex
@@ -189,6 +190,7 @@ def select_source(
         facts=SourceFacts.of(source.text),
         vocabulary=vocabulary(source.text),
         attribution=attribution(source),
+        title_bound=title_bound(settings.max_tokens),
     )
     usage, calls, raw, notes = Usage(), [], [], []
     drafts, dropped = [], []

@@ -30,6 +30,7 @@ from extractor.extraction.answer import (
     letter_words,
 )
 from extractor.extraction.gates import (
+    FINITE_VERBS,
     PARAPHRASE_SCORE,
     TITLE_MAX,
     content_stems,
@@ -80,6 +81,8 @@ class SelectedClaim(BaseModel):
         numbers = list(dict.fromkeys(numbers))
         if not numbers:
             raise ValueError("name the number of at least one sentence that states the claim")
+        if len(numbers) > 2:  # the grammar's bound; an endpoint without one is told
+            raise ValueError("name at most two sentences for one claim")
         return numbers
 
     @field_validator("title", "description", "limitation")
@@ -115,7 +118,7 @@ class SelectionAnswer(BaseModel):
         return fit_to(schema, int(max_tokens * WORST_CHARS_PER_TOKEN)) if max_tokens else schema
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)  # a daemon reads windows without end
 def selection_model(
     numbers: tuple[int, ...], targets: tuple[str, ...] = (), max_claims: int = 3
 ) -> type[SelectionAnswer]:
@@ -145,7 +148,7 @@ _FRAME = re.compile(
     r"^(?:(?:however|moreover|furthermore|in addition|additionally|overall|thus|therefore|importantly|notably|"
     r"in short|in sum|finally|first|second|third|indeed|in fact|crucially|instead|still|yet|so|and|but)\s*,?\s+)?"
     r"(?:(?:the|this|our|these)\s+(?:paper|study|article|report|authors?|researchers?|results?|findings?|analysis|"
-    r"evidence|data|essay|post|piece|experiment|review)|we|they|i|it|he|she|[A-Z][\w.-]+(?: et al\.?)?)\s+"
+    r"evidence|data|essay|post|piece|experiment|review)|we)\s+"
     r"(?:also\s+)?(?:argues?|argued|finds?|found|shows?|showed|suggests?|suggested|claims?|claimed|contends?|"
     r"demonstrates?|demonstrated|concludes?|concluded|reports?|reported|notes?|noted|observes?|observed|"
     r"proposes?|proposed|believes?|believed|maintains?|holds?|estimates?|estimated|predicts?|predicted|"
@@ -154,12 +157,14 @@ _FRAME = re.compile(
 )
 _OPENER = re.compile(
     r"^(?:however|moreover|furthermore|in addition|additionally|overall|thus|therefore|importantly|notably|"
-    r"in short|in sum|finally|indeed|in fact|crucially|instead|still|so|and|but|according to [^,]{1,60})\s*,\s*",
+    r"in short|in sum|finally|indeed|in fact|crucially|instead|still|so|and|but)\s*,\s*",
     re.IGNORECASE,
 )
-_BARE_CONJUNCTION = re.compile(r"^(?:and|but|yet|or)\s+", re.IGNORECASE)  # "But one week is short": no comma
+_BARE_CONJUNCTION = re.compile(r"^(?:and|but|yet|or)\s+(?!for\b)", re.IGNORECASE)  # "But one week is short": no comma
 _AUXILIARY = re.compile(r"\b(?:is|are|was|were|has|have|had|will|would|can|could|do|does|did)\b", re.IGNORECASE)
-_LABEL = re.compile(r"^(?P<label>[^:.!?]{2,60}):\s+(?P<rest>\S.*)$")  # "Key data: contested decisions show..."
+_LABEL = re.compile(
+    r"^(?P<bold>\*\*)?(?P<label>[^:.!?*]{2,60})(?:\*\*:|:\*\*|:)\s+(?P<rest>\S.*)$"
+)  # "Key data: contested decisions show..."
 _CITATION = re.compile(r"\s*\[(?:\d+(?:[-–,]\s*\d+)*)\]")
 # A subject that points to an earlier sentence: "It depends on...", "These are set out...", "This meant...".
 _POINTS_BACK = re.compile(
@@ -168,7 +173,15 @@ _POINTS_BACK = re.compile(
     r"represents?|reflects?|implies|marks?|remains?|becomes?|creates?|enables?|explains?)\b)\b",
     re.IGNORECASE,
 )
-_MARKUP = re.compile(r"\*\*|__|`")
+_MARKUP = re.compile(r"\*\*|`")  # not "__": identifiers hold it (__init__)
+
+
+def _is_label(label: str, bold: bool) -> bool:
+    """A heading-like lead-in ("Key data", "**Discovery shift**"), not a clause ("Prices rose for one reason")."""
+    words = label.split()
+    if _AUXILIARY.search(label) or len(words) > (6 if bold else 3):
+        return False
+    return bold or not any(w.casefold() in FINITE_VERBS or (w.endswith("ed") and w.islower()) for w in words[1:])
 
 
 def proposition(sentence: str) -> str:
@@ -176,12 +189,12 @@ def proposition(sentence: str) -> str:
     frame ("The paper argues that": a frame followed by a clause, so "Hanson proposes a form of government" stays
     a sentence), an opener ("However,", a bare "But") and citation marks removed, markup dropped, the first
     letter upper case, no final full stop."""
-    text = _MARKUP.sub("", _CITATION.sub("", one_line(sentence)))
-    labelled = _LABEL.match(text)
-    if labelled and len(labelled["label"].split()) <= 6 and not _AUXILIARY.search(labelled["label"]):
+    text = _CITATION.sub("", one_line(sentence))
+    if (labelled := _LABEL.match(text)) and _is_label(labelled["label"], bool(labelled["bold"])):
         rest = labelled["rest"]
         if letter_words(rest) >= 4 and has_finite_verb(rest):
             text = rest  # the statement after its label
+    text = _MARKUP.sub("", text)
     for pattern in (_FRAME, _OPENER, _BARE_CONJUNCTION):
         stripped = pattern.sub("", text, count=1)
         if letter_words(stripped) >= 4:
@@ -204,6 +217,7 @@ class SelectionContext(BaseModel):
     facts: Any  # SourceFacts: a dataclass
     vocabulary: set[str]
     attribution: str  # "Title (Author, year)": the description of last resort
+    title_bound: int = 150  # the title's maxLength in the schema the model was sent
 
     def neighbours(self, chosen: list[Sentence]) -> list[Sentence]:
         """The sentences of the same block just before and after the chosen ones."""
@@ -230,12 +244,19 @@ def shape_problem(title: str) -> str | None:
     return None
 
 
-def title_problem(title: str, chosen: list[Sentence], context: SelectionContext) -> str | None:
-    """Why the model's title cannot stand (None: it can): the drafted-claim gates, prose, and support by the
-    chosen sentences (a title that says what they do not is not their claim)."""
+def title_bound(max_tokens: int | None) -> int:
+    """The title's length bound in the schema a model is sent (smaller when ``max_tokens`` is)."""
+    schema = SelectionAnswer.grammar_schema(max_tokens)
+    return int(schema["$defs"]["SelectedClaim"]["properties"]["title"]["maxLength"])
+
+
+def title_problem(title: str, written: str, chosen: list[Sentence], context: SelectionContext) -> str | None:
+    """Why the model's title (``written``, and ``title`` once normalised) cannot stand (None: it can): the
+    drafted-claim gates, prose, and support by the chosen sentences (a title that says what they do not is not
+    their claim)."""
     if not title or not is_prose(title, context.vocabulary, TITLE_MAX):
         return "is not a readable sentence"
-    if len(title) >= SELECT_BOUNDS["SelectedClaim"]["title"]["maxLength"] - 2:
+    if len(written.strip()) >= context.title_bound - 2:
         return "was cut off at its length bound"
     if problem := shape_problem(title):
         return problem
@@ -251,7 +272,7 @@ def title_problem(title: str, chosen: list[Sentence], context: SelectionContext)
 def fallback_title(chosen: list[Sentence]) -> tuple[Sentence, str] | None:
     """The best-scoring chosen sentence that reads as a title once normalised, with that title."""
     for sentence in sorted(chosen, key=lambda s: (-checkability(s), s.number)):
-        if sentence.text.count('"') % 2:
+        if sentence.text.count('"') % 2 or sentence.text.count("“") != sentence.text.count("”"):
             continue  # a quotation cut by the sentence's end: no title
         title = proposition(sentence.text)
         if shape_problem(title) is None:
@@ -350,7 +371,7 @@ def draft_from_choice(
         return None
     flags: list[Flag] = []
     title, title_from = proposition(choice.title.strip().lstrip("# ")), None  # its frame goes too
-    problem = title_problem(title, chosen, context)
+    problem = title_problem(title, choice.title, chosen, context)
     if problem is not None:
         fallback = fallback_title(chosen)
         if fallback is None:
@@ -361,8 +382,8 @@ def draft_from_choice(
                 gate="title-fallback",
                 where="title",
                 text=shown(choice.title),
-                reason=f"the model's title {problem}; the title is sentence {title_from.number} of the source, "
-                "with its reporting frame removed",
+                reason=f"the model's title {shown(problem)}; the title is sentence {title_from.number} of the "
+                "source, with its reporting frame removed",  # a gate's message may quote the model's title
             )
         )
     draft = ClaimDraft.model_construct(

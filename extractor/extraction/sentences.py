@@ -21,9 +21,12 @@ from extractor.extraction.gates import FINITE_VERBS, has_finite_verb
 MIN_WORDS = 6
 MAX_WORDS = 80
 # Sections a curator or an earlier extraction wrote about the source, not the source's own statements.
+# Sections a curator or an earlier run wrote: the whole heading names one ("## Links", "## Agent Notes",
+# "## Rio's assessment"); a source's own "## Risk Assessment" or "## Links between wages and prices" is its text.
 NOT_THE_SOURCE = re.compile(
-    r"\b(?:notes?|links?|noise|connections?|relevance|assessment|references|bibliography|key facts|"
-    r"extraction hints?|tags)\b",
+    r"^(?:(?:agent|curator|extraction|editor|kb)\s+notes?\b.*|notes?|links?|related links|noise\b.*|"
+    r"connections?\b.*|relevance\b.*|\S+'s assessment|references|bibliography|key facts|extraction hints?|tags)"
+    r"\s*:?\s*$",
     re.IGNORECASE,
 )
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -84,7 +87,12 @@ def split_sentences(body: str) -> list[Sentence]:
                 sentence = one_line(body[begin:end])
                 if sentence:
                     before = sentences[-1] if sentences else None
-                    fragment = item and before is not None and (before.fragment or before.text.endswith(":"))
+                    fragment = (
+                        item
+                        and before is not None
+                        and before.section == section  # a heading ends the list a colon opened
+                        and (before.fragment or before.text.endswith(":"))
+                    )
                     sentences.append(
                         Sentence(
                             number=len(sentences) + 1,
@@ -138,10 +146,16 @@ def _block_spans(body: str) -> list[tuple[int, str, str, bool]]:
     return spans
 
 
+_AFTER_A_NOUN = frozenset("in of from to for on by with at about among across".split())
+
+
 def starts_subjectless(text: str) -> bool:
-    """Does it start with a verb and no subject ("Proposes a meta-theoretical ontology...")?"""
-    words = text.split()
-    return bool(words) and words[0].strip("*_").casefold() in SUBJECTLESS
+    """Does it start with a verb and no subject ("Proposes a meta-theoretical ontology...")? Not when the word
+    is a plural noun with its preposition ("Increases in the minimum wage reduced...")."""
+    words = [word.strip("*_").casefold() for word in text.split()[:2]]
+    if not words or words[0] not in SUBJECTLESS:
+        return False
+    return not (words[0].endswith("s") and len(words) > 1 and words[1] in _AFTER_A_NOUN)
 
 
 def _plain_verb(text: str) -> bool:
@@ -158,7 +172,7 @@ def selectable(sentence: Sentence) -> bool:
     text = sentence.text
     if not MIN_WORDS <= sentence.words <= MAX_WORDS or letter_words(text) < MIN_WORDS - 1:
         return False
-    if sentence.fragment or NOT_THE_SOURCE.search(sentence.section) or text.rstrip().endswith(("?", ":")):
+    if sentence.fragment or NOT_THE_SOURCE.match(sentence.section.strip()) or text.rstrip().endswith(("?", ":")):
         return False
     if starts_subjectless(text):
         return False

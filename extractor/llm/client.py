@@ -80,7 +80,7 @@ def response_format(mode: StructuredMode, model: type[BaseModel], max_tokens: in
     return json.loads(_response_format_json(mode, model, max_tokens))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)  # the select strategy makes a model per window
 def _response_format_json(mode: StructuredMode, model: type[BaseModel], max_tokens: int | None) -> str:
     """Building a model's JSON schema takes milliseconds, and every request (and its cache key) needs it."""
     return json.dumps(_build_response_format(mode, model, max_tokens))
@@ -232,7 +232,9 @@ def cache_key(settings: Settings, messages: list[dict[str, str]], fmt: dict[str,
         "schema": shape.model_json_schema(),
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
-        **({"seed": settings.seed} if settings.seed is not None else {}),  # older keys stay valid without a seed
+        **(
+            {"seed": settings.seed} if settings.seed is not None else {}
+        ),  # no seed: the key is what it was before seeds
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

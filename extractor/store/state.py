@@ -235,6 +235,8 @@ class StateStore:
                     self.db.execute("PRAGMA journal_mode = WAL")
                 migrate(self.db)
         except sqlite3.Error as exc:
+            if hasattr(self, "db"):
+                self.db.close()
             raise StoreError(f"{path}: cannot open the state store: {exc}") from exc
 
     @classmethod
