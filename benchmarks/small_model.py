@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from extractor.core.settings import Settings  # noqa: E402
 from extractor.evaluate.evaluation import run_index  # noqa: E402
 from extractor.evaluate.runs import RecordedRun, load_runs  # noqa: E402
+from extractor.extraction.extract import DROPPED_CLAIM  # noqa: E402
 from extractor.extraction.strategy import extract_source  # noqa: E402
 from extractor.kb.index import KBIndex  # noqa: E402
 from extractor.llm.client import LLMError, StructuredClient, make_client  # noqa: E402
@@ -115,7 +116,7 @@ def main() -> None:
                         out.write(json.dumps({"source": run.slug, "strategy": strategy, "error": str(exc)}) + "\n")
                     continue
                 seconds = time.monotonic() - started
-                dropped = sum(item.startswith(("dropped claim", "no claim")) for item in result.dropped)
+                dropped = sum(item.startswith(DROPPED_CLAIM) for item in result.dropped)
                 rows[strategy].append((len(result.claims), seconds))
                 for claim in result.claims:
                     read[strategy][labels.get((run.slug, strategy, claim.draft.title), "unread")] += 1

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from extractor.core.errors import ExtractorError
 from extractor.core.records import ExtractionReport, SourceOutcome
+from extractor.extraction.extract import DROPPED_CLAIM
 from extractor.kb.gitrepo import Identity, commit_paths, git
 
 PACKAGED = Path(__file__).parent.parent / "samples"
@@ -61,10 +62,6 @@ def report(kb: Path, since: str) -> str:
         for path in added.split():
             lines += [f"==> {path} ({commit[:7]})", git(kb, "show", f"{commit}:{path}"), ""]
     return "\n".join(lines)
-
-
-# What a dropped-claim note of an extraction starts with (extraction_notes and the report's ``dropped``).
-DROPPED_CLAIM = ("dropped claim", "claim already in the KB", "claim repeated", "no claim could be made")
 
 
 class SampleSummary(BaseModel):

@@ -52,6 +52,8 @@ MAX_LINKED = 5
 QUERY_CHARS = 6000
 MAX_NAMED_ENTITIES = 8  # entities the source names, most named first
 MAX_RELATED_ENTITIES = 3  # and the best BM25 matches beyond those
+# How each note of a claim that was not written starts (an extraction's ``dropped``, the source's extraction_notes).
+DROPPED_CLAIM = ("dropped claim", "claim already in the KB", "claim repeated", "no claim could be made")
 
 
 class ResolvedEnrichment(BaseModel):

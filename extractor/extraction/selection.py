@@ -30,7 +30,6 @@ from extractor.extraction.answer import (
     letter_words,
 )
 from extractor.extraction.gates import (
-    FINITE_VERBS,
     PARAPHRASE_SCORE,
     TITLE_MAX,
     content_stems,
@@ -42,7 +41,7 @@ from extractor.extraction.gates import (
 )
 from extractor.extraction.grounding import SourceFacts, check_text
 from extractor.extraction.prose import is_prose, shown
-from extractor.extraction.sentences import Sentence, checkability, starts_subjectless
+from extractor.extraction.sentences import Sentence, checkability, has_plain_verb, starts_subjectless
 from extractor.kb.claims import Confidence
 
 TITLE_SUPPORT = 0.6  # share of a rewritten title's words that the chosen sentences hold
@@ -181,7 +180,7 @@ def _is_label(label: str, bold: bool) -> bool:
     words = label.split()
     if _AUXILIARY.search(label) or len(words) > (6 if bold else 3):
         return False
-    return bold or not any(w.casefold() in FINITE_VERBS or (w.endswith("ed") and w.islower()) for w in words[1:])
+    return bold or not has_plain_verb(" ".join(words[1:]))
 
 
 def proposition(sentence: str) -> str:
@@ -244,6 +243,7 @@ def shape_problem(title: str) -> str | None:
     return None
 
 
+@functools.cache  # one value per max_tokens; every source asks
 def title_bound(max_tokens: int | None) -> int:
     """The title's length bound in the schema a model is sent (smaller when ``max_tokens`` is)."""
     schema = SelectionAnswer.grammar_schema(max_tokens)
@@ -307,15 +307,18 @@ def description_for(
 
 
 # Words with which a source qualifies its own findings.
-_CAVEAT = re.compile(
-    r"\b(?:caution(?:s|ed)?|limitations?|limited|caveats?|uncertain(?:ty)?|unclear|not statistically|"
+_CAVEAT_WORDS = (
+    r"caution(?:s|ed)?|limitations?|limited|caveats?|uncertain(?:ty)?|unclear|not statistically|"
     r"not significant|may not|might not|too short|too small|small sample|cannot be|should not be|only one|"
-    r"one state|wide|confound(?:ed|s)?|self-reported|not generali[sz]e|not randomi[sz]ed)\b",
-    re.IGNORECASE,
+    r"one state|wide|confound(?:ed|s)?|self-reported|not generali[sz]e|not randomi[sz]ed"
 )
+_CAVEAT = re.compile(rf"\b(?:{_CAVEAT_WORDS})\b", re.IGNORECASE)
 
 
-_QUALIFIES = re.compile(_CAVEAT.pattern[:-3] + r"|not|no|only|unless|except|although|though|but|whether)\b", re.I)
+# What a model's limitation must hold: a caveat, or a word that qualifies ("not", "only", "although").
+_QUALIFIES = re.compile(
+    rf"\b(?:{_CAVEAT_WORDS}|not|no|only|unless|except|although|though|but|whether)\b", re.IGNORECASE
+)
 
 
 def limitations_for(written: str, title: str, chosen: list[Sentence], window: list[Sentence],

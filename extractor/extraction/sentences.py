@@ -20,7 +20,6 @@ from extractor.extraction.gates import FINITE_VERBS, has_finite_verb
 
 MIN_WORDS = 6
 MAX_WORDS = 80
-# Sections a curator or an earlier extraction wrote about the source, not the source's own statements.
 # Sections a curator or an earlier run wrote: the whole heading names one ("## Links", "## Agent Notes",
 # "## Rio's assessment"); a source's own "## Risk Assessment" or "## Links between wages and prices" is its text.
 NOT_THE_SOURCE = re.compile(
@@ -158,7 +157,7 @@ def starts_subjectless(text: str) -> bool:
     return not (words[0].endswith("s") and len(words) > 1 and words[1] in _AFTER_A_NOUN)
 
 
-def _plain_verb(text: str) -> bool:
+def has_plain_verb(text: str) -> bool:
     """A verb no noun is mistaken for: one of the common finite verbs, or a past form."""
     words = [word.strip(".,;:'\"()*") for word in text.split()]
     return any(
@@ -177,7 +176,7 @@ def selectable(sentence: Sentence) -> bool:
     if starts_subjectless(text):
         return False
     label, colon, rest = text.partition(": ")
-    if colon and len(label) <= 60 and (not _plain_verb(rest) or starts_subjectless(rest)):
+    if colon and len(label) <= 60 and (not has_plain_verb(rest) or starts_subjectless(rest)):
         return False  # "Additional data: demographics, wallets, curves": a label and a list, not a statement
     if "[[" in text:
         return False

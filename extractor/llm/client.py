@@ -232,9 +232,8 @@ def cache_key(settings: Settings, messages: list[dict[str, str]], fmt: dict[str,
         "schema": shape.model_json_schema(),
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
-        **(
-            {"seed": settings.seed} if settings.seed is not None else {}
-        ),  # no seed: the key is what it was before seeds
+        # No seed: the key is what it was before seeds.
+        **({"seed": settings.seed} if settings.seed is not None else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
