@@ -19,6 +19,7 @@ from extractor import __version__
 from extractor.cli import evaluation
 from extractor.cli.demo import closing_summary, create_demo_kb, report, sample_summary
 from extractor.cli.output import configure_json_logging, is_interactive
+from extractor.core.budget import start_of_today
 from extractor.core.errors import ExtractorError
 from extractor.core.records import OutcomeKind, SourceOutcome
 from extractor.core.redact import register_settings, scrub, scrub_data
@@ -30,10 +31,11 @@ from extractor.llm.client import StructuredClient, make_client
 from extractor.llm.endpoint import llm_endpoint
 from extractor.llm.ratelimit import SharedLimits
 from extractor.review import branches as review
+from extractor.review import decide
 from extractor.review.lint import lint
 from extractor.review.provenance import claim_provenance
 from extractor.run.batch import collect, refresh, submit
-from extractor.run.scheduler import CycleReport, Runner, run_daemon, scan_inbox, start_of_today
+from extractor.run.scheduler import CycleReport, Runner, run_daemon, scan_inbox
 from extractor.run.service import BATCH_RUNNER, MANUAL_RUNNER, SourceService
 from extractor.run.workers import WorkerPool
 from extractor.store.state import SourceState, StateStore
@@ -100,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     actions = review.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="pending extraction branches")
     listing.add_argument("--json", action="store_true")
+    chosen = listing.add_mutually_exclusive_group()
+    chosen.add_argument("--approved", action="store_true", help="only branches every reviewer approved")
+    chosen.add_argument("--changes", action="store_true",
+                        help="only branches a reviewer asked to change or rejected")  # fmt: skip
     showing = actions.add_parser("show", help="the drafts of one branch")
     showing.add_argument("slug")
     showing.add_argument("--html", action="store_true",
@@ -156,11 +162,15 @@ def describe(outcome: SourceOutcome, worker: bool = False) -> str:
         if outcome.entities_created or outcome.entities_updated
         else ""
     )
+    reviewed = f"; review: {outcome.review_verdict}" if outcome.review_verdict else ""
+    if outcome.accepted is not None:
+        reviewed += f", accepted into the main branch ({outcome.accepted[:12]})"
+    notes = [*outcome.notes, *(f"review: {note}" for note in outcome.review_notes)]
     return (
         f"{commit}{where} {outcome.source_path}: {outcome.kind.value}, "
         f"{len(outcome.claims)} claim(s), {len(outcome.enrichments)} enrichment(s){entities}{by}; "
-        f"{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, {outcome.seconds:.1f}s"
-    ) + ("" if worker else "".join(f"\n  {note}" for note in outcome.notes))
+        f"{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, {outcome.seconds:.1f}s{reviewed}"
+    ) + ("" if worker else "".join(f"\n  {note}" for note in notes))
 
 
 def print_dry_run(outcome: SourceOutcome) -> None:
@@ -422,7 +432,7 @@ def run_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COST_GROUPS = ("day", "model", "agent", "source")
+COST_GROUPS = ("day", "stage", "model", "agent", "source")
 TOP_SOURCES = 10
 
 
@@ -449,6 +459,7 @@ def run_costs(args: argparse.Namespace) -> int:
     try:
         groups = {by: store.cost_report(by, since) for by in ([args.by] if args.by else COST_GROUPS)}
         totals = store.cost_report("day", since)
+        stages = {row["stage"]: row for row in store.cost_report("stage", since)}
     finally:
         store.close()
     total: dict[str, float] = {
@@ -456,12 +467,16 @@ def run_costs(args: argparse.Namespace) -> int:
         for key in ("calls", "cache_hits", "prompt_tokens", "cached_tokens", "completion_tokens", "unpriced_calls")
     }
     total["cost"] = sum(float(row["cost"]) for row in totals)
+    reviews = stages.get("review")
+    total["review_cost"] = float(reviews["cost"]) if reviews else 0.0
+    total["review_calls"] = int(reviews["calls"]) if reviews else 0
     if args.json:
         print(json.dumps({"since": args.since.isoformat() if args.since else None, "total": total, **groups}))
         return EXIT_OK
     print(
         f"{total['calls']} call(s) ({total['cache_hits']} from the cache), {total['prompt_tokens']} tokens in, "
         f"{total['completion_tokens']} out: ${total['cost']:.4f}"
+        + (f" (reviews: {total['review_calls']} call(s), ${total['review_cost']:.4f})" if reviews else "")
         + (f"; {total['unpriced_calls']} call(s) to models with no known price" if total["unpriced_calls"] else "")
     )
     for by, rows in groups.items():
@@ -562,12 +577,17 @@ def run_review(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             items = review.pending(kb_root, settings)
+            verdicts = review.verdicts_of(kb_root, items, settings)
+            if args.approved or args.changes:
+                wanted = {"approved"} if args.approved else {"changes", "rejected"}
+                items = [item for item in items if verdicts[item.branch] in wanted]
             if args.json:
-                print(json.dumps([item.model_dump() for item in items]))
+                print(json.dumps([{**item.model_dump(), "verdict": verdicts[item.branch]} for item in items]))
                 return EXIT_OK
             for item in items:
                 print(
-                    f"{item.slug}  {item.source}  {item.agent} (worker {item.worker}) {item.model}  "
+                    f"{item.slug}  {verdicts[item.branch]:<10}  {item.source}  {item.agent} (worker {item.worker}) "
+                    f"{item.model}  "
                     f"{len(item.claims)} claim(s), {len(item.enrichments)} enrichment(s), "
                     f"{len(item.entities_created) + len(item.entities_updated)} entity note(s), "
                     f"{len(item.warnings)} warning(s), {age(item.age_seconds)} old"
@@ -602,18 +622,12 @@ def run_review(args: argparse.Namespace) -> int:
                 return fail(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}", EXIT_CANNOT_START)
         elif args.action == "accept":
             for slug in args.slugs:
-                item = review.describe_branch(kb_root, review.branch_for(slug), settings)
-                with kb_lock(kb_root, "write", wait=120):
-                    commit = review.accept(kb_root, slug, settings)
-                review.record_decision(kb_root, item.source, SourceState.DONE)
-                print(f"accepted {item.branch} into {settings.main_branch} ({commit[:12]})")
+                decision = decide.accept_branch(kb_root, slug, settings)
+                print(f"accepted {decision.branch} into {settings.main_branch} ({(decision.commit or '')[:12]})")
         elif args.action == "reject":
-            item = review.describe_branch(kb_root, review.branch_for(args.slug), settings)
-            with kb_lock(kb_root, "write", wait=120):
-                rejection = review.reject(kb_root, args.slug, settings, args.reason, args.retry)
-            review.record_decision(kb_root, item.source, SourceState.DUE if args.retry else SourceState.DONE)
-            print(f"deleted {item.branch}; " + ("the source is due again" if args.retry else
-                  f"rejection recorded on {item.source} ({(rejection or '')[:12]})"))  # fmt: skip
+            decision = decide.reject_branch(kb_root, args.slug, settings, args.reason, args.retry)
+            print(f"deleted {decision.branch}; " + ("the source is due again" if args.retry else
+                  f"rejection recorded on {decision.source} ({(decision.commit or '')[:12]})"))  # fmt: skip
     except ExtractorError as exc:
         return fail(str(exc))
     return EXIT_OK

@@ -70,6 +70,22 @@ def extraction_message(
     )
 
 
+FIX_TRAILER = "Review-Fix-For"
+
+
+def fix_message(agent: str, branch: str, for_commit: str, notes: list[str], trailer_key: str, identity: str) -> str:
+    """The follow-up commit that fixes an extraction branch's mechanical review findings."""
+    return (
+        f"{agent}: fix mechanical review findings on {branch}\n\n"
+        + "".join(f"- {one_line(note)}\n" for note in notes)
+        + f"\n{trailer_key}: {identity}\n{FIX_TRAILER}: {for_commit}\n"
+    )
+
+
+def is_fix_commit(message: str) -> bool:
+    return FIX_TRAILER in trailers(message)
+
+
 def rejection_message(agent: str, source_path: str, reason: str) -> str:
     return (
         f"{agent}: reject extraction of {PurePosixPath(source_path).name}\n\n"

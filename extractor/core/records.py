@@ -3,6 +3,7 @@ extraction did (the report the store keeps) and a source's outcome. Data only: n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -182,6 +183,9 @@ class SourceOutcome(BaseModel):
     report: ExtractionReport | None = None
     published: str | None = None  # the pull request's URL ("" when only pushed), once published
     publish_error: str | None = None
+    review_verdict: str | None = None  # the reviewer model's verdict on the branch (branch_verdict), if reviewed
+    review_notes: list[str] = Field(default_factory=list)  # fixes made, reviews skipped, why not auto-accepted
+    accepted: str | None = None  # the main branch's commit, when the accept policy merged the branch
 
     @property
     def ok(self) -> bool:
@@ -213,4 +217,63 @@ class SourceOutcome(BaseModel):
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "seconds": self.seconds,
+            **({"review": self.review_verdict, "accepted": self.accepted} if self.review_verdict else {}),
         }
+
+
+Verdict = Literal["approve", "request_changes", "reject"]
+
+
+class Finding(BaseModel):
+    """A criterion an item failed, and the reviewer's reason."""
+
+    criterion: str
+    reason: str
+
+
+class ItemReview(BaseModel):
+    """A reviewer's verdict on one claim or entity note of a branch; ``path`` is set by the pipeline, never by
+    the model (it names items by their number in the prompt)."""
+
+    path: str
+    kind: Literal["claim", "entity"]
+    verdict: Verdict
+    findings: list[Finding] = Field(default_factory=list)
+    fixes: list[str] = Field(default_factory=list, description="mechanical fixes the reviewer suggests")
+
+
+class BranchReview(BaseModel):
+    """One reviewer persona's review of one commit of an extraction branch."""
+
+    branch: str
+    commit: str
+    source_path: str
+    reviewer: Literal["lead", "domain"]
+    agent: str  # the persona's agent name
+    model: str
+    prompt_hash: str
+    items: list[ItemReview]
+    summary: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    at: float = 0.0
+
+    @property
+    def verdict(self) -> Verdict:
+        """The branch's verdict by this reviewer: reject if any item is rejected, approve if all are approved."""
+        verdicts = {item.verdict for item in self.items}
+        if "reject" in verdicts:
+            return "reject"
+        return "request_changes" if "request_changes" in verdicts else "approve"
+
+
+def branch_verdict(reviews: list[BranchReview], reviewers: Sequence[str]) -> str:
+    """What the reviews of a branch's tip say, for lists and filters: ``approved`` (every configured reviewer
+    approved every item), ``rejected``, ``changes`` (changes requested), or ``unreviewed`` (a reviewer has not
+    reviewed the tip yet)."""
+    by_reviewer: dict[str, BranchReview] = {review.reviewer: review for review in reviews}
+    verdicts = {review.verdict for review in by_reviewer.values()}
+    if "reject" in verdicts:
+        return "rejected"
+    if "request_changes" in verdicts:
+        return "changes"
+    return "approved" if reviews and all(name in by_reviewer for name in reviewers) else "unreviewed"

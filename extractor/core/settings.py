@@ -169,6 +169,24 @@ class Settings(BaseSettings):
     forge_url: str | None = Field(default=None, description="REST API base, e.g. https://api.github.com")
     forge_repo: str | None = Field(default=None, description="owner/name")
 
+    # The reviewer model: one structured call per extraction branch, before it is published
+    review_model: str | None = Field(
+        default=None, description="a model that reviews every extraction branch against prompts/review.md (off: unset)"
+    )
+    review_base_url: str | None = Field(default=None, description="its endpoint (default: base_url)")
+    review_api_key: SecretStr | None = Field(default=None, description="its key (default: api_key)")
+    review_agents: list[Literal["lead", "domain"]] = Field(
+        default=["lead"],
+        min_length=1,
+        description='reviewer personas: "lead" (the KB\'s lead agent) and "domain" (the source\'s domain agent)',
+    )
+    review_max_tokens: int = Field(default=4096, ge=256)
+    auto_accept: Literal["never", "approved"] = Field(
+        default="never",
+        description="approved: merge a branch that every reviewer approved item by item, with no flag and no file "
+        "outside the agent's territory; never: a person decides",
+    )
+
     # Routing and provenance
     domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))
     agents: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_AGENTS))
@@ -210,6 +228,24 @@ class Settings(BaseSettings):
         if self.unverified_evidence == "auto":
             return self.commit_mode == "main"
         return self.unverified_evidence == "remove"
+
+    @property
+    def reviews(self) -> bool:
+        """Extraction branches are reviewed by a model: branch mode with ``review_model`` set."""
+        return self.review_model is not None and self.commit_mode == "branch"
+
+    def reviewer_settings(self) -> Settings:
+        """The settings the reviewer's requests go out with: its model, endpoint and key where they are set."""
+        assert self.review_model is not None
+        own_endpoint = self.review_base_url is not None
+        return self.model_copy(update={
+            "model": self.review_model,
+            "base_url": self.review_base_url or self.base_url,
+            "api_key": self.review_api_key or self.api_key,
+            "endpoint_id": None if own_endpoint else self.endpoint_id,
+            "max_tokens": self.review_max_tokens,
+            "temperature": 0.0,
+        })  # fmt: skip
 
     @property
     def writable_claim_dirs(self) -> list[str]:

@@ -9,7 +9,7 @@ a KB (``extractor validate``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel
 from rapidfuzz import fuzz
@@ -348,13 +348,18 @@ def check_claims(
 
 def unlink_unresolved(text: str, index: KBIndex) -> tuple[str, int]:
     """Strip the brackets of wiki links that resolve to no file; returns the text and how many."""
+    return unlink_where(text, lambda target: index.resolve_link(target)[0] is not None)
+
+
+def unlink_where(text: str, resolves: Callable[[str], bool]) -> tuple[str, int]:
+    """Strip the brackets of the wiki links whose target ``resolves`` refuses (an alias stays as the text)."""
     count = 0
 
     def replace(match: re.Match[str]) -> str:
         nonlocal count
         inner = match.group(1)
         target, _, label = inner.partition("|")
-        if index.resolve_link(target)[0] is not None:
+        if resolves(target):
             return match.group(0)
         count += 1
         return label or target

@@ -59,6 +59,16 @@ def _fill(template: Template, name: str, values: dict[str, str]) -> str:
         raise PromptError(f"prompt template {name}: unknown placeholder {exc}") from exc
 
 
+def template_text(directory: Path, name: str) -> str:
+    """Template ``name`` as written (the packaged one when the KB's prompts folder lacks it)."""
+    return _template(_packaged_if_missing(directory, name), name).template
+
+
+def fill_template(directory: Path, name: str, values: dict[str, str]) -> str:
+    """Template ``name`` of the KB's prompts folder (the packaged one when the folder lacks it), filled."""
+    return _fill(_template(_packaged_if_missing(directory, name), name), name, values)
+
+
 def persona(directory: Path, agent: str) -> str:
     path = directory / "agents" / f"{agent}.md"
     name = path.name if path.is_file() else "default.md"

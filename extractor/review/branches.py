@@ -16,9 +16,9 @@ from pydantic import BaseModel
 
 from extractor.commit.apply import apply_changes
 from extractor.commit.changeset import ChangeSet, WriteError
-from extractor.commit.message import BRANCH_PREFIX, branch_for, parse_message, rejection_message
+from extractor.commit.message import BRANCH_PREFIX, CommitInfo, branch_for, parse_message, rejection_message
 from extractor.core.errors import ExtractorError
-from extractor.core.records import FileChange, Flag
+from extractor.core.records import BranchReview, FileChange, Finding, Flag, branch_verdict
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, read_at, rev_parse
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
@@ -33,7 +33,8 @@ class ReviewError(ExtractorError):
 class PendingReview(BaseModel):
     slug: str
     branch: str
-    commit: str
+    commit: str  # the branch's tip
+    extraction_commit: str = ""  # the extraction's own commit: the tip, unless fixes or a person's commits follow
     source: str
     agent: str
     worker: int | None
@@ -83,8 +84,8 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
     commit = rev_parse(kb, f"refs/heads/{branch}")
     if commit is None:
         raise ReviewError(f"no extraction branch {branch}")
-    info = parse_message(git(kb, "log", "-1", "--format=%B", commit), settings.agent_trailer_key)
     base = git(kb, "merge-base", settings.main_branch, commit).strip()
+    extraction, info = extraction_commit(kb, base, commit, settings)
     changes = [line.split("\t", 1) for line in git(kb, "diff", "--name-status", base, commit).splitlines() if line]
     claims_dirs = [PurePosixPath(d) for d in settings.writable_claim_dirs]
 
@@ -102,6 +103,7 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
         slug=branch.removeprefix(BRANCH_PREFIX),
         branch=branch,
         commit=commit,
+        extraction_commit=extraction,
         source=info.source if info else "",
         agent=info.agent if info else "",
         worker=info.worker if info else None,
@@ -116,20 +118,63 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
     )
 
 
+def extraction_commit(kb: Path, base: str, tip: str, settings: Settings) -> tuple[str, CommitInfo | None]:
+    """The branch's extraction commit (the first after ``base`` that says it is one) and what it says; the tip
+    and None when no commit does."""
+    log = git(kb, "log", "--reverse", "--format=%H%x00%B%x01", f"{base}..{tip}")
+    for entry in log.split("\x01"):
+        sha, _, message = entry.strip("\n").partition("\x00")
+        if sha and (info := parse_message(message, settings.agent_trailer_key)) is not None:
+            return sha, info
+    return tip, None
+
+
 def pending(kb: Path, settings: Settings) -> list[PendingReview]:
     out = git(kb, "for-each-ref", "--sort=committerdate", f"--no-merged=refs/heads/{settings.main_branch}",
               "--format=%(refname:lstrip=2)", f"refs/heads/{BRANCH_PREFIX}")  # fmt: skip
     return [describe_branch(kb, branch, settings) for branch in out.split()]
 
 
+class ItemVerdict(BaseModel):
+    """One reviewer's verdict on one claim or entity note, with the reasons per failed criterion."""
+
+    reviewer: str
+    agent: str
+    model: str
+    verdict: str
+    findings: list[Finding] = []
+    fixes: list[str] = []
+
+
+def verdicts_for(path: str, reviews: list[BranchReview]) -> list[ItemVerdict]:
+    return [
+        ItemVerdict(reviewer=review.reviewer, agent=review.agent, model=review.model, verdict=item.verdict,
+                    findings=item.findings, fixes=item.fixes)
+        for review in reviews
+        for item in review.items
+        if item.path == path
+    ]  # fmt: skip
+
+
+def verdicts_of(kb: Path, items: list[PendingReview], settings: Settings) -> dict[str, str]:
+    """Each branch's verdict (:func:`branch_verdict`) on its tip, by branch name."""
+    store = StateStore.open(kb)
+    try:
+        return {item.branch: branch_verdict(store.reviews_for(item.commit), settings.review_agents) for item in items}
+    finally:
+        store.close()
+
+
 class ClaimFlags(BaseModel):
     """What the gates said of one drafted claim: the items to check (unverified) and the grounded-by-reasoning
-    ones (derived figures, near quotations). Empty when the state store has no report of the commit."""
+    ones (derived figures, near quotations). Empty when the state store has no report of the commit. Beside
+    them, each reviewer's verdict on it."""
 
     path: str
     title: str | None
     flags: list[Flag]
     grounded: list[Flag]
+    verdicts: list[ItemVerdict] = []
 
 
 class ReviewShow(BaseModel):
@@ -139,13 +184,18 @@ class ReviewShow(BaseModel):
     claims: list[ClaimFlags]
     entities: list[EntityChange] = []  # new notes and updated ones, with the bullets added
     recorded: bool  # the state store has a report of this commit
+    verdict: str = "unreviewed"  # the reviewer model's verdict on the tip (branch_verdict)
+    reviews: list[BranchReview] = []  # each reviewer's review of the tip
+    entity_verdicts: dict[str, list[ItemVerdict]] = {}  # by entity path
+    enrichment_verdicts: dict[str, list[ItemVerdict]] = {}  # by enriched claim's path
 
 
 def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
     """Each claim's flags from the state store's report of the branch's commit, and the entity notes changed."""
     store = StateStore.open(kb)
     try:
-        report = store.extraction_for(item.commit)
+        report = store.extraction_for(item.extraction_commit or item.commit)
+        reviews = store.reviews_for(item.commit)
     finally:
         store.close()
     by_path = {claim.path: claim for claim in report.claims} if report else {}
@@ -155,6 +205,7 @@ def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
             title=by_path[path].title if path in by_path else None,
             flags=by_path[path].flags if path in by_path else [],
             grounded=by_path[path].grounded if path in by_path else [],
+            verdicts=verdicts_for(path, reviews),
         )
         for path in item.claims
     ]
@@ -165,7 +216,12 @@ def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
         for path in [*item.entities_created, *item.entities_updated]
         if (change := entity_change(path, text_at(kb, base, path), text_at(kb, item.commit, path), decisions))
     ]
-    return ReviewShow(review=item, claims=claims, entities=entities, recorded=report is not None)
+    return ReviewShow(
+        review=item, claims=claims, entities=entities, recorded=report is not None,
+        verdict=branch_verdict(reviews, settings.review_agents), reviews=reviews,
+        entity_verdicts={path: verdicts_for(path, reviews) for path in item.entities_created + item.entities_updated},
+        enrichment_verdicts={path: verdicts_for(path, reviews) for path in item.enrichments},
+    )  # fmt: skip
 
 
 def text_at(kb: Path, rev: str, path: str) -> str | None:
@@ -182,7 +238,17 @@ def show_data(kb: Path, slug: str, settings: Settings) -> ReviewShow:
 
 def flag_lines(claim: ClaimFlags) -> list[str]:
     lines = [f"flag: {flag.where}: {flag.reason} ({flag.gate})" for flag in claim.flags]
-    return lines + [f"{flag.verdict}: {flag.where}: {flag.text}: {flag.reason}" for flag in claim.grounded]
+    lines += [f"{flag.verdict}: {flag.where}: {flag.text}: {flag.reason}" for flag in claim.grounded]
+    return lines + verdict_lines(claim.verdicts)
+
+
+def verdict_lines(verdicts: list[ItemVerdict]) -> list[str]:
+    lines = []
+    for given in verdicts:
+        lines.append(f"review ({given.reviewer}, {given.agent}, {given.model}): {given.verdict}")
+        lines += [f"  {finding.criterion}: {finding.reason}" for finding in given.findings]
+        lines += [f"  suggested fix: {fix}" for fix in given.fixes]
+    return lines
 
 
 def show(kb: Path, slug: str, settings: Settings) -> str:
@@ -195,6 +261,9 @@ def show(kb: Path, slug: str, settings: Settings) -> str:
         f"agent {item.agent}, worker {item.worker}, model {item.model}, prompt {item.prompt_hash}",
     ]
     lines += [f"warning: {w}" for w in item.warnings]
+    if settings.review_model is not None or data.reviews:
+        lines.append(f"review: {data.verdict}" + "".join(f"; {r.reviewer} ({r.model}): {r.verdict}"
+                                                         for r in data.reviews))  # fmt: skip
     if not data.recorded:
         lines.append("flags: not recorded (the state store has no report of this commit; see extraction_notes)")
     for claim in data.claims:
@@ -203,10 +272,14 @@ def show(kb: Path, slug: str, settings: Settings) -> str:
         what = f"new {entity.entity_type}" if entity.change == "new" else f"update: {len(entity.added)} new bullet(s)"
         lines += ["", f"==> {entity.path} ({what})"]
         lines += [f"decision: {entity.decision}"] if entity.decision else []
+        lines += verdict_lines(data.entity_verdicts.get(entity.path, []))
         if entity.change == "new":
             lines.append(git(kb, "show", f"{item.commit}:{entity.path}").rstrip())
     base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
     modified = [*item.enrichments, *item.entities_updated, *([item.source] if item.source else [])]
+    for path in item.enrichments:
+        if data.enrichment_verdicts.get(path):
+            lines += ["", f"==> {path} (enrichment)", *verdict_lines(data.enrichment_verdicts[path])]
     if modified:
         lines += ["", git(kb, "diff", base, item.commit, "--", *modified).rstrip()]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from extractor.commit.message import BRANCH_PREFIX, parse_message
 from extractor.core.errors import ExtractorError
 from extractor.core.settings import Settings
-from extractor.kb.gitrepo import GitError, git, lines_added_to, read_at, rev_parse
+from extractor.kb.gitrepo import GitError, git, is_ancestor, lines_added_to, read_at, rev_parse
 from extractor.kb.statedir import STATE_DIR
 from extractor.store.state import STATE_FILE, StateStore
 
@@ -54,6 +54,7 @@ class Provenance(BaseModel):
     duration_seconds: float | None = None
     created_by_extraction: bool = True  # False: a person's file that extractions edited
     edits: list[Edit] = []
+    reviewed_by: list[str] = []  # "lead (leo): <reviewer model>: approve", for each review of the extraction
 
 
 def commit_that_added(kb: Path, path: str, main_branch: str) -> tuple[str, str] | None:
@@ -112,6 +113,7 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
         store = StateStore.open(kb)
         try:
             row = store.get(record.source)
+            reviews = store.latest_reviews(record.source)
         finally:
             store.close()
         if row is not None and row.commit_sha == commit:
@@ -119,6 +121,8 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
                 "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
                 "cost": row.cost, "duration_seconds": row.duration,
             })  # fmt: skip
+        ours = [review for review in reviews if is_ancestor(kb, commit, review.commit)]
+        record.reviewed_by = [f"{r.reviewer} ({r.agent}): {r.model}: {r.verdict}" for r in ours]
     return record
 
 

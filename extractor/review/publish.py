@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, SecretStr
@@ -97,33 +98,106 @@ def push(kb: Path, branch: str, settings: Settings) -> None:
         raise PublishError(message) from None
 
 
-def open_pull_request(request: PullRequest, settings: Settings, client: httpx.Client | None = None) -> str:
-    """Open the pull request; returns its URL (an existing one for the branch counts as opened)."""
-    assert settings.forge and settings.forge_url and settings.forge_repo
+class Opened(BaseModel):
+    """A pull request as the forge names it: its page and its number (None when the forge gave none)."""
+
+    url: str
+    number: int | None
+
+
+def _forge_headers(settings: Settings) -> tuple[dict[str, str], SecretStr | None]:
     token = forge_token()
     scheme = "Bearer" if settings.forge == "github" else "token"
     headers = {"Accept": "application/json"}
     if token is not None:
         headers["Authorization"] = f"{scheme} {token.get_secret_value()}"
-    url = f"{settings.forge_url.rstrip('/')}/repos/{settings.forge_repo}/pulls"
+    return headers, token
+
+
+def _api(settings: Settings, path: str) -> str:
+    assert settings.forge_url and settings.forge_repo
+    return f"{settings.forge_url.rstrip('/')}/repos/{settings.forge_repo}/{path}"
+
+
+def _forge_call(
+    http: httpx.Client, method: str, url: str, what: str, settings: Settings, **kwargs: Any
+) -> httpx.Response:
+    """One REST call; a transport error or an error status becomes a redacted :class:`PublishError`."""
+    headers, token = _forge_headers(settings)
     try:
-        with client or httpx.Client(timeout=30) as http:
-            response = http.post(url, json=request.model_dump(), headers=headers)
+        response = http.request(method, url, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        raise PublishError(f"pull request for {request.head}: {type(exc).__name__}") from None
-    if response.status_code in (409, 422) and "already exists" in response.text.lower():
-        return ""
+        raise PublishError(f"{what}: {type(exc).__name__}") from None
     if response.status_code >= 400:
         detail = scrub(" ".join(response.text.split()), token)[:200]  # redacted before cut: no partial token
-        raise PublishError(f"pull request for {request.head}: HTTP {response.status_code}: {detail}")
-    data = response.json()
-    return scrub(str(data.get("html_url") or data.get("url") or ""), token)
+        raise PublishError(f"{what}: HTTP {response.status_code}: {detail}")
+    return response
 
 
-def publish(kb: Path, branch: str, settings: Settings) -> str | None:
-    """Push the branch and open its pull request, as configured; returns the pull request's URL."""
+def open_pull_request(request: PullRequest, settings: Settings, client: httpx.Client | None = None) -> Opened:
+    """Open the pull request; one already open for the branch counts as opened (and is looked up)."""
+    assert settings.forge and settings.forge_url and settings.forge_repo
+    what = f"pull request for {request.head}"
+    with client or httpx.Client(timeout=30) as http:
+        headers, token = _forge_headers(settings)
+        try:
+            response = http.post(_api(settings, "pulls"), json=request.model_dump(), headers=headers)
+        except httpx.HTTPError as exc:
+            raise PublishError(f"{what}: {type(exc).__name__}") from None
+        if response.status_code in (409, 422) and "already exists" in response.text.lower():
+            return _existing_pull_request(http, request.head, settings) or Opened(url="", number=None)
+        if response.status_code >= 400:
+            detail = scrub(" ".join(response.text.split()), token)[:200]  # redacted before cut: no partial token
+            raise PublishError(f"{what}: HTTP {response.status_code}: {detail}")
+        data = response.json()
+    number = data.get("number")
+    return Opened(url=scrub(str(data.get("html_url") or data.get("url") or ""), token),
+                  number=number if isinstance(number, int) else None)  # fmt: skip
+
+
+def _existing_pull_request(http: httpx.Client, branch: str, settings: Settings) -> Opened | None:
+    """The open pull request whose head is ``branch`` (Gitea and GitHub list them alike)."""
+    response = _forge_call(http, "GET", _api(settings, "pulls"), f"pull requests of {branch}", settings,
+                           params={"state": "open", "per_page": 100, "limit": 50})  # fmt: skip
+    for pull in response.json() if isinstance(response.json(), list) else []:
+        head = pull.get("head") or {}
+        if isinstance(head, dict) and head.get("ref") == branch and isinstance(pull.get("number"), int):
+            return Opened(url=scrub(str(pull.get("html_url") or "")), number=pull["number"])
+    return None
+
+
+def review_marker(branch: str) -> str:
+    """The hidden line that says a comment is this branch's review: found and replaced, never repeated."""
+    return f"<!-- extractor-review branch={branch} -->"
+
+
+def upsert_review_comment(
+    number: int, branch: str, body: str, settings: Settings, client: httpx.Client | None = None
+) -> None:
+    """Post the review as a comment on pull request ``number``, or replace the one posted before."""
+    marker = review_marker(branch)
+    text = f"{marker}\n{body}"
+    what = f"review comment on pull request {number}"
+    with client or httpx.Client(timeout=30) as http:
+        listed = _forge_call(http, "GET", _api(settings, f"issues/{number}/comments"), what, settings,
+                             params={"per_page": 100, "limit": 50})  # fmt: skip
+        comments = listed.json() if isinstance(listed.json(), list) else []
+        mine = next((c for c in comments if isinstance(c, dict) and marker in str(c.get("body") or "")), None)
+        if mine is None:
+            _forge_call(http, "POST", _api(settings, f"issues/{number}/comments"), what, settings,
+                        json={"body": text})  # fmt: skip
+        else:
+            _forge_call(http, "PATCH", _api(settings, f"issues/comments/{mine['id']}"), what, settings,
+                        json={"body": text})  # fmt: skip
+
+
+def publish(kb: Path, branch: str, settings: Settings, review_comment: str | None = None) -> Opened | None:
+    """Push the branch, open its pull request and post (or replace) the review comment, as configured."""
     if settings.remote:
         push(kb, branch, settings)
-    if settings.forge:
-        return open_pull_request(pull_request_for(kb, branch, settings), settings)
-    return None
+    if not settings.forge:
+        return None
+    opened = open_pull_request(pull_request_for(kb, branch, settings), settings)
+    if review_comment is not None and opened.number is not None:
+        upsert_review_comment(opened.number, branch, review_comment, settings)
+    return opened

@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from extractor.commit.plan import planning_view
+from extractor.core.budget import start_of_today
 from extractor.core.errors import ExtractorError
 from extractor.core.prices import price_for, usage_cost
 from extractor.core.records import CallRecord, SourceOutcome, Usage, cached_tokens
@@ -35,7 +36,7 @@ from extractor.kb.sources import SourceError, content_hash
 from extractor.llm.client import StructuredReply, parse_reply, response_format
 from extractor.llm.contextsize import fits
 from extractor.llm.ratelimit import estimated_tokens
-from extractor.run.scheduler import choose_due, start_of_today
+from extractor.run.scheduler import choose_due
 from extractor.run.service import Drafted, NotOnMainError, SourceService, load
 from extractor.store.state import SourceState, StateStore
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from extractor.commit.apply import recover_interrupted_write
 from extractor.commit.message import extraction_branch
 from extractor.commit.plan import planning_view
+from extractor.core.budget import over_budget, start_of_today
 from extractor.core.records import OutcomeKind, SourceOutcome
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, git, read_at, rev_parse
@@ -52,34 +53,6 @@ class CycleReport(BaseModel):
     @property
     def failed(self) -> list[SourceOutcome]:
         return [o for o in self.outcomes if not o.ok]
-
-
-def start_of_today(now: float | None = None) -> float:
-    """Local midnight: the daily budget's day is the calendar day where the KB runs."""
-    today = datetime.datetime.fromtimestamp(now if now is not None else time.time()).date()
-    return datetime.datetime.combine(today, datetime.time()).timestamp()
-
-
-def over_budget(
-    settings: Settings, spent_cycle: float, spent_today: float, per_source: float, in_flight: int = 0
-) -> str | None:
-    """Why one more source would break a budget, or None when it fits.
-
-    Sources in flight have not reported their cost yet: each is counted at the
-    estimate, like the next one.
-    """
-    next_source = per_source * (in_flight + 1)
-    if settings.budget_per_cycle is not None and spent_cycle + next_source > settings.budget_per_cycle:
-        return (
-            f"cycle budget ${settings.budget_per_cycle:.2f} reached (${spent_cycle:.4f} spent, "
-            f"next source(s) about ${next_source:.4f})"
-        )
-    if settings.budget_per_day is not None and spent_today + next_source > settings.budget_per_day:
-        return (
-            f"daily budget ${settings.budget_per_day:.2f} reached (${spent_today:.4f} spent today, "
-            f"next source(s) about ${next_source:.4f}); new sources wait for tomorrow"
-        )
-    return None
 
 
 def row_for_file(path: str, text: str | None, error: str | None, stat: os.stat_result) -> SourceRow:
@@ -251,6 +224,7 @@ class Runner:
         report = CycleReport(recovered=self.recover())
         report.scan = scan_inbox(self.kb_root, self.settings, self.store)
         self.retry_publishing()
+        self.review_branches(started_at)
         chosen = (
             []
             if self.stop.is_set()
@@ -307,6 +281,22 @@ class Runner:
         for row in self.store.unpublished():
             if row.branch and rev_parse(self.kb_root, f"refs/heads/{row.branch}"):
                 self.service.publish(row.path, row.branch)
+
+    def review_branches(self, cycle_started: float) -> None:
+        """Branches whose tip waits for its fixes or a review (a person's new commit, a review that failed or
+        met the budget): reviewed now, and their pull request's comment replaced."""
+        stage = self.service.reviewer
+        if stage is None:
+            return
+        stage.budget_since = cycle_started
+        for branch in sorted(review_branches(self.kb_root, self.settings.main_branch)):
+            if self.stop.is_set() or not stage.pending_work(branch):
+                continue
+            staged = self.service.review(branch)
+            if staged is None or staged.accepted is not None or not staged.source:
+                continue
+            if staged.reviews or staged.fix_commit:
+                self.service.publish(staged.source, branch, staged.comment(self.settings.review_agents))
 
     def _requeue(self, paths: list[str], why: str) -> None:
         for path in paths:

@@ -28,7 +28,7 @@ from extractor.commit.apply import commit_extraction, refuse_unsafe_write
 from extractor.commit.changeset import ChangeSet, WriteError
 from extractor.commit.plan import plan_changes, planning_view, report_for
 from extractor.core.errors import ExtractorError
-from extractor.core.records import OutcomeKind, SourceOutcome
+from extractor.core.records import OutcomeKind, SourceOutcome, branch_verdict
 from extractor.core.settings import Settings
 from extractor.core.text import one_line
 from extractor.extraction.extract import ExtractionResult
@@ -39,6 +39,7 @@ from extractor.kb.locks import kb_lock
 from extractor.kb.sources import Source, SourceError, check_source_file, content_hash, load_source, parse_source
 from extractor.llm.client import LLMError, StructuredClient
 from extractor.review.publish import publish
+from extractor.review.stage import ReviewStage, StageResult
 from extractor.store.state import SourceRow, SourceState, StateStore
 
 MANUAL_RUNNER = "manual extraction"
@@ -154,6 +155,7 @@ class SourceService:
         self.count_failures = count_failures
         self.on_outcome = on_outcome
         self.index: KBIndex | None = None  # the planning index, kept between sources and refreshed after commits
+        self._reviewer: ReviewStage | None = None
 
     def load_index(self) -> KBIndex:
         """The KB's index as it is now; a reload reads only the files that changed since the last one."""
@@ -294,8 +296,7 @@ class SourceService:
         if outcome.branch is not None:
             self.store.update_or_insert(path, state=SourceState.AWAITING_REVIEW, branch=outcome.branch,
                                         published=False, **common)  # fmt: skip
-            url, error = self.publish(path, outcome.branch)
-            return outcome.model_copy(update={"published": url, "publish_error": error})
+            return self.review_and_publish(outcome, path, outcome.branch)
         file = self.kb_root / path
         digest = content_hash(file.read_text(encoding="utf-8"))
         stat = file.stat()
@@ -305,18 +306,57 @@ class SourceService:
         )  # fmt: skip
         return outcome
 
-    def publish(self, source_path: str, branch: str) -> tuple[str | None, str | None]:
-        """Push the extraction branch and open its pull request, if configured: the pull request's URL ("" when
-        only pushed) or the error. A failure is kept for the next cycle's retry; the local commit stays."""
+    @property
+    def reviewer(self) -> ReviewStage | None:
+        """The review stage, when a reviewer model is configured (made on first use: it opens a client)."""
+        if not self.settings.reviews:
+            return None
+        if self._reviewer is None:
+            self._reviewer = ReviewStage(self.kb_root, self.settings, self.store, self._current_index)
+        return self._reviewer
+
+    def _current_index(self) -> KBIndex:
+        return self.index if self.index is not None else self.load_index()
+
+    def review_and_publish(self, outcome: SourceOutcome, source_path: str, branch: str) -> SourceOutcome:
+        """The review stage (fixes, reviews, the accept policy), then publishing unless the policy accepted."""
+        staged = self.review(branch)
+        update: dict[str, object] = {}
+        if staged is not None:
+            notes = [*staged.fixes, *staged.skipped, *(f"not accepted: {r}" for r in staged.refused)]
+            update = {"review_verdict": branch_verdict(staged.reviews, list(self.settings.review_agents)),
+                      "review_notes": notes}  # fmt: skip
+            if staged.accepted is not None:
+                return outcome.model_copy(update={**update, "accepted": staged.accepted.commit or ""})
+        url, error = self.publish(source_path, branch, staged.comment(self.settings.review_agents) if staged else None)
+        return outcome.model_copy(update={**update, "published": url, "publish_error": error})
+
+    def review(self, branch: str) -> StageResult | None:
+        """Run the review stage on ``branch``; None when reviews are off. A failure leaves the branch as it is."""
+        stage = self.reviewer
+        if stage is None:
+            return None
+        try:
+            return stage.run(branch)
+        except (ExtractorError, OSError) as exc:
+            log.info("review stage failed", extra={"branch": branch, "error": str(exc)})
+            return StageResult(branch=branch, skipped=[f"review stage failed: {one_line(str(exc))}"])
+
+    def publish(self, source_path: str, branch: str, comment: str | None = None) -> tuple[str | None, str | None]:
+        """Push the extraction branch, open its pull request and post the review comment, as configured: the
+        pull request's URL ("" when only pushed) or the error. A failure is kept for the next cycle's retry;
+        the local commit stays."""
         if not (self.settings.remote or self.settings.forge):
             return None, None
         try:
-            url = publish(self.kb_root, branch, self.settings)
+            opened = publish(self.kb_root, branch, self.settings, comment)
         except ExtractorError as exc:
             self.store.update(source_path, branch=branch, published=False, publish_error=str(exc))
             log.info("publish failed", extra={"source": source_path, "error": str(exc)})
             return None, str(exc)
-        self.store.update(source_path, branch=branch, published=True, publish_error=None, pull_request=url)
+        url = opened.url if opened else None
+        self.store.update(source_path, branch=branch, published=True, publish_error=None, pull_request=url,
+                          pull_number=opened.number if opened else None)  # fmt: skip
         return url or "", None
 
 

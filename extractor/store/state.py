@@ -24,7 +24,7 @@ from filelock import FileLock
 from pydantic import BaseModel
 
 from extractor.core.errors import ExtractorError
-from extractor.core.records import CallRecord, ExtractionReport
+from extractor.core.records import BranchReview, CallRecord, ExtractionReport
 from extractor.core.redact import scrub
 from extractor.kb.statedir import BUSY_TIMEOUT_MS, STATE_DIR, ensure_state_dir, immediate_transaction
 
@@ -142,6 +142,31 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE batches ADD COLUMN estimated_cost REAL NOT NULL DEFAULT 0;
     """,
+    # 7: the reviewer model: its reviews of each branch commit, the mechanical fixes made, calls by stage
+    """
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source_path TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        model TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        review TEXT NOT NULL
+    );
+    CREATE INDEX reviews_commit ON reviews(commit_sha);
+    CREATE INDEX reviews_source ON reviews(source_path);
+    CREATE TABLE review_fixes (
+        branch TEXT NOT NULL,
+        for_commit TEXT NOT NULL,
+        fix_commit TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (branch, for_commit)
+    );
+    ALTER TABLE llm_calls ADD COLUMN stage TEXT NOT NULL DEFAULT 'extract';
+    ALTER TABLE sources ADD COLUMN pull_number INTEGER;
+    """,
 ]
 
 
@@ -192,6 +217,7 @@ class SourceRow(BaseModel):
     published: bool = False
     publish_error: str | None = None
     pull_request: str | None = None
+    pull_number: int | None = None
     updated_at: float = 0.0
 
 
@@ -376,6 +402,7 @@ class StateStore:
             "model": "COALESCE(model, '?')",
             "agent": "COALESCE(agent, '?')",
             "source": "COALESCE(source_path, '?')",
+            "stage": "stage",
         }[by]
         rows = self.db.execute(
             f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(outcome = 'cached') AS cache_hits, "
@@ -391,22 +418,68 @@ class StateStore:
     # LLM calls and cycles
 
     def log_calls(
-        self, source_path: str, worker: int | None, calls: list[CallRecord], agent: str | None = None
-    ) -> None:
+        self, source_path: str, worker: int | None, calls: list[CallRecord], agent: str | None = None,
+        stage: str = "extract",
+    ) -> None:  # fmt: skip
+        """Log LLM calls; ``stage`` (extract, review) keeps each stage's spending apart in ``costs``."""
         if not calls:
             return
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO llm_calls (at, source_path, worker, model, request_hash, prompt_tokens, "
-                "completion_tokens, latency, outcome, error, raw_reply, cached_tokens, cost, agent) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "completion_tokens, latency, outcome, error, raw_reply, cached_tokens, cost, agent, stage) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (c.at, source_path, worker, c.model, c.request_hash, c.prompt_tokens, c.completion_tokens,
                      c.latency, c.outcome, c.error and scrub(c.error), c.raw_reply and scrub(c.raw_reply),
-                     c.cached_tokens, c.cost, agent)
+                     c.cached_tokens, c.cost, agent, stage)
                     for c in calls
                 ],
             )  # fmt: skip
+
+    # reviews by the reviewer model, and the mechanical fixes made on branches
+
+    def record_review(self, review: BranchReview) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO reviews (at, source_path, branch, commit_sha, reviewer, model, verdict, review) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (review.at or time.time(), review.source_path, review.branch, review.commit, review.reviewer,
+                 review.model, review.verdict, scrub(review.model_dump_json())),
+            )  # fmt: skip
+
+    def reviews_for(self, commit: str) -> list[BranchReview]:
+        """The latest review of ``commit`` by each reviewer persona."""
+        rows = self.db.execute("SELECT review FROM reviews WHERE commit_sha = ? ORDER BY id", (commit,)).fetchall()
+        latest = {(review := BranchReview.model_validate_json(row[0])).reviewer: review for row in rows}
+        return list(latest.values())
+
+    def latest_reviews(self, source_path: str) -> list[BranchReview]:
+        """The reviews of the last commit of ``source_path`` that was reviewed (for provenance, once merged)."""
+        row = self.db.execute(
+            "SELECT commit_sha FROM reviews WHERE source_path = ? ORDER BY id DESC LIMIT 1", (source_path,)
+        ).fetchone()
+        return self.reviews_for(row[0]) if row else []
+
+    def review_cost_per_branch(self, recent: int = 20) -> float:
+        """The average cost of the recent reviews whose cost is known: the estimate for the next one."""
+        rows = self.db.execute("SELECT review FROM reviews ORDER BY id DESC LIMIT ?", (recent,)).fetchall()
+        costs = [c for row in rows if (c := BranchReview.model_validate_json(row[0]).usage.cost) is not None]
+        return sum(costs) / len(costs) if costs else 0.0
+
+    def fix_recorded(self, branch: str, commit: str) -> bool:
+        """Whether the mechanical fixes of ``commit`` on ``branch`` were already looked for (made or not)."""
+        row = self.db.execute(
+            "SELECT 1 FROM review_fixes WHERE branch = ? AND (for_commit = ? OR fix_commit = ?)",
+            (branch, commit, commit),
+        ).fetchone()
+        return row is not None
+
+    def record_fix(self, branch: str, for_commit: str, fix_commit: str | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO review_fixes (branch, for_commit, fix_commit, at) VALUES (?, ?, ?, ?)",
+            (branch, for_commit, fix_commit, time.time()),
+        )
 
     # Batch API jobs
 

@@ -1,0 +1,42 @@
+"""A person's (or the accept policy's) decision on an extraction branch: the one path from a decision to git
+and the state store, shared by ``review accept|reject``, the review page and ``auto_accept``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from extractor.core.settings import Settings
+from extractor.kb.locks import kb_lock
+from extractor.review.branches import accept, branch_for, describe_branch, record_decision, reject
+from extractor.store.state import SourceState
+
+WRITE_LOCK_WAIT = 120.0
+
+
+class Decision(BaseModel):
+    """What a decision did: the branch, its source, and the commit it made on the main branch (if any)."""
+
+    branch: str
+    source: str
+    action: str  # accepted | rejected | retry
+    commit: str | None
+
+
+def accept_branch(kb: Path, slug: str, settings: Settings) -> Decision:
+    """Merge the branch into main under the write lock, and mark its source done."""
+    item = describe_branch(kb, branch_for(slug), settings)
+    with kb_lock(kb, "write", wait=WRITE_LOCK_WAIT):
+        commit = accept(kb, slug, settings)
+    record_decision(kb, item.source, SourceState.DONE)
+    return Decision(branch=item.branch, source=item.source, action="accepted", commit=commit)
+
+
+def reject_branch(kb: Path, slug: str, settings: Settings, reason: str | None, retry: bool) -> Decision:
+    """Delete the branch; record the reason on the source in main, or (``retry``) make the source due again."""
+    item = describe_branch(kb, branch_for(slug), settings)
+    with kb_lock(kb, "write", wait=WRITE_LOCK_WAIT):
+        commit = reject(kb, slug, settings, reason, retry)
+    record_decision(kb, item.source, SourceState.DUE if retry else SourceState.DONE)
+    return Decision(branch=item.branch, source=item.source, action="retry" if retry else "rejected", commit=commit)
