@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from extractor.core.errors import ExtractorError
@@ -196,6 +196,21 @@ class Settings(BaseSettings):
     author_name: str = "extractor"
     author_email: str = "extractor@localhost"
 
+    @field_validator("review_agents")
+    @classmethod
+    def _each_reviewer_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("name each reviewer once")
+        return value
+
+    @model_validator(mode="after")
+    def _review_needs_branches(self) -> Settings:
+        if self.review_model is not None and self.commit_mode != "branch":
+            raise ValueError('review_model reviews extraction branches: it needs commit_mode = "branch"')
+        if self.auto_accept == "approved" and self.review_model is None:
+            raise ValueError('auto_accept = "approved" needs a review_model to approve')
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -284,7 +299,10 @@ def load_settings(kb_root: Path | None = None, config: Path | None = None, **ove
             settings = settings.model_copy(update=overrides)
     except ValidationError as exc:
         where = str(path) if path else "settings"
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            ".".join(str(p) for p in err["loc"]) + ": " * bool(err["loc"]) + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
+        )
         raise SettingsError(f"{where}: {problems}") from exc
     if kb_root is not None:
         for name in ("prompts_dir", "local_model"):

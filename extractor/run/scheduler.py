@@ -213,7 +213,9 @@ class Runner:
             settings,
             spent_cycle=self.store.spent_since(cycle_started),
             spent_today=self.store.spent_since(start_of_today()),
-            per_source=self.store.cost_per_source(),
+            # A source in branch mode with a reviewer costs its extraction and its review.
+            per_source=self.store.cost_per_source()
+            + (self.store.review_cost_per_branch() if settings.reviews else 0.0),
             in_flight=len(self.pool.busy) if self.pool is not None else 0,
         )
 
