@@ -4,7 +4,10 @@ the pull-request comment, costs and budgets, all through the scripted OpenAI-com
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -360,3 +363,40 @@ def test_costs_show_review_spend_apart_and_budgets_stop_reviews(
     configure(kb, "budget_per_day = 1.0\n" + prices)  # a cycle reviews what the budget held back
     assert main(["run", "--once", "--kb", str(kb)]) == 0
     assert len(endpoint.reviews) == 2
+
+
+def test_a_commit_made_on_the_branch_during_the_review_is_not_merged_unseen(
+    kb: Path, endpoint: Endpoint, fake_llm: FakeOpenAI
+) -> None:
+    """Two processes: ``extract`` with the accept policy, and a person who commits on the branch while the
+    reviewer is answering. The approval was for the commit it saw: the person's commit is not merged, main
+    does not move, and the branch (with their commit) waits for the next review."""
+    configure(kb, 'auto_accept = "approved"\n')
+    reviewing, committed = threading.Event(), threading.Event()
+
+    def slow_reviewer(request: dict[str, Any]) -> Reply:
+        if request["model"] != REVIEWER:
+            return endpoint(request)
+        reviewing.set()
+        assert committed.wait(60)
+        return review_reply(request, approve_all)
+
+    fake_llm.responder = slow_reviewer
+    main_before = git(kb, "rev-parse", "main").strip()
+    env = {**os.environ, "OPENAI_BASE_URL": fake_llm.base_url}
+    process = subprocess.Popen([sys.executable, "-m", "extractor", "extract", str(kb / FULLSTACK)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert reviewing.wait(60), process.communicate()
+        claim = git(kb, "diff", "--name-only", "--diff-filter=A", f"main...{BRANCH}", "--", "claims").split()[0]
+        commit_on_branch(kb, claim, lambda text: text + "\nA person's late addition.\n", "person: add a line")
+        person_tip = git(kb, "rev-parse", BRANCH).strip()
+        committed.set()
+        out, err = process.communicate(timeout=60)
+    finally:
+        committed.set()
+        process.kill()
+    assert process.returncode == 0, err
+    assert "review: approved" in out and "moved since it was reviewed" in out and "Traceback" not in err
+    assert git(kb, "rev-parse", "main").strip() == main_before
+    assert git(kb, "rev-parse", BRANCH).strip() == person_tip  # their commit is kept, on the branch

@@ -8,6 +8,7 @@ it is not extracted again by itself.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from pathlib import Path, PurePosixPath
@@ -296,20 +297,27 @@ def _identity(settings: Settings) -> Identity:
     return Identity(name=settings.author_name, email=settings.author_email)
 
 
-def accept(kb: Path, slug: str, settings: Settings) -> str:
-    """Merge an extraction branch into main (merge commit or fast-forward); a conflict changes nothing."""
+def accept(kb: Path, slug: str, settings: Settings, expected_tip: str | None = None) -> str:
+    """Merge an extraction branch into main (merge commit or fast-forward); a conflict changes nothing.
+
+    ``expected_tip``: merge only that commit (the one a reviewer approved); a branch that has moved since is
+    refused. The commit is merged by its id, so a commit made on the branch meanwhile is never merged unseen,
+    and the branch is deleted only if it still points at it.
+    """
     branch = branch_for(slug)
     tip = rev_parse(kb, f"refs/heads/{branch}")
     main = rev_parse(kb, f"refs/heads/{settings.main_branch}")
     if tip is None or main is None:
         raise ReviewError(f"no branch {branch if tip is None else settings.main_branch}")
+    if expected_tip is not None and tip != expected_tip:
+        raise ReviewError(f"{branch} moved since it was reviewed ({expected_tip[:12]}, now {tip[:12]})")
     fast_forward = settings.merge_mode == "fast-forward"
     message = f"Accept {branch}\n\nMerge the drafts extracted from {describe_branch(kb, branch, settings).source}.\n"
     if _on_main(kb, settings):
         flags = ["--ff-only"] if fast_forward else ["--no-ff", "-m", message]
         env = identity_env(_identity(settings))
         try:
-            git(kb, "merge", "--no-edit", *flags, branch, env=env)
+            git(kb, "merge", "--no-edit", *flags, tip, env=env)
         except GitError as exc:
             if (kb / ".git" / "MERGE_HEAD").exists():
                 subprocess.run(["git", "merge", "--abort"], cwd=kb, capture_output=True)
@@ -329,7 +337,8 @@ def accept(kb: Path, slug: str, settings: Settings) -> str:
             env = identity_env(_identity(settings))
             new = git(kb, "commit-tree", tree, "-p", main, "-p", tip, "-F", "-", env=env, input=message).strip()
         move_ref(kb, f"refs/heads/{settings.main_branch}", new, main)
-    git(kb, "update-ref", "-d", f"refs/heads/{branch}", tip)
+    with contextlib.suppress(GitError):  # someone committed on the branch meanwhile: it stays, for the next review
+        git(kb, "update-ref", "-d", f"refs/heads/{branch}", tip)
     return rev_parse(kb, f"refs/heads/{settings.main_branch}") or ""
 
 

@@ -24,11 +24,12 @@ class Decision(BaseModel):
     commit: str | None
 
 
-def accept_branch(kb: Path, slug: str, settings: Settings) -> Decision:
-    """Merge the branch into main under the write lock, and mark its source done."""
+def accept_branch(kb: Path, slug: str, settings: Settings, expected_tip: str | None = None) -> Decision:
+    """Merge the branch into main under the write lock, and mark its source done; ``expected_tip``: only if
+    the branch is still at that commit (the accept policy merges what was reviewed, nothing newer)."""
     item = describe_branch(kb, branch_for(slug), settings)
     with kb_lock(kb, "write", wait=WRITE_LOCK_WAIT):
-        commit = accept(kb, slug, settings)
+        commit = accept(kb, slug, settings, expected_tip)
     record_decision(kb, item.source, SourceState.DONE)
     return Decision(branch=item.branch, source=item.source, action="accepted", commit=commit)
 

@@ -140,7 +140,8 @@ class ReviewStage:
             result.refused = self._refusals(item, result.reviews)
         if self.settings.auto_accept == "approved" and not result.refused:
             try:
-                result.accepted = accept_branch(self.kb_root, item.slug, self.settings)
+                tip = item.commit  # what was reviewed: a commit made on the branch since is not merged unseen
+                result.accepted = accept_branch(self.kb_root, item.slug, self.settings, expected_tip=tip)
             except ExtractorError as exc:
                 result.refused.append(f"accept failed: {one_line(str(exc))}")
         return result
