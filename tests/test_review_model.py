@@ -238,6 +238,7 @@ class ForgeServer:
     def __init__(self) -> None:
         self.pulls: list[dict[str, Any]] = []
         self.comments: dict[int, dict[str, Any]] = {}
+        self.down = False  # every call answers 503
         self.lock = threading.Lock()
         forge = self
 
@@ -268,6 +269,8 @@ class ForgeServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 data, path = self._body(), self.path.split("?")[0]
+                if forge.down:
+                    return self._send(503, {"message": "forge is down"})
                 with forge.lock:
                     if path.endswith("/pulls"):
                         if any(p["head"]["ref"] == data["head"] for p in forge.pulls):
@@ -400,3 +403,18 @@ def test_a_commit_made_on_the_branch_during_the_review_is_not_merged_unseen(
     assert "review: approved" in out and "moved since it was reviewed" in out and "Traceback" not in err
     assert git(kb, "rev-parse", "main").strip() == main_before
     assert git(kb, "rev-parse", BRANCH).strip() == person_tip  # their commit is kept, on the branch
+
+
+def test_a_branch_published_late_gets_its_review_comment(
+    kb: Path, endpoint: Endpoint, forge: ForgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXTRACTOR_FORGE_TOKEN", "forge-token")
+    configure(kb, f'forge = "gitea"\nforge_url = "{forge.url}"\nforge_repo = "team/kb"\n')
+    forge.down = True
+    assert main(["extract", str(kb / FULLSTACK)]) == 0  # reviewed; the pull request fails, to be retried
+    assert forge.pulls == [] and len(endpoint.reviews) == 1
+    forge.down = False
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    [pull] = [p for p in forge.pulls if p["head"]["ref"] == BRANCH]
+    [comment] = [c for c in forge.comments.values() if c["issue"] == pull["number"]]
+    assert "## Review: approved" in comment["body"] and len(endpoint.reviews) == 1  # not reviewed again

@@ -110,6 +110,12 @@ class ReviewStage:
             return True
         return not self.store.fix_recorded(branch, tip)
 
+    def stored_comment(self, branch: str) -> str | None:
+        """The pull-request comment from the stored reviews of the branch's tip (None: not reviewed yet)."""
+        tip = rev_parse(self.kb_root, f"refs/heads/{branch}")
+        reviews = self.store.reviews_for(tip) if tip else []
+        return StageResult(branch=branch, reviews=reviews).comment(self.settings.review_agents)
+
     def run(self, branch: str) -> StageResult:
         """Fix, review and (by policy) accept ``branch``; every step already done for its tip is skipped."""
         result = StageResult(branch=branch)

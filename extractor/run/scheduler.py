@@ -280,9 +280,10 @@ class Runner:
         return report
 
     def retry_publishing(self) -> None:
+        stage = self.service.reviewer
         for row in self.store.unpublished():
             if row.branch and rev_parse(self.kb_root, f"refs/heads/{row.branch}"):
-                self.service.publish(row.path, row.branch)
+                self.service.publish(row.path, row.branch, stage.stored_comment(row.branch) if stage else None)
 
     def review_branches(self, cycle_started: float) -> None:
         """Branches whose tip waits for its fixes or a review (a person's new commit, a review that failed or
