@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -11,24 +12,28 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extractor.core.records import ClaimReport, ExtractionReport, Flag
+from extractor.core.records import BranchReview, ClaimReport, ExtractionReport, Finding, Flag, ItemReview, Usage
 from extractor.core.settings import Settings
 from extractor.extraction.gates import GATES
 from extractor.kb.sources import parse_source
 from extractor.review.branches import PendingReview
+from extractor.review.markdown import render_markdown, render_source
 from extractor.review.page import (
+    ACTIONS,
     CSP,
+    SERVED_CSP,
     IndexEntry,
     PageInput,
     ReviewPage,
+    Served,
     build_page,
     diff_lines,
-    make_server,
     render_index,
     render_not_found,
     render_page,
     segment_body,
 )
+from extractor.review.serve import make_server
 from tests.kbfactory import make_inbox_kb
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -83,7 +88,7 @@ def marks_of(document: str) -> list[tuple[str, list[str], str]]:
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             if tag == "mark":
                 values = dict(attrs)
-                self.found.append((values["id"] or "", (values["data-evidence"] or "").split(), ""))
+                self.found.append((values.get("id") or "", (values["data-evidence"] or "").split(), ""))
                 self.inside = True
 
         def handle_endtag(self, tag: str) -> None:
@@ -403,3 +408,222 @@ def test_flags_and_derived_figures_are_shown_and_escaped() -> None:
     assert "the figure 37% is not in the source" in document
     assert "the percent change of 60% and 26%" in document
     assert ALERT not in document  # escaped, never markup
+
+
+# --- markdown ---------------------------------------------------------------------------------------------
+
+MARKDOWN_BODY = (
+    "## Findings\n\n"
+    "- **Formal impossibility result**: no single reward\n"
+    "  can encode every value.\n"
+    "- Thick models keep the context.\n\n"
+    "> A quoted line with `code` and &amp; an entity.\n"
+)
+
+
+def rendered(body: str, spans: list[tuple[str, int, int]]) -> tuple[str, list[tuple[str, list[str], str]]]:
+    """The body rendered with its spans marked, checked for nesting; and each mark as (id, evidence, text)."""
+    document, shown = render_source(segment_body(body, spans))
+    parsed(document)
+    marks = marks_of(document)
+    assert shown == [ident for ident, _, _ in marks if ident]
+    return document, marks
+
+
+def texts_of(marks: list[tuple[str, list[str], str]], ident: str) -> list[str]:
+    return [text for _, evidence, text in marks if ident in evidence]
+
+
+def span(body: str, first: str, last: str) -> tuple[int, int]:
+    start = body.index(first)
+    return start, body.index(last, start) + len(last)
+
+
+def test_the_source_renders_as_markdown_with_highlights_on_exactly_the_spanned_characters() -> None:
+    body = MARKDOWN_BODY
+    spans = [
+        ("heading-into-bold", *span(body, "Findings", "**Formal")),  # across a heading and a list marker
+        ("bold-out", *span(body, "impossibility", "single")),  # out of the bold, over the closing "**"
+        ("list", *span(body, "every value", "Thick models")),  # over two list items
+        ("quote", *span(body, "quoted", "&amp;")),  # into the code span and over the entity
+    ]
+    document, marks = rendered(body, spans)
+    structure = parsed(document)
+    tags = [tag for tag, _ in structure.tags]
+    assert {"h2", "ul", "li", "strong", "blockquote", "code"} <= set(tags)
+    assert "**" not in "".join(structure.text) and "## " not in "".join(structure.text)
+    assert texts_of(marks, "heading-into-bold") == ["Findings", "Formal"]
+    assert texts_of(marks, "bold-out") == ["impossibility result", ": no single"]
+    assert texts_of(marks, "list") == ["every value.", "Thick models"]
+    assert texts_of(marks, "quote") == ["quoted line with ", "code", " and &"]
+    # The first piece of each segment carries its id; the pieces after a tag continue it without one.
+    assert '<h2><mark id="mark-1" data-evidence="heading-into-bold"' in document
+    assert '<strong><mark data-evidence="heading-into-bold" class="cont"' in document
+    assert '"#heading-into-bold">Formal</a></mark> <mark id="mark-2" data-evidence="bold-out"' in document
+    assert '</strong><mark data-evidence="bold-out" class="cont"' in document
+    assert "\ue000" not in document and "\ue001" not in document
+
+
+def test_a_span_of_markup_alone_has_no_mark_and_its_item_no_link() -> None:
+    body = "Intro.\n\n- the first item of the list\n- the second item of the list\n"
+    start = body.index("- the second")
+    _, marks = rendered(body, [("marker", start, start + 2), ("text", start + 2, start + 12)])
+    assert texts_of(marks, "marker") == [] and texts_of(marks, "text") == ["the second"]
+    source = SOURCE.replace(BODY, "\n" + body)
+    claims = {
+        FIRST: claim_text("First", ['"the first item of the list"', "- the second item", '"second item of the list"']),
+        SECOND: None,
+    }
+    page = build_page(page_input(source_text=source, claim_texts=claims))
+    first = page.claims[0]
+    assert [item.method for item in first.evidence] == ["exact", "exact", "exact"]
+    assert first.evidence[0].mark_ids and first.evidence[2].mark_ids
+    shown = {ident for _, ident in re.findall(r'<mark (id="(mark-\d+)")', render_page(page))}
+    for item in first.evidence:
+        assert set(item.mark_ids) <= shown, item
+
+
+def test_raw_html_is_escaped_and_script_links_are_not_links() -> None:
+    hostile = (
+        "<script>alert(1)</script> <img src=x onerror=alert(2)> "
+        "[a](javascript:alert(3)) [b](JavaScript:alert(4)) [c](vbscript:x) [d](data:text/html,x) [e](file:///etc) "
+        '<javascript:alert(5)> [f][r] [g](http://ok.example/"onmouseover="alert(6)) [h](#frag) [i](/local)\n\n'
+        "[r]: javascript:alert(7)\n"
+    )
+    for document in (str(render_markdown(hostile)), rendered(hostile, [("all", 0, len(hostile))])[0]):
+        structure = parsed(document)
+        assert not {tag for tag, _ in structure.tags} & DANGEROUS
+        links = [
+            attrs for tag, attrs in structure.tags if tag == "a" and not (attrs.get("href") or "#").startswith("#")
+        ]
+        assert [link["href"] for link in links] == ["http://ok.example/%22onmouseover=%22alert(6)"]
+        assert all(link["rel"] == "noreferrer noopener" for link in links)
+        assert not any(name.startswith("on") for _, attrs in structure.tags for name in attrs)
+        text = "".join(structure.text)
+        for literal in ("<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "[a](javascript:alert(3))",
+                        "<javascript:alert(5)>", "[f][r]", "[r]: javascript:alert(7)", "[h](#frag)"):  # fmt: skip
+            assert literal in text, literal
+
+
+def test_a_mark_boundary_cannot_hide_a_script_scheme_or_leak_into_an_address() -> None:
+    body = "See [x](java" + "script:alert(1)) and [y](https://example.org/a/b) here.\n"
+    split = body.index("script:")  # a boundary inside "javascript:", where a sentinel would break the word
+    inside = body.index("/a/b")
+    document, marks = rendered(body, [("one", 0, split), ("two", inside, len(body) - 1)])
+    hrefs = [attrs.get("href") for tag, attrs in parsed(document).tags if tag == "a"]
+    assert "https://example.org/a/b" in hrefs and not any("script" in (href or "") for href in hrefs)
+    assert not any("%EE%80" in (href or "") or "\ue000" in (href or "") for href in hrefs)
+    assert "[x](javascript:alert(1))" in "".join(parsed(document).text)
+    assert texts_of(marks, "two") == [" here."]  # the span went on after the link's address
+
+
+def test_a_body_bringing_its_own_sentinel_characters_cannot_forge_a_mark() -> None:
+    forged = "a \ue000\ue011b\ue001\ue011 c"
+    document, marks = rendered(forged, [])
+    assert marks == [] and "<mark" not in document and "\ue000" not in document
+
+
+PIECES = [
+    "word", " two words.", "**bold**", "*em*", "_em_", "**bold**: and *em* ", "\n# ", "\n## ", "\n- ", "\n* ",
+    "\n1. ", "\n> ", "\n", "\n\n", " ", "`code`", "[link](https://x.org/a)", '[t](http://a.b "title")', "&amp;",
+    "\\*", "\n---\n", "\n```\n", "<https://x.org>", "<b>", "x_y_z", "  \n", "\n    code",
+]  # fmt: skip
+
+
+def plain_text_and_tags(document: str) -> tuple[str, list[tuple[str, dict[str, str | None]]]]:
+    """The document's text and elements, the marks and their links aside."""
+    structure = parsed(document)
+    tags = [(tag, attrs) for tag, attrs in structure.tags if tag != "mark" and (attrs.get("href") or "x")[0] != "#"]
+    return "".join(structure.text), tags
+
+
+@given(
+    st.lists(st.sampled_from(PIECES), max_size=14).map("".join),
+    st.lists(st.tuples(st.integers(0, 90), st.integers(0, 90)), max_size=4),
+)
+def test_marks_never_change_how_the_markdown_renders(body: str, raw: list[tuple[int, int]]) -> None:
+    """Whatever the spans, the page shows the same elements and text as the body rendered without them."""
+    spans = [(f"e{n}", start, end) for n, (start, end) in enumerate(raw)]
+    document, marks = rendered(body, spans)
+    assert plain_text_and_tags(document) == plain_text_and_tags(str(render_markdown(body)))
+    assert all(text for _, _, text in marks)
+
+
+# --- reviews ------------------------------------------------------------------------------------------------
+
+
+def branch_review(reviewer: str, verdicts: dict[str, str], cost: float | None) -> BranchReview:
+    return BranchReview(
+        branch="extract/x", commit="c" * 40, source_path="inbox/archive/src.md", reviewer=reviewer,  # type: ignore[arg-type]
+        agent=f"<{reviewer}-agent>", model="rm", prompt_hash="p", summary=f"Summary {ALERT}", usage=Usage(cost=cost),
+        items=[
+            ItemReview(path=path, kind="claim", verdict=verdict,  # type: ignore[arg-type]
+                       findings=[Finding(criterion="scope", reason=f"too broad {ALERT}")] if verdict != "approve" else [],  # noqa: E501
+                       fixes=[f"fix {ALERT}"] if verdict != "approve" else [])
+            for path, verdict in verdicts.items()
+        ],
+    )  # fmt: skip
+
+
+def test_reviewer_verdicts_are_shown_per_claim_and_for_the_branch() -> None:
+    reviews = [
+        branch_review("lead", {FIRST: "request_changes", SECOND: "approve"}, 0.001),
+        branch_review("domain", {FIRST: "approve", SECOND: "approve"}, None),
+    ]
+    page = build_page(page_input(reviews=reviews, reviewers=["lead", "domain"], reviewing=True))
+    first, second = page.claims
+    assert [(v.reviewer, v.verdict) for v in first.verdicts] == [("lead", "request_changes"), ("domain", "approve")]
+    assert first.verdicts[0].findings[0].reason == f"too broad {ALERT}"
+    assert [v.verdict for v in second.verdicts] == ["approve", "approve"]
+    assert page.verdict == "changes" and page.review_cost == 0.001
+    document = render_page(page)
+    structure = parsed(document)
+    assert not {tag for tag, _ in structure.tags} & DANGEROUS
+    text = "".join(structure.text)
+    assert f"scope: too broad {ALERT}" in text and f"suggested fix: fix {ALERT}" in text
+    assert f"Summary {ALERT}" in text and "<lead-agent>" in text
+    assert document.count('class="verdict request_changes"') == 1 and document.count('class="verdict approve"') == 3
+    assert '<span class="verdict changes">changes requested</span>' in document and "$0.001000" in text
+
+    approved = build_page(page_input(reviews=reviews[1:], reviewers=["domain"], reviewing=True))
+    assert approved.verdict == "approved"
+    assert build_page(page_input(reviews=reviews[1:], reviewers=["lead", "domain"])).verdict == "unreviewed"
+
+
+def test_without_reviews_the_page_says_not_reviewed_only_when_a_reviewer_is_configured() -> None:
+    waiting = render_page(build_page(page_input(reviewing=True, reviewers=["lead"])))
+    assert '<span class="verdict unreviewed">not reviewed</span>' in waiting
+    assert "".join(parsed(waiting).text).count("not reviewed") == 3  # the branch and its two claims
+    off = render_page(build_page(page_input()))
+    assert "not reviewed" not in off and 'id="branch-verdict"' not in off
+
+
+def test_a_served_page_has_the_decision_forms_the_token_and_its_script_the_written_one_neither() -> None:
+    page = build_page(page_input())
+    written = render_page(page)
+    assert "<form" not in written and "<script" not in written and 'name="token"' not in written
+    served = Served(token="tok-<&>", previous="/review/p", next="/review/n", done="extract/x: accepted <b>")
+    document = render_page(page, served)
+    structure = parsed(document)
+    forms = [attrs for tag, attrs in structure.tags if tag == "form"]
+    assert [form["action"] for form in forms] == [f"/review/slug%22%3Cx%3E/{action}" for action in ACTIONS]
+    assert all(form["method"] == "post" for form in forms)
+    tokens = [attrs for tag, attrs in structure.tags if tag == "input" and attrs.get("name") == "token"]
+    assert [attrs["value"] for attrs in tokens] == ["tok-<&>"] * 3
+    assert [attrs.get("src") for tag, attrs in structure.tags if tag == "script"] == ["/static/review.js"]
+    policies = [attrs["content"] for tag, attrs in structure.tags if tag == "meta" and attrs.get("http-equiv")]
+    assert policies == [SERVED_CSP] and "script-src 'self'" in SERVED_CSP and "form-action 'self'" in SERVED_CSP
+    links = {attrs.get("rel"): attrs.get("href") for tag, attrs in structure.tags if tag == "a" and attrs.get("rel")}
+    assert links["prev"] == "/review/p" and links["next"] == "/review/n"
+    assert "extract/x: accepted <b>" in "".join(structure.text)
+    reason = next(attrs for tag, attrs in structure.tags if tag == "input" and attrs.get("name") == "reason")
+    assert "required" in reason and reason["id"] == "reject-reason"
+
+
+def test_the_index_shows_verdict_flags_and_cost() -> None:
+    entry = IndexEntry(slug="s", href="/review/s", source="src", agent="a", model="m", claims=2, enrichments=1,
+                       warnings=0, verdict="rejected", flags=3, cost=0.0123)  # fmt: skip
+    text = "".join(parsed(render_index([entry])).text)
+    assert "rejected" in text and "$0.0123" in text and "2 (+1 enriched)" in text
+    row = re.search(r'<tr data-slug="s">(.*?)</tr>', render_index([entry]), re.S)
+    assert row and "<td>3</td>" in row.group(1)

@@ -610,14 +610,14 @@ def run_review(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     return fail(f"{args.output}: cannot write: {exc.strerror or exc}")
         elif args.action == "serve":
-            from extractor.review import page as reviewpage
+            from extractor.review import serve as reviewserve
 
             if not 0 <= args.port <= 65535:
                 return fail("--port must be 0 to 65535", EXIT_CANNOT_START)
             if args.slug:
                 review.describe_branch(kb_root, review.branch_for(args.slug), settings)  # an unknown slug fails now
             try:
-                reviewpage.serve(kb_root, settings, args.port, args.slug)
+                reviewserve.serve(kb_root, settings, args.port, args.slug)
             except OSError as exc:
                 return fail(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}", EXIT_CANNOT_START)
         elif args.action == "accept":

@@ -4,47 +4,55 @@ Three steps, kept apart so the middle and the last can be tested without git:
 
 1. :func:`read_input` (I/O): the branch's texts from git (the source at the
    branch's base, the claim files and enriched claims as they are on the
-   branch) and the extraction's report from the state store, if it has one.
+   branch), the extraction's report and the reviewer model's reviews from the
+   state store, if it has them.
 2. :func:`build_page` (pure): anchors each evidence item in the source body,
-   cuts the body into segments at every span boundary, and diffs the enriched
-   files, into a :class:`ReviewPage`.
+   cuts the body into segments at every span boundary, renders the body as
+   markdown with each segment highlighted, and diffs the enriched files, into
+   a :class:`ReviewPage`.
 3. :func:`render_page` (pure): the page model to an HTML string through a
-   Jinja2 template with autoescaping on. Nothing that came from the source or
-   the model is ever marked safe, and a Content-Security-Policy forbids
-   scripts anyway; the page has no script and no outside asset.
+   Jinja2 template with autoescaping on.
 
-:func:`serve` runs a small local HTTP server over the same functions.
+Markdown is rendered by markdown-it (CommonMark, raw HTML off, images off,
+links only to http, https and mailto). Its output, with the ``<mark>``
+elements this module puts in, is the only HTML marked safe: raw HTML in a
+source or a claim comes out as escaped text, and everything else from the
+source or the model is escaped by the template. The written page has no
+script; :func:`serve` adds one small script of its own (keyboard shortcuts)
+and forms that accept or reject a branch, guarded by a per-session token.
 """
 
 from __future__ import annotations
 
 import difflib
-import http.server
-import sys
-import threading
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 import jinja2
-from pydantic import BaseModel, Field
+from markupsafe import Markup
+from pydantic import BaseModel
 
-from extractor.commit.message import BranchNameError
-from extractor.core.records import Anchor, ExtractionReport, Flag, Method
-from extractor.core.redact import scrub
+from extractor.core.records import Anchor, BranchReview, ExtractionReport, Finding, Flag, Method, branch_verdict
 from extractor.core.settings import Settings
 from extractor.extraction.anchoring import anchor_claims
 from extractor.extraction.gates import GATES
 from extractor.kb.claims import ClaimParseError, parse_claim
 from extractor.kb.gitrepo import git
 from extractor.kb.sources import SourceError, parse_source
-from extractor.review.branches import PendingReview, ReviewError, branch_for, describe_branch, pending, text_at
+from extractor.review.branches import PendingReview, branch_for, describe_branch, pending, text_at
 from extractor.review.entitychanges import EntityChange, entity_change
+from extractor.review.markdown import Segment, render_markdown, render_source
 from extractor.store.state import StateStore
 
+# The written page: no script, no form. The served pages run one script of their own and post to themselves.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+SERVED_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 DIFF_CONTEXT = 3
+MAX_FORM_BYTES = 64 * 1024  # a decision's form is a token and a reason; anything bigger is refused
 
 
 # --- what is read from git and the store --------------------------------------
@@ -61,21 +69,12 @@ class PageInput(BaseModel):
     enrichment_texts: dict[str, tuple[str | None, str | None]]  # modified claim files: (at base, on the branch)
     entity_texts: dict[str, tuple[str | None, str | None]] = {}  # entity notes added or changed: (base, branch)
     report: ExtractionReport | None
+    reviews: list[BranchReview] = []  # the reviewer model's latest review of this commit, per reviewer
+    reviewers: list[str] = []  # the reviewers configured, for the branch's verdict
+    reviewing: bool = False  # a reviewer model is configured: "not reviewed" means something
 
 
 # --- the page model -------------------------------------------------------------
-
-
-class Segment(BaseModel):
-    """A stretch of the source body; marked when evidence items cover it (``evidence`` lists their ids)."""
-
-    text: str
-    evidence: list[str] = Field(default_factory=list)
-    mark_id: str | None = None
-
-    @property
-    def link(self) -> str | None:
-        return self.evidence[0] if self.evidence else None
 
 
 class SourceView(BaseModel):
@@ -87,6 +86,7 @@ class SourceView(BaseModel):
     date: str | None
     segments: list[Segment]
     error: str | None = None
+    html: str = ""  # the body rendered as markdown with the segments marked (see render_source)
 
 
 class EvidenceView(BaseModel):
@@ -110,6 +110,28 @@ class GateView(BaseModel):
     passed: bool
 
 
+class VerdictView(BaseModel):
+    """One reviewer's verdict on one claim or entity note, with its findings and suggested fixes."""
+
+    reviewer: str
+    agent: str
+    model: str
+    verdict: str  # approve | request_changes | reject
+    findings: list[Finding] = []
+    fixes: list[str] = []
+
+
+class ReviewView(BaseModel):
+    """One reviewer's review of the branch as a whole, for the page's header."""
+
+    reviewer: str
+    agent: str
+    model: str
+    verdict: str
+    summary: str
+    cost: float | None
+
+
 class ClaimView(BaseModel):
     id: str  # claim-N
     number: int
@@ -123,6 +145,7 @@ class ClaimView(BaseModel):
     gates: list[GateView] | None  # None: no report recorded them
     flags: list[Flag] = []  # unverified items, for the reviewer to check
     grounded: list[Flag] = []  # derived figures and near quotations, with their reasons
+    verdicts: list[VerdictView] = []  # the reviewer model's, one per reviewer
     error: str | None = None
     raw: str | None = None  # the file's text when it cannot be parsed
 
@@ -160,6 +183,7 @@ class EntityView(BaseModel):
     change: EntityChange
     timeline: list[tuple[str, bool]]  # each bullet's text (the "- " aside) and whether this extraction added it
     diff: DiffView | None
+    verdicts: list[VerdictView] = []
 
 
 class ReviewPage(BaseModel):
@@ -175,6 +199,9 @@ class ReviewPage(BaseModel):
     warnings: list[str]
     part_notes: list[str]
     provenance: Provenance
+    verdict: str | None = None  # approved | changes | rejected | unreviewed; None: no reviewer model, no review
+    reviews: list[ReviewView] = []
+    review_cost: float | None = None
 
 
 class IndexEntry(BaseModel):
@@ -187,6 +214,9 @@ class IndexEntry(BaseModel):
     enrichments: int
     entities: int = 0
     warnings: int
+    verdict: str | None = None  # as ReviewPage.verdict
+    flags: int = 0  # items the gates flagged for the reviewer
+    cost: float | None = None  # the extraction's and its reviews' (None: no price known)
 
 
 # --- gathering (I/O) --------------------------------------------------------------
@@ -198,7 +228,8 @@ def read_input(kb: Path, slug: str, settings: Settings) -> PageInput:
     base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
     store = StateStore.open(kb)
     try:
-        report = store.extraction_for(item.commit)
+        report = store.extraction_for(item.extraction_commit or item.commit)
+        reviews = store.reviews_for(item.commit)
     finally:
         store.close()
     return PageInput(
@@ -213,6 +244,9 @@ def read_input(kb: Path, slug: str, settings: Settings) -> PageInput:
             for path in [*item.entities_created, *item.entities_updated]
         },
         report=report,
+        reviews=reviews,
+        reviewers=list(settings.review_agents),
+        reviewing=settings.review_model is not None,
     )
 
 
@@ -220,21 +254,41 @@ def gather(kb: Path, slug: str, settings: Settings) -> ReviewPage:
     return build_page(read_input(kb, slug, settings))
 
 
+def review_href(slug: str) -> str:
+    return "/review/" + urllib.parse.quote(slug, safe="")
+
+
 def index_entries(kb: Path, settings: Settings) -> list[IndexEntry]:
-    return [
-        IndexEntry(
-            slug=item.slug,
-            href="/review/" + urllib.parse.quote(item.slug, safe=""),
-            source=item.source,
-            agent=item.agent,
-            model=item.model,
-            claims=len(item.claims),
-            enrichments=len(item.enrichments),
-            entities=len(item.entities_created) + len(item.entities_updated),
-            warnings=len(item.warnings),
+    """The pending branches with what the state store knows of each: verdict, flags and cost."""
+    items = pending(kb, settings)
+    store = StateStore.open(kb)
+    try:
+        known = {
+            item.commit: (store.extraction_for(item.extraction_commit or item.commit), store.reviews_for(item.commit))
+            for item in items
+        }
+    finally:
+        store.close()
+    entries = []
+    for item in items:
+        report, reviews = known[item.commit]
+        entries.append(
+            IndexEntry(
+                slug=item.slug,
+                href=review_href(item.slug),
+                source=item.source,
+                agent=item.agent,
+                model=item.model,
+                claims=len(item.claims),
+                enrichments=len(item.enrichments),
+                entities=len(item.entities_created) + len(item.entities_updated),
+                warnings=len(item.warnings),
+                verdict=_verdict(reviews, list(settings.review_agents), settings.review_model is not None),
+                flags=sum(len(claim.flags) for claim in report.claims) if report else 0,
+                cost=_total_cost([report.cost] if report else [], reviews),
+            )
         )
-        for item in pending(kb, settings)
-    ]
+    return entries
 
 
 # --- building the page model (pure) ----------------------------------------------
@@ -369,6 +423,29 @@ def _evidence_of(text: str | None) -> list[str]:
         return []
 
 
+def _verdict(reviews: list[BranchReview], reviewers: list[str], reviewing: bool) -> str | None:
+    """The branch's verdict; None when no reviewer model is configured and none reviewed it."""
+    if not reviews and not reviewing:
+        return None
+    return branch_verdict(reviews, reviewers)
+
+
+def _total_cost(costs: list[float | None], reviews: list[BranchReview]) -> float | None:
+    """The sum of the costs that are known; None when none is."""
+    known = [cost for cost in [*costs, *(review.usage.cost for review in reviews)] if cost is not None]
+    return sum(known) if known else None
+
+
+def _verdicts_for(reviews: list[BranchReview], path: str, kind: str) -> list[VerdictView]:
+    return [
+        VerdictView(reviewer=review.reviewer, agent=review.agent, model=review.model, verdict=item.verdict,
+                    findings=item.findings, fixes=item.fixes)
+        for review in reviews
+        for item in review.items
+        if item.path == path and item.kind == kind
+    ]  # fmt: skip
+
+
 def build_page(data: PageInput) -> ReviewPage:
     """The page model: anchors computed afresh from the claim files as they are on the branch."""
     item = data.review
@@ -388,11 +465,14 @@ def build_page(data: PageInput) -> ReviewPage:
         if evidence.method != "paraphrase" and evidence.start is not None and evidence.end is not None
     ]
     source.segments = segment_body(body, spans)
+    source.html, shown = render_source(source.segments)
     marks: dict[str, list[str]] = {}
     for segment in source.segments:
-        for ident in segment.evidence:
-            marks.setdefault(ident, []).append(segment.mark_id or "")
+        if segment.mark_id in shown:  # a stretch of markup alone (a list marker, "**") has nothing to highlight
+            for ident in segment.evidence:
+                marks.setdefault(ident, []).append(segment.mark_id)
     for claim in claims:
+        claim.verdicts = _verdicts_for(data.reviews, claim.path, "claim")
         for evidence in claim.evidence:
             evidence.mark_ids = marks.get(evidence.id, [])
     report = data.report
@@ -410,6 +490,7 @@ def build_page(data: PageInput) -> ReviewPage:
                 change=change,
                 timeline=[(bullet.removeprefix("- "), bullet in change.added) for bullet in change.timeline],
                 diff=diff_lines(path, before, after) if before is not None else None,
+                verdicts=_verdicts_for(data.reviews, path, "entity"),
             )
             for path, (before, after) in data.entity_texts.items()
             if (change := entity_change(path, before, after, report.entity_decisions if report else []))
@@ -428,6 +509,19 @@ def build_page(data: PageInput) -> ReviewPage:
             cost=report.cost if report else None,
             parts=report.parts if report else None,
         ),
+        verdict=_verdict(data.reviews, data.reviewers, data.reviewing),
+        reviews=[
+            ReviewView(
+                reviewer=review.reviewer,
+                agent=review.agent,
+                model=review.model,
+                verdict=review.verdict,
+                summary=review.summary,
+                cost=review.usage.cost,
+            )
+            for review in data.reviews
+        ],  # fmt: skip
+        review_cost=_total_cost([], data.reviews),
     )
 
 
@@ -439,11 +533,43 @@ METHOD_LABELS: dict[str, str] = {
     "fuzzy": "found approximately",
     "paraphrase": "paraphrase: not found in the source",
 }
+VERDICT_LABELS: dict[str, str] = {
+    "approve": "approve",
+    "request_changes": "changes requested",
+    "reject": "reject",
+    "approved": "approved",
+    "changes": "changes requested",
+    "rejected": "rejected",
+    "unreviewed": "not reviewed",
+}
+ACTIONS = ("accept", "reject", "retry")
+
+
+class Served(BaseModel):
+    """What a page served by ``review serve`` adds to the written one: the forms' token, the links to the
+    previous and next pending branch, and what the last decision did (or why it failed)."""
+
+    token: str
+    previous: str | None = None
+    next: str | None = None
+    done: str | None = None
+    error: str | None = None
+
+
+def _dollars(cost: float | None) -> str:
+    if cost is None:
+        return "unknown"
+    return "$" + (("%.6f" if cost < 0.01 else "%.4f") % cost)
+
+
+def _source_html(source: SourceView) -> Markup:
+    """The source body's HTML as :func:`render_source` made it: markdown-it's output and this module's marks."""
+    return Markup(source.html)
 
 
 def _environment() -> jinja2.Environment:
     # autoescape=True for every template: the file name ends in .j2, which select_autoescape would not
-    # recognise as HTML. Nothing passed in is ever marked safe.
+    # recognise as HTML. Only markdown-it's output is marked safe (render_markdown, _source_html).
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("extractor.review", "templates"),
         autoescape=True,
@@ -451,7 +577,13 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.globals.update(csp=CSP, gates=GATES, method_labels=METHOD_LABELS)
+    environment.globals.update(
+        csp=CSP, gates=GATES, method_labels=METHOD_LABELS, verdict_labels=VERDICT_LABELS, source_html=_source_html,
+        review_href=review_href,
+    )  # fmt: skip
+    environment.filters["markdown"] = render_markdown
+    environment.filters["markdown_inline"] = lambda text: render_markdown(text, inline=True)
+    environment.filters["dollars"] = _dollars
     return environment
 
 
@@ -464,105 +596,29 @@ def environment() -> jinja2.Environment:
     return _ENVIRONMENT[0]
 
 
-def render_page(page: ReviewPage) -> str:
-    """The review page as one self-contained HTML document (inline CSS, no script)."""
-    return environment().get_template("review.html.j2").render(page=page, index=None, message=None)
+def _render(
+    page: ReviewPage | None,
+    index: list[IndexEntry] | None,
+    message: str | None,
+    served: Served | None,
+    heading: str = "Not found",
+) -> str:
+    template = environment().get_template("review.html.j2")
+    return template.render(
+        page=page, index=index, message=message, served=served, csp=SERVED_CSP if served else CSP, heading=heading
+    )
 
 
-def render_index(entries: list[IndexEntry]) -> str:
+def render_page(page: ReviewPage, served: Served | None = None) -> str:
+    """The review page as one HTML document: self-contained and without script unless ``served``."""
+    return _render(page, None, None, served)
+
+
+def render_index(entries: list[IndexEntry], served: Served | None = None) -> str:
     """The server's front page: the pending extraction branches, each linking to its page."""
-    return environment().get_template("review.html.j2").render(page=None, index=entries, message=None)
+    return _render(None, entries, None, served)
 
 
-def render_not_found(message: str) -> str:
-    return environment().get_template("review.html.j2").render(page=None, index=None, message=message)
-
-
-# --- serving -------------------------------------------------------------------------
-
-
-def make_server(kb: Path, settings: Settings, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """A server on 127.0.0.1 for ``/`` (the index) and ``/review/<slug>``; anything else is a 404.
-
-    Pages are built afresh for each request, so a reviewer's edits on a branch show on reload.
-    Requests whose Host is not this loopback address are refused (no DNS rebinding).
-    """
-    building = threading.Lock()  # one page at a time: git handles are per process, not per thread
-
-    def respond(path: str) -> tuple[int, str]:
-        if path == "/":
-            with building:
-                return 200, render_index(index_entries(kb, settings))
-        if path.startswith("/review/"):
-            slug = urllib.parse.unquote(path.removeprefix("/review/"))
-            try:
-                with building:
-                    return 200, render_page(gather(kb, slug, settings))
-            except (ReviewError, BranchNameError) as exc:  # no such branch, or not a branch's name at all
-                return 404, render_not_found(str(exc))
-        return 404, render_not_found("no such page")
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(respond))
-    server.daemon_threads = True
-    return server
-
-
-def _handler(respond: Callable[[str], tuple[int, str]]) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "extractor-review"
-        sys_version = ""
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server naming
-            self._answer(with_body=True)
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self._answer(with_body=False)
-
-        def _answer(self, with_body: bool) -> None:
-            host, port = _address(self.server.server_address)
-            allowed = {f"{host}:{port}", f"localhost:{port}"}
-            if self.headers.get("Host", "") not in allowed:
-                status, html = 403, render_not_found("this server answers only on its loopback address")
-            else:
-                path = urllib.parse.urlsplit(self.path).path
-                try:
-                    status, html = respond(path)
-                except Exception as exc:  # noqa: BLE001 - the reviewer sees why, the server goes on
-                    status, html = 500, render_not_found(scrub(f"cannot build the page: {type(exc).__name__}: {exc}"))
-            data = html.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Content-Security-Policy", CSP)
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "no-referrer")
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            if with_body:
-                self.wfile.write(data)
-
-    return Handler
-
-
-def _address(address: Any) -> tuple[str, int]:
-    """Host and port of a bound TCP server (typed loosely by the standard library, which also serves sockets)."""
-    return str(address[0]), int(address[1])
-
-
-def serve(kb: Path, settings: Settings, port: int = 0, slug: str | None = None) -> None:
-    """Serve the review pages until Ctrl-C (or SIGTERM); prints the address first."""
-    server = make_server(kb, settings, port)
-    host, bound = _address(server.server_address)
-    root = f"http://{host}:{bound}/"
-    print(f"serving the review pages at {root} (Ctrl-C stops)", flush=True)
-    if slug:
-        print(f"{root}review/{urllib.parse.quote(slug.removeprefix('extract/'), safe='')}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr, flush=True)
-    finally:
-        server.server_close()
+def render_not_found(message: str, served: Served | None = None, heading: str = "Not found") -> str:
+    """A page with one message: something not found, or a request refused."""
+    return _render(None, None, message, served, heading)
