@@ -114,7 +114,9 @@ def test_territory_is_the_source_the_agents_domain_folders_and_the_enrichment_fo
         "domains/ai-alignment/c.md", "inbox/archive/other.md", "README.md",
     ]  # fmt: skip
     assert outside_territory(changed, "vida", "inbox/archive/s.md", settings) == [
-        "domains/ai-alignment/c.md", "inbox/archive/other.md", "README.md"
+        "domains/ai-alignment/c.md",
+        "inbox/archive/other.md",
+        "README.md",
     ]
     # The default agent owns the domains no other agent does.
     assert "domains/ai-alignment/c.md" not in outside_territory(changed, "leo", "inbox/archive/s.md", settings)
