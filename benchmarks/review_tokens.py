@@ -34,9 +34,9 @@ from extractor.review.reviewer import (  # noqa: E402
     build_review_messages,
     parse_criteria,
 )
+from extractor.review.stage import ANSWER_TOKENS_PER_ITEM  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "teleo-codex"
-ANSWER_TOKENS_PER_ITEM = 60
 
 
 def main() -> int:

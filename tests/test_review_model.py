@@ -53,12 +53,13 @@ class Endpoint:
         self.verdicts: Verdicts = approve_all
         self.extractions: dict[str, dict[str, Any]] = {"fullstack": FULLSTACK_ANSWER}
         self.reviews: list[dict[str, Any]] = []
+        self.broken: Reply | None = None  # when set, every review is answered with it
         fake_llm.responder = self
 
     def __call__(self, request: dict[str, Any]) -> Reply:
         if request["model"] == REVIEWER:
             self.reviews.append(request)
-            return review_reply(request, self.verdicts)
+            return self.broken or review_reply(request, self.verdicts)
         text = request["messages"][-1]["content"]
         chosen = next((data for key, data in self.extractions.items() if key in text), NULL)
         return answer(chosen)
@@ -190,14 +191,17 @@ def test_a_flagged_item_is_never_accepted_by_policy(
     assert branches(kb) == [BRANCH]
 
 
-def commit_on_branch(kb: Path, path: str, change: Callable[[str], str], message: str) -> None:
-    """A person's commit on the extraction branch, made in a second work tree (main stays checked out)."""
+def commit_on_branch(kb: Path, path: str, change: Callable[[str], str], message: str, keep: bool = False) -> None:
+    """A person's commit on the extraction branch, made in a second work tree (main stays checked out), which
+    they then remove unless ``keep`` (still working on the branch)."""
     tree = kb.parent / "person"
     if not tree.exists():
         git(kb, "worktree", "add", "-q", str(tree), BRANCH)
     file = tree / path
     file.write_text(change(file.read_text(encoding="utf-8")), encoding="utf-8")
     git(tree, "-c", "user.name=A Person", "-c", "user.email=person@example.org", "commit", "-qam", message)
+    if not keep:
+        git(kb, "worktree", "remove", str(tree))
 
 
 def fix_commits(kb: Path) -> list[str]:
@@ -239,6 +243,7 @@ class ForgeServer:
         self.pulls: list[dict[str, Any]] = []
         self.comments: dict[int, dict[str, Any]] = {}
         self.down = False  # every call answers 503
+        self.patches = 0
         self.lock = threading.Lock()
         forge = self
 
@@ -288,6 +293,7 @@ class ForgeServer:
             def do_PATCH(self) -> None:  # noqa: N802
                 data = self._body()
                 with forge.lock:
+                    forge.patches += 1
                     found = re.search(r"/issues/comments/(\d+)$", self.path)
                     if found and int(found.group(1)) in forge.comments:
                         forge.comments[int(found.group(1))]["body"] = data["body"]
@@ -418,3 +424,48 @@ def test_a_branch_published_late_gets_its_review_comment(
     [pull] = [p for p in forge.pulls if p["head"]["ref"] == BRANCH]
     [comment] = [c for c in forge.comments.values() if c["issue"] == pull["number"]]
     assert "## Review: approved" in comment["body"] and len(endpoint.reviews) == 1  # not reviewed again
+
+
+def test_a_deletion_on_the_branch_is_never_merged_by_policy(
+    kb: Path, endpoint: Endpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A person's commit deletes a claim of the agent's own folder (a rename is a deletion too): no reviewer
+    is shown a deletion, so the policy never merges it, whatever the verdicts on what was shown."""
+    configure(kb)
+    assert main(["extract", str(kb / FULLSTACK)]) == 0
+    kept = "claims/ai-alignment/ai-alignment-is-a-coordination-problem-not-only-a-technical-problem.md"
+    tree = kb.parent / "person"
+    git(kb, "worktree", "add", "-q", str(tree), BRANCH)
+    git(tree, "rm", "-q", kept)
+    git(tree, "-c", "user.name=A Person", "-c", "user.email=p@example.org", "commit", "-qm", "person: remove")
+    git(kb, "worktree", "remove", str(tree))
+    configure(kb, 'auto_accept = "approved"\n')
+    assert main(["run", "--once", "--kb", str(kb)]) == 0
+    assert BRANCH in branches(kb) and git(kb, "cat-file", "-t", f"main:{kept}").strip() == "blob"
+    capsys.readouterr()
+    assert main(["review", "--kb", str(kb), "list", "--json"]) == 0
+    listed = {item["branch"]: item for item in json.loads(capsys.readouterr().out)}
+    assert listed[BRANCH]["verdict"] == "approved"  # every item shown was approved
+
+
+def test_a_branch_checked_out_in_a_linked_work_tree_is_neither_fixed_nor_merged_nor_republished(
+    kb: Path, endpoint: Endpoint, forge: ForgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXTRACTOR_FORGE_TOKEN", "forge-token")
+    configure(kb, f'auto_accept = "approved"\nforge = "gitea"\nforge_url = "{forge.url}"\nforge_repo = "team/kb"\n')
+    endpoint.verdicts = lambda ident, path, request: ("request_changes", [{"criterion": "value", "reason": "r"}])
+    assert main(["extract", str(kb / FULLSTACK)]) == 0
+    claim = git(kb, "diff", "--name-only", "--diff-filter=A", f"main...{BRANCH}", "--", "claims").split()[0]
+    commit_on_branch(kb, claim, lambda text: text + "\nSee [[a note nobody wrote]].\n", "person: a link", keep=True)
+    person_tip = git(kb, "rev-parse", BRANCH).strip()  # the person's work tree stays on the branch
+    endpoint.verdicts = approve_all
+    posts_before = len(forge.comments)
+    for _ in range(3):
+        assert main(["run", "--once", "--kb", str(kb)]) == 0
+    assert git(kb, "rev-parse", BRANCH).strip() == person_tip and fix_commits(kb) == []
+    assert BRANCH in branches(kb)  # approved, but checked out: a person is working on it
+    assert len(endpoint.reviews) == 2  # the new tip reviewed once, not every cycle
+    [pull] = [p for p in forge.pulls if p["head"]["ref"] == BRANCH]
+    [comment] = [c for c in forge.comments.values() if c["issue"] == pull["number"]]
+    assert "checked out in a work tree" in comment["body"] and len(forge.comments) == posts_before
+    assert forge.patches == 1  # the comment replaced once, for the one new review

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from extractor.cli.main import main
 from extractor.core.records import BranchReview, ItemReview, Usage, branch_verdict
-from extractor.core.settings import Settings, SettingsError, load_settings
+from extractor.core.settings import Settings, SettingsError, load_settings, unenforceable_budget
 from extractor.extraction.prompts import default_prompts_dir
 from extractor.review.fixes import fix_file, fix_timeline
 from extractor.review.reviewer import (
@@ -42,6 +42,14 @@ def test_the_default_prompt_lists_the_eleven_criteria_and_a_kb_may_change_them()
     ]
     with pytest.raises(ReviewPromptError, match="no '## Criteria' section"):
         parse_criteria("Review the drafts.")
+    # Names as a KB writes them are kept as written; a list line without a name, or a name twice, is refused.
+    assert [name for name, _ in parse_criteria(
+        "## Criteria\n- Specificity: a\n- évidence: b\n1. scope: c\n- **counter evidence**: d\n"
+    )] == ["Specificity", "évidence", "scope", "counter evidence"]  # fmt: skip
+    with pytest.raises(ReviewPromptError, match="cannot read the criterion '- quotes are exact'"):
+        parse_criteria("## Criteria\n- scope: c\n- quotes are exact\n")
+    with pytest.raises(ReviewPromptError, match="'scope' is listed twice"):
+        parse_criteria("## Criteria\n- scope: c\n- scope: again\n")
 
 
 def test_the_answer_names_only_the_items_and_criteria_shown_and_each_item_once() -> None:
@@ -141,12 +149,32 @@ def test_mechanical_fixes_touch_links_derivable_fields_and_timeline_bullets_only
     assert same == fixed and none == []
 
 
+def test_mechanical_fixes_leave_code_sections_aliases_impossible_dates_and_line_endings_alone() -> None:
+    body = (
+        "# A title that claims something\n\nSee [[Known#Evidence]], [[Known#^block]], `[[template]]` and "
+        "[[gone]].\n\n| a | [[Known\\|alias]] | [[nope\\|shown]] |\n\n```\n[[in a fence]]\n```\n"
+    )
+    claim = "---\ntype: claim\ndomain: health\ncreated: 2026-01-01\n---\n\n" + body
+    fixed, notes = fix_file("claims/health/x.md", claim, "claim", lambda t: t == "Known", "2026-12-01", "health")
+    assert "[[Known#Evidence]], [[Known#^block]], `[[template]]` and gone." in fixed
+    assert "| a | [[Known\\|alias]] | shown |" in fixed and "[[in a fence]]" in fixed
+    assert notes == ["claims/health/x.md: unlinked 2 wiki link(s) that resolve to no note"]
+    crlf = claim.replace("\n", "\r\n").replace("created: 2026-01-01\r\n", "")
+    fixed_crlf, _ = fix_file("claims/health/x.md", crlf, "claim", lambda t: t == "Known", "2026-12-01", "health")
+    assert fixed_crlf.count("\n") == fixed_crlf.count("\r\n") and "created: 2026-12-01\r\n" in fixed_crlf
+    timeline = "## Timeline\n\n```\n- 2024-1-1 — in a fence\n```\n- 2024-2-31 — no such day\n- 2024-2-3 — fine\n"
+    fixed_timeline, count = fix_timeline(timeline)
+    assert count == 1 and "- 2024-1-1 — in a fence" in fixed_timeline and "- 2024-2-31 — no such day" in fixed_timeline
+
+
 def test_review_settings_that_cannot_work_are_refused_at_start(tmp_path: Path) -> None:
     for text, problem in [
         ('commit_mode = "main"\nreview_model = "m"\n', 'needs commit_mode = "branch"'),
         ('auto_accept = "approved"\n', "needs a review_model"),
         ('review_model = "m"\nreview_agents = ["lead", "lead"]\n', "name each reviewer once"),
         ('review_model = "m"\nreview_agents = ["editor"]\n', "review_agents.0"),
+        ('review_model = "m"\nreview_base_url = "http://[::1/v1"\n', "review_base_url: not a URL"),
+        ('review_model = "m"\nreview_base_url = "ftp://host/v1"\n', "review_base_url: must be an http"),
     ]:
         (tmp_path / "extractor.toml").write_text(text, encoding="utf-8")
         with pytest.raises(SettingsError, match=problem):
@@ -160,15 +188,7 @@ def test_a_broken_reviewer_reply_is_re_asked_then_left_unreviewed_with_the_reaso
 
     monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
     endpoint = Endpoint(fake_llm)
-    broken = completion('{"items": [{"item": "claims/ai-alignment/evil.md", "verdict": "approve"}]')
-
-    def reviewer_breaks(request: dict) -> object:
-        if request["model"] == REVIEWER:
-            endpoint.reviews.append(request)
-            return broken
-        return Endpoint.__call__(endpoint, request)
-
-    fake_llm.responder = reviewer_breaks  # type: ignore[assignment]
+    endpoint.broken = completion('{"items": [{"item": "claims/ai-alignment/evil.md", "verdict": "approve"}]')
     kb = create_demo_kb(tmp_path / "kb")
     configure(kb, 'auto_accept = "approved"\n')
     assert main(["extract", str(kb / FULLSTACK)]) == 0
@@ -179,3 +199,47 @@ def test_a_broken_reviewer_reply_is_re_asked_then_left_unreviewed_with_the_reaso
     assert main(["costs", "--kb", str(kb), "--by", "stage", "--json"]) == 0
     stages = {row["stage"]: row for row in json.loads(capsys.readouterr().out)["stage"]}
     assert stages["review"]["calls"] == 3
+
+
+def test_a_budget_needs_the_reviewer_model_priced_too(tmp_path: Path) -> None:
+    base = 'base_url = "http://127.0.0.1:9/v1"\nbudget_per_day = 1.0\nreview_model = "house-reviewer"\n'
+    (tmp_path / "extractor.toml").write_text(base, encoding="utf-8")
+    assert "review_model 'house-reviewer' has no known price" in (unenforceable_budget(load_settings(tmp_path)) or "")
+    (tmp_path / "extractor.toml").write_text(base + "[prices.house-reviewer]\ninput = 1\noutput = 2\n")
+    assert unenforceable_budget(load_settings(tmp_path)) is None
+
+
+def test_usage_that_is_not_a_count_counts_as_nothing() -> None:
+    class Reported:
+        prompt_tokens = -5
+        completion_tokens = True
+        prompt_tokens_details = None
+
+    usage = Usage()
+    usage.add(Reported())
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.requests) == (0, 0, 1)
+
+
+def test_the_first_review_is_held_to_the_budget_by_its_own_size_and_failures_stop_after_the_attempts(
+    tmp_path: Path, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from extractor.cli.demo import create_demo_kb
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
+    monkeypatch.setenv("EXTRACTOR_RETRY_INITIAL_WAIT", "0.01")
+    endpoint = Endpoint(fake_llm)
+    kb = create_demo_kb(tmp_path / "kb")
+    prices = f'[prices.{REVIEWER}]\ninput = 10.0\noutput = 30.0\n[prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.6\n'
+    configure(kb, "budget_per_day = 0.005\n" + prices)  # no review yet, but this one would cost about $0.02
+    assert main(["extract", str(kb / FULLSTACK)]) == 0
+    assert "lead review not made: daily budget $0.01 reached" in capsys.readouterr().out
+    assert endpoint.reviews == []
+
+    configure(kb, "max_source_attempts = 2\n" + prices)
+    endpoint.broken = completion("not json")
+    for _ in range(4):
+        assert main(["run", "--once", "--kb", str(kb)]) == 0
+    assert len(endpoint.reviews) == 2 * 3  # two failed reviews of the tip (a request and two re-asks each)
+    capsys.readouterr()
+    assert main(["review", "--kb", str(kb), "show", BRANCH.removeprefix("extract/")]) == 0
+    assert "review: unreviewed" in capsys.readouterr().out

@@ -47,16 +47,22 @@ class Usage(BaseModel):
     def add(self, usage: Any | None, cost: float | None = None) -> None:
         self.requests += 1
         if usage is not None:
-            self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
-            self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            self.prompt_tokens += token_count(usage, "prompt_tokens")
+            self.completion_tokens += token_count(usage, "completion_tokens")
             self.cached_tokens += cached_tokens(usage)
         self.add_cost(cost)
+
+
+def token_count(usage: Any | None, name: str) -> int:
+    """A count of the usage an endpoint reports; anything but a non-negative whole number counts as 0."""
+    value = getattr(usage, name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def cached_tokens(usage: Any | None) -> int:
     """Prompt tokens the provider served from its prompt cache, where the API reports them."""
     details = getattr(usage, "prompt_tokens_details", None)
-    return (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    return token_count(details, "cached_tokens") if details is not None else 0
 
 
 Method = Literal["exact", "normalised", "fuzzy", "paraphrase"]

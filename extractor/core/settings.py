@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -203,6 +204,19 @@ class Settings(BaseSettings):
             raise ValueError("name each reviewer once")
         return value
 
+    @field_validator("review_base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
     @model_validator(mode="after")
     def _review_needs_branches(self) -> Settings:
         if self.review_model is not None and self.commit_mode != "branch":
@@ -314,12 +328,17 @@ def load_settings(kb_root: Path | None = None, config: Path | None = None, **ove
 
 def unenforceable_budget(settings: Settings) -> str | None:
     """Why the settings' budget could not be kept, or None: a model with no known price never costs anything
-    by our count, so a budget over it would silently never stop a run."""
+    by our count, so a budget over it would silently never stop a run. The reviewer model counts too."""
     if settings.budget_per_cycle is None and settings.budget_per_day is None:
         return None
-    if settings.base_url is None or price_for(settings.model, settings.prices) is not None:
-        return None  # the embedded model (no endpoint) is free; a priced model is counted
-    return (
-        f"a budget is set but model {settings.model!r} has no known price, so its spending cannot be counted: "
-        f'add its price to the settings, e.g. prices = {{ "{settings.model}" = {{ input = 0.5, output = 1.5 }} }}'
-    )
+    models = [("model", settings.model, settings.base_url)]
+    if settings.reviews and settings.review_model is not None:
+        models.append(("review_model", settings.review_model, settings.review_base_url or settings.base_url))
+    for name, model, endpoint in models:
+        if endpoint is None or price_for(model, settings.prices) is not None:
+            continue  # the embedded model (no endpoint) is free; a priced model is counted
+        return (
+            f"a budget is set but {name} {model!r} has no known price, so its spending cannot be counted: "
+            f'add its price to the settings, e.g. prices = {{ "{model}" = {{ input = 0.5, output = 1.5 }} }}'
+        )
+    return None

@@ -358,8 +358,9 @@ def unlink_where(text: str, resolves: Callable[[str], bool]) -> tuple[str, int]:
     def replace(match: re.Match[str]) -> str:
         nonlocal count
         inner = match.group(1)
-        target, _, label = inner.partition("|")
-        if resolves(target):
+        # "[[note|alias]]", "[[note\\|alias]]" in a table row, "[[note#section]]", "[[note#^block]]"
+        target, _, label = inner.replace("\\|", "|").partition("|")
+        if resolves(target.split("#", 1)[0] or target):
             return match.group(0)
         count += 1
         return label or target

@@ -358,3 +358,13 @@ def move_ref(repo: Path, ref: str, new: str, old: str | None) -> None:
 def is_ancestor(repo: Path, commit: str, of: str) -> bool:
     found = subprocess.run(["git", "merge-base", "--is-ancestor", commit, of], cwd=repo, capture_output=True)
     return found.returncode == 0
+
+
+def checked_out_branches(repo: Path) -> set[str]:
+    """The branches checked out in any work tree of the repository (linked ones too): refs a person is
+    working on, which the pipeline must not move or delete."""
+    try:
+        listing = git(repo, "worktree", "list", "--porcelain")
+    except GitError:
+        return set()
+    return {line.removeprefix("branch refs/heads/") for line in listing.splitlines() if line.startswith("branch ")}

@@ -31,7 +31,7 @@ from tenacity.wait import wait_base
 
 from extractor.core.errors import ExtractorError
 from extractor.core.prices import price_for, usage_cost
-from extractor.core.records import CallRecord, Usage, cached_tokens
+from extractor.core.records import CallRecord, Usage, cached_tokens, token_count
 from extractor.core.redact import scrub
 from extractor.core.settings import Settings, StructuredMode
 from extractor.llm.contextsize import fits
@@ -243,7 +243,7 @@ def call_cost(settings: Settings, usage: Any | None) -> float | None:
     price = price_for(settings.model, settings.prices, embedded=settings.is_embedded)
     if usage is None:
         return None if price is None else 0.0
-    prompt, completion = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+    prompt, completion = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
     return usage_cost(price, prompt, completion, cached_tokens(usage))
 
 
@@ -274,8 +274,8 @@ class StructuredClient:
             at=time.time(),
             model=self.settings.model,
             request_hash=request_hash,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            prompt_tokens=token_count(usage, "prompt_tokens"),
+            completion_tokens=token_count(usage, "completion_tokens"),
             cached_tokens=cached_tokens(usage),
             cost=call_cost(self.settings, usage),
             latency=time.monotonic() - started,

@@ -87,7 +87,8 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
         raise ReviewError(f"no extraction branch {branch}")
     base = git(kb, "merge-base", settings.main_branch, commit).strip()
     extraction, info = extraction_commit(kb, base, commit, settings)
-    changes = [line.split("\t", 1) for line in git(kb, "diff", "--name-status", base, commit).splitlines() if line]
+    diff = git(kb, "diff", "--name-status", "--no-renames", base, commit)  # a rename: a deletion and a new file
+    changes = [line.split("\t", 1) for line in diff.splitlines() if line]
     claims_dirs = [PurePosixPath(d) for d in settings.writable_claim_dirs]
 
     def in_claims(path: str) -> bool:

@@ -9,6 +9,7 @@ person's (or the proposer's) to change.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -17,16 +18,21 @@ from extractor.extraction.gates import unlink_where
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
 
 _TIMELINE = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE)
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
 _GOOD_BULLET = re.compile(r"^- \*\*\d{4}-\d{2}-\d{2}\*\* — \S")
 _LOOSE_BULLET = re.compile(r"^[-*+]\s+(?:\*\*|__)?(\d{4})-(\d{1,2})-(\d{1,2})(?:\*\*|__)?\s*(?:—|–|-{1,2}|:)\s*(\S.*)$")
 
 
 def fix_timeline(body: str) -> tuple[str, int]:
-    """Timeline bullets whose date can be read, rewritten in the schema's format; returns the body and how many."""
+    """Timeline bullets whose date can be read, rewritten in the schema's format; returns the body and how many.
+    Lines inside code fences are left alone, and so is a bullet whose date is not a real day."""
     lines = body.split("\n")
     fixed = 0
     inside = False
-    for number, line in enumerate(lines):
+    for number, (line, in_code) in enumerate(zip(lines, _in_fence(lines), strict=True)):
+        if in_code:
+            continue
         if line.startswith("#"):
             inside = bool(_TIMELINE.match(line))
             continue
@@ -36,11 +42,50 @@ def fix_timeline(body: str) -> tuple[str, int]:
         if found is None:
             continue
         year, month, day, event = found.groups()
-        if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31):
+        try:
+            date = datetime.date(int(year), int(month), int(day))
+        except ValueError:
             continue
-        lines[number] = f"- **{year}-{int(month):02d}-{int(day):02d}** — {event.strip()}"
+        lines[number] = f"- **{date.isoformat()}** — {event.strip()}"
         fixed += 1
     return "\n".join(lines), fixed
+
+
+def _in_fence(lines: list[str]) -> list[bool]:
+    """For each line, whether it belongs to a fenced code block (the fence lines included)."""
+    marks: list[bool] = []
+    fence: str | None = None
+    for line in lines:
+        opened = _FENCE.match(line)
+        if fence is None and opened:
+            fence = opened.group(1)[0] * len(opened.group(1))
+            marks.append(True)
+        elif fence is not None:
+            marks.append(True)
+            if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+                fence = None
+        else:
+            marks.append(False)
+    return marks
+
+
+def outside_code(body: str, change: Callable[[str], tuple[str, int]]) -> tuple[str, int]:
+    """``change`` applied to the body's prose only: fenced blocks and inline code spans are left as written."""
+    lines = body.split("\n")
+    total = 0
+    for number, (line, in_code) in enumerate(zip(lines, _in_fence(lines), strict=True)):
+        if in_code:
+            continue
+        pieces: list[str] = []
+        start = 0
+        for span in _CODE_SPAN.finditer(line):
+            prose, count = change(line[start : span.start()])
+            pieces += [prose, span.group(0)]
+            total, start = total + count, span.end()
+        prose, count = change(line[start:])
+        lines[number] = "".join([*pieces, prose])
+        total += count
+    return "\n".join(lines), total
 
 
 def fix_file(
@@ -51,10 +96,12 @@ def fix_file(
     ``kind`` is "claim" or "entity"; ``created`` the date of the commit that added the file; ``domain`` the
     domain its folder names (None when the folder names none).
     """
+    crlf = "\r\n" in text
+    original, text = text, text.replace("\r\n", "\n")  # fixed as LF, written back with the file's endings
     try:
         metadata, _ = split_document(text)
     except Exception:  # noqa: BLE001 - a file whose frontmatter cannot be read is a person's to fix
-        return text, []
+        return original, []
     notes: list[str] = []
     missing: dict[str, str] = {}
     if not metadata.get("type"):
@@ -67,14 +114,17 @@ def fix_file(
         text = replace_frontmatter_keys(text, missing)
         notes.append(f"{path}: filled in {', '.join(missing)}")
     head, separator, body = _split_body(text)
-    body, unlinked = unlink_where(body, resolves)
+    body, unlinked = outside_code(body, lambda prose: unlink_where(prose, resolves))
     if unlinked:
         notes.append(f"{path}: unlinked {unlinked} wiki link(s) that resolve to no note")
     if kind == "entity":
         body, bullets = fix_timeline(body)
         if bullets:
             notes.append(f"{path}: rewrote {bullets} timeline bullet(s) as '- **YYYY-MM-DD** — event'")
-    return head + separator + body, notes
+    if not notes:
+        return original, []
+    fixed = head + separator + body
+    return (fixed.replace("\n", "\r\n") if crlf else fixed), notes
 
 
 def _split_body(text: str) -> tuple[str, str, str]:

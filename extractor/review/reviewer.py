@@ -27,7 +27,8 @@ REVIEW_USER_PROMPT = "review_user.md"
 SOURCE_CHARS = 24_000  # of the source shown to the reviewer; a longer one is cut, and the prompt says so
 ITEM_CHARS = 8_000
 REASON_CHARS = 400
-_CRITERION = re.compile(r"^\s*[-*]\s+`?([a-z][a-z0-9-]*)`?\s*:\s*(.+)$")
+_LIST_LINE = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
+_CRITERION = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+(?:\*\*|`)?(\w[\w \-]{0,40}?)(?:\*\*|`)?\s*:\s*(\S.*)$")
 
 
 class ReviewPromptError(ValueError):
@@ -47,7 +48,9 @@ class ReviewItem(BaseModel):
 
 
 def parse_criteria(prompt: str) -> list[tuple[str, str]]:
-    """The ``- name: what it asks`` lines of the prompt's ``## Criteria`` section, in order."""
+    """The ``- name: what it asks`` lines (or ``1. name: ...``) of the prompt's ``## Criteria`` section, in
+    order. A list line that cannot be read, or a name given twice, is an error: a criterion left out of the
+    answer's schema while the prompt still asks for it would be silently unanswerable."""
     section = re.split(r"^##\s+Criteria\s*$", prompt, maxsplit=1, flags=re.MULTILINE | re.IGNORECASE)
     if len(section) < 2:
         raise ReviewPromptError(f"{REVIEW_PROMPT} has no '## Criteria' section")
@@ -55,8 +58,16 @@ def parse_criteria(prompt: str) -> list[tuple[str, str]]:
     for line in section[1].splitlines():
         if line.startswith("#"):
             break
-        if found := _CRITERION.match(line):
-            criteria.append((found.group(1), found.group(2).strip()))
+        if not _LIST_LINE.match(line):
+            continue
+        found = _CRITERION.match(line)
+        if found is None:
+            problem = f"cannot read the criterion {line.strip()!r} (write '- name: what it asks')"
+            raise ReviewPromptError(f"{REVIEW_PROMPT}: {problem}")
+        name = " ".join(found.group(1).split())
+        if any(name == known for known, _ in criteria):
+            raise ReviewPromptError(f"{REVIEW_PROMPT}: the criterion {name!r} is listed twice")
+        criteria.append((name, found.group(2).strip()))
     if not criteria:
         raise ReviewPromptError(f"{REVIEW_PROMPT}: its '## Criteria' section lists no '- name: ...' line")
     return criteria

@@ -22,16 +22,17 @@ from pydantic import BaseModel, Field
 from extractor.commit.message import fix_message, is_fix_commit
 from extractor.core.budget import over_budget, start_of_today
 from extractor.core.errors import ExtractorError
+from extractor.core.prices import price_for, usage_cost
 from extractor.core.records import BranchReview, ExtractionReport
 from extractor.core.settings import Settings
 from extractor.core.text import one_line
 from extractor.extraction.prompts import Candidate, default_prompts_dir, prompt_hash, template_text
-from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, move_ref, rev_parse
+from extractor.kb.gitrepo import GitError, Identity, checked_out_branches, commit_tree_on, git, move_ref, rev_parse
 from extractor.kb.index import KBIndex
 from extractor.kb.locks import kb_lock
 from extractor.kb.sources import SourceError, parse_source
 from extractor.llm.client import LLMError, StructuredClient, make_client, response_format
-from extractor.llm.ratelimit import SharedLimits
+from extractor.llm.ratelimit import SharedLimits, estimated_tokens
 from extractor.review.branches import PendingReview, describe_branch, text_at
 from extractor.review.decide import WRITE_LOCK_WAIT, Decision, accept_branch
 from extractor.review.fixes import fix_file, folder_domain
@@ -50,6 +51,7 @@ from extractor.review.reviewer import (
 from extractor.store.state import StateStore
 
 REVIEW_STAGE = "review"
+ANSWER_TOKENS_PER_ITEM = 60  # a verdict, a criterion or two with a reason: the estimate before a review
 RELATED_PER_ITEM = 3
 log = logging.getLogger("extractor")
 
@@ -63,6 +65,7 @@ class StageResult(BaseModel):
     fix_commit: str | None = None
     fixes: list[str] = Field(default_factory=list)
     reviews: list[BranchReview] = Field(default_factory=list)
+    reviewed: bool = False  # a reviewer reviewed the tip in this run (not only before)
     skipped: list[str] = Field(default_factory=list)  # why a reviewer did not review (budget, LLM failure)
     refused: list[str] = Field(default_factory=list)  # why the policy did not accept the branch
     accepted: Decision | None = None
@@ -107,8 +110,8 @@ class ReviewStage:
             return False
         reviewed = {review.reviewer for review in self.store.reviews_for(tip)}
         if any(name not in reviewed for name in self.settings.review_agents):
-            return True
-        return not self.store.fix_recorded(branch, tip)
+            return self.store.review_failures(branch, tip) < self.settings.max_source_attempts
+        return not self.store.fix_recorded(branch, tip) and branch not in checked_out_branches(self.kb_root)
 
     def stored_comment(self, branch: str) -> str | None:
         """The pull-request comment from the stored reviews of the branch's tip (None: not reviewed yet)."""
@@ -133,12 +136,17 @@ class ReviewStage:
         result.commit = item.commit
         reviews = {review.reviewer: review for review in self.store.reviews_for(item.commit)}
         items = self._items(item) if len(reviews) < len(self.settings.review_agents) else []
+        failures = self.store.review_failures(branch, item.commit)
+        if items and failures >= self.settings.max_source_attempts:
+            result.skipped.append(f"review failed {failures} times on this commit; it waits for a new commit")
+            items = []
         for reviewer in self.settings.review_agents:
             if reviewer in reviews or not items:
                 continue
             made = self._review(item, reviewer, items, result)
             if made is not None:
                 reviews[reviewer] = made
+                result.reviewed = True
         result.reviews = [reviews[name] for name in self.settings.review_agents if name in reviews]
         if not items and not (item.claims or item.enrichments or item.entities_created or item.entities_updated):
             result.skipped.append("no claim or entity to review")
@@ -163,8 +171,8 @@ class ReviewStage:
         message = git(self.kb_root, "log", "-1", "--format=%B", tip)
         if is_fix_commit(message):
             return tip
-        if _checked_out(self.kb_root, item.branch):
-            result.skipped.append(f"no mechanical fixes: {item.branch} is checked out in the work tree")
+        if item.branch in checked_out_branches(self.kb_root):
+            result.skipped.append(f"no mechanical fixes: {item.branch} is checked out in a work tree")
             return tip
         files, notes = self._fixed_files(item)
         if not files:
@@ -244,18 +252,20 @@ class ReviewStage:
     def _review(
         self, item: PendingReview, reviewer: str, items: list[ReviewItem], result: StageResult
     ) -> BranchReview | None:
-        if (why := self._over_budget()) is not None:
-            result.skipped.append(f"{reviewer} review not made: {why}")
-            return None
         try:
             messages, shape = self._request(item, reviewer, items)
+            if (why := self._over_budget(self._estimate(messages, len(items)))) is not None:
+                result.skipped.append(f"{reviewer} review not made: {why}")
+                return None
             reply = self.client.ask(messages, shape)
         except LLMError as exc:
             self.store.log_calls(item.source, None, exc.calls, agent=reviewer, stage=REVIEW_STAGE)
+            self.store.record_review_failure(item.branch, item.commit, str(exc))
             result.skipped.append(f"{reviewer} review failed: {exc}")
             log.info("review failed", extra={"branch": item.branch, "error": str(exc)})
             return None
         except (ExtractorError, ValueError, OSError) as exc:
+            self.store.record_review_failure(item.branch, item.commit, str(exc))
             result.skipped.append(f"{reviewer} review not made: {one_line(str(exc))}")
             return None
         self.store.log_calls(item.source, None, reply.calls, agent=reviewer, stage=REVIEW_STAGE)
@@ -301,7 +311,16 @@ class ReviewStage:
                     seen[claim.path] = Candidate(title=claim.title, description=claim.description)
         return list(seen.values())[: self.settings.retrieval_k or 10]
 
-    def _over_budget(self) -> str | None:
+    def _estimate(self, messages: list[dict[str, str]], items: int) -> float:
+        """What this request should cost: its prompt as sent and an answer of a verdict and a reason or two
+        per item, at the reviewer's price; or, if higher, what recent reviews cost."""
+        reviewer = self.reviewer_settings
+        price = price_for(reviewer.model, reviewer.prices, embedded=reviewer.is_embedded)
+        prompt = estimated_tokens(messages, 0)
+        expected = usage_cost(price, prompt, ANSWER_TOKENS_PER_ITEM * items + 40) or 0.0
+        return max(expected, self.store.review_cost_per_branch())
+
+    def _over_budget(self, estimate: float) -> str | None:
         settings = self.settings
         if settings.budget_per_cycle is None and settings.budget_per_day is None:
             return None
@@ -310,7 +329,7 @@ class ReviewStage:
             settings,
             spent_cycle=self.store.spent_since(since),
             spent_today=self.store.spent_since(start_of_today()),
-            per_source=self.store.review_cost_per_branch(),
+            per_source=estimate,
             what="review",
         )
 
@@ -319,8 +338,9 @@ class ReviewStage:
     def _refusals(self, item: PendingReview, reviews: list[BranchReview]) -> list[str]:
         kb = self.kb_root
         base = git(kb, "merge-base", self.settings.main_branch, item.commit).strip()
-        changed = git(kb, "diff", "--name-only", "--no-renames", base, item.commit).split("\n")
-        changed = [path for path in changed if path]
+        statuses = [line.split("\t", 1) for line in git(kb, "diff", "--name-status", "--no-renames", base,
+                                                          item.commit).splitlines() if "\t" in line]  # fmt: skip
+        changed = [path for _, path in statuses]
         report: ExtractionReport | None = self.store.extraction_for(item.extraction_commit or item.commit)
         flagged = [f"{claim.path}: {flag.where}: {flag.reason}" for claim in (report.claims if report else [])
                    for flag in claim.flags]  # fmt: skip
@@ -328,11 +348,12 @@ class ReviewStage:
             flagged.append("the extraction's gate results are not recorded")
         items = [*item.claims, *item.enrichments, *item.entities_created, *item.entities_updated]
         outside = outside_territory(changed, item.agent, item.source, self.settings)
-        return refusals(reviews, list(self.settings.review_agents), items, flagged, outside)
-
-
-def _checked_out(kb: Path, branch: str) -> bool:
-    try:
-        return git(kb, "symbolic-ref", "-q", "HEAD").strip() == f"refs/heads/{branch}"
-    except GitError:
-        return False
+        refused = refusals(reviews, list(self.settings.review_agents), items, flagged, outside)
+        # What no reviewer was shown is never merged by policy: a deleted file, or any other change.
+        shown = {*items, item.source}
+        refused += [f"deleted, and not reviewed: {path}" for status, path in statuses if status.startswith("D")]
+        refused += [f"changed, and not reviewed: {path}" for status, path in statuses
+                    if not status.startswith("D") and path not in shown]  # fmt: skip
+        if item.branch in checked_out_branches(kb):
+            refused.append(f"{item.branch} is checked out in a work tree")
+        return refused

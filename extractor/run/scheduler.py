@@ -298,7 +298,7 @@ class Runner:
             staged = self.service.review(branch)
             if staged is None or staged.accepted is not None or not staged.source:
                 continue
-            if staged.reviews or staged.fix_commit:
+            if staged.reviewed or staged.fix_commit:  # something new to push and to post
                 self.service.publish(staged.source, branch, staged.comment(self.settings.review_agents))
 
     def _requeue(self, paths: list[str], why: str) -> None:

@@ -164,6 +164,14 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL,
         PRIMARY KEY (branch, for_commit)
     );
+    CREATE TABLE review_failures (
+        branch TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (branch, commit_sha)
+    );
     ALTER TABLE llm_calls ADD COLUMN stage TEXT NOT NULL DEFAULT 'extract';
     ALTER TABLE sources ADD COLUMN pull_number INTEGER;
     """,
@@ -466,6 +474,22 @@ class StateStore:
         rows = self.db.execute("SELECT review FROM reviews ORDER BY id DESC LIMIT ?", (recent,)).fetchall()
         costs = [c for row in rows if (c := BranchReview.model_validate_json(row[0]).usage.cost) is not None]
         return sum(costs) / len(costs) if costs else 0.0
+
+    def review_failures(self, branch: str, commit: str) -> int:
+        """How often reviewing ``commit`` of ``branch`` failed: past ``max_source_attempts`` it waits for a new
+        commit instead of paying for the same failure every cycle."""
+        row = self.db.execute(
+            "SELECT failures FROM review_failures WHERE branch = ? AND commit_sha = ?", (branch, commit)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def record_review_failure(self, branch: str, commit: str, error: str) -> None:
+        self.db.execute(
+            "INSERT INTO review_failures (branch, commit_sha, failures, last_error, at) VALUES (?, ?, 1, ?, ?) "
+            "ON CONFLICT(branch, commit_sha) DO UPDATE SET failures = failures + 1, last_error = excluded.last_error, "
+            "at = excluded.at",
+            (branch, commit, scrub(error), time.time()),
+        )
 
     def fix_recorded(self, branch: str, commit: str) -> bool:
         """Whether the mechanical fixes of ``commit`` on ``branch`` were already looked for (made or not)."""
