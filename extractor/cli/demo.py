@@ -100,6 +100,7 @@ def closing_summary(samples: list[SampleSummary], kb: Path, command: str, model:
         f"  {command} review --kb {kb} list",
         f"  {command} review --kb {kb} show <source>",
         f"  {command} review --kb {kb} show <source> --html --output review.html",
+        f"  {command} review --kb {kb} serve    # the pages in a browser, to accept or reject from (j/k, a, r)",
         "To draft with a real model instead of the embedded one, name an OpenAI-compatible endpoint:",
         f"  OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=sk-... {command} demo",
     ]

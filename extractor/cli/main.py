@@ -584,9 +584,11 @@ def run_review(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([{**item.model_dump(), "verdict": verdicts[item.branch]} for item in items]))
                 return EXIT_OK
+            reviewing = settings.review_model is not None or any(v != "unreviewed" for v in verdicts.values())
             for item in items:
+                verdict = f"{verdicts[item.branch]:<10}  " if reviewing else ""  # no column without a reviewer
                 print(
-                    f"{item.slug}  {verdicts[item.branch]:<10}  {item.source}  {item.agent} (worker {item.worker}) "
+                    f"{item.slug}  {verdict}{item.source}  {item.agent} (worker {item.worker}) "
                     f"{item.model}  "
                     f"{len(item.claims)} claim(s), {len(item.enrichments)} enrichment(s), "
                     f"{len(item.entities_created) + len(item.entities_updated)} entity note(s), "
