@@ -109,6 +109,23 @@ def test_a_conflicting_accept_is_shown_and_leaves_main_as_it_was(branch: Path, r
     assert tip(branch, "main") == before and tip(branch, f"extract/{HANSON_SLUG}")
 
 
+def test_accept_merges_the_commit_the_page_showed_not_one_made_since(branch: Path, root: str) -> None:
+    with urllib.request.urlopen(root + f"review/{HANSON_SLUG}", timeout=10) as response:
+        page = response.read().decode()
+    shown = re.search(r'name="commit" value="([0-9a-f]{40})"', page)
+    assert shown and shown.group(1) == tip(branch, f"extract/{HANSON_SLUG}")
+    tree = branch.parent / "person"
+    git(branch, "worktree", "add", "-q", str(tree), f"extract/{HANSON_SLUG}")
+    (tree / "late.md").write_text("A late change.\n")
+    git(tree, "add", "late.md")
+    git(tree, "commit", "-qm", "a change made after the page was loaded")
+    git(branch, "worktree", "remove", str(tree))
+    before = tip(branch, "main")
+    status, _, body = post(root + f"review/{HANSON_SLUG}/accept", {"token": token_of(root), "commit": shown.group(1)})
+    assert status == 409 and "moved since it was reviewed" in body
+    assert tip(branch, "main") == before
+
+
 def test_reject_and_retry_redirects_to_the_index_with_what_it_did(branch: Path, root: str) -> None:
     status, location, _ = post(root + f"review/{HANSON_SLUG}/retry", {"token": token_of(root)})
     assert status == 303

@@ -106,7 +106,8 @@ def make_server(kb: Path, settings: Settings, port: int = 0) -> http.server.Thre
         before = [item.slug for item in pending(kb, settings)]
         try:
             decision: Decision = (
-                accept_branch(kb, slug, settings)
+                # The commit the page showed: one made on the branch since is not accepted unseen.
+                accept_branch(kb, slug, settings, expected_tip=form.get("commit") or None)
                 if action == "accept"
                 else reject_branch(kb, slug, settings, reason or None, retry=action == "retry")
             )
