@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tiktoken  # noqa: E402
 
 from extractor.core.settings import Settings, StructuredMode  # noqa: E402
+from extractor.evaluate.runs import load_runs  # noqa: E402
 from extractor.extraction.prompts import Candidate, default_prompts_dir, template_text  # noqa: E402
 from extractor.kb.index import KBIndex  # noqa: E402
-from extractor.kb.sources import SourceError, load_source  # noqa: E402
 from extractor.llm.client import response_format  # noqa: E402
 from extractor.review.reviewer import (  # noqa: E402
     REVIEW_PROMPT,
@@ -57,13 +57,11 @@ def main() -> int:
     inputs: list[int] = []
     outputs: list[int] = []
     items_per_run: list[int] = []
-    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    recorded, _ = load_runs(runs_dir)
+    for recorded_run in recorded:
+        run, source = runs_dir / recorded_run.name, recorded_run.source
         added = sorted((run / "added").rglob("*.md")) if (run / "added").is_dir() else []
         if not added:
-            continue
-        try:
-            source = load_source(run / "before.md")
-        except SourceError:
             continue
         items = []
         for number, path in enumerate(added, start=1):

@@ -35,6 +35,7 @@ class PendingReview(BaseModel):
     slug: str
     branch: str
     commit: str  # the branch's tip
+    base: str = ""  # where it leaves the main branch: what its changes are measured against
     extraction_commit: str = ""  # the extraction's own commit: the tip, unless fixes or a person's commits follow
     source: str
     agent: str
@@ -45,6 +46,8 @@ class PendingReview(BaseModel):
     enrichments: list[str]
     entities_created: list[str] = []
     entities_updated: list[str] = []
+    deleted: list[str] = []  # files the branch deletes (a rename is a deletion and a new file)
+    other_changes: list[str] = []  # files added or changed that are neither claims, entity notes nor the source
     warnings: list[str]
     age_seconds: float
 
@@ -97,6 +100,8 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
     def in_entities(path: str) -> bool:
         return PurePosixPath(path).is_relative_to(settings.entities_dir)
 
+    source = info.source if info else ""
+    known = {path for status, path in changes if status in ("A", "M") and (in_claims(path) or in_entities(path))}
     warnings: list[str] = []
     if info is not None:
         text = git(kb, "show", f"{commit}:{info.source}")
@@ -105,8 +110,9 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
         slug=branch.removeprefix(BRANCH_PREFIX),
         branch=branch,
         commit=commit,
+        base=base,
         extraction_commit=extraction,
-        source=info.source if info else "",
+        source=source,
         agent=info.agent if info else "",
         worker=info.worker if info else None,
         model=info.model if info else "",
@@ -115,6 +121,8 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
         enrichments=[path for status, path in changes if status == "M" and in_claims(path)],
         entities_created=[path for status, path in changes if status == "A" and in_entities(path)],
         entities_updated=[path for status, path in changes if status == "M" and in_entities(path)],
+        deleted=[path for status, path in changes if status == "D"],
+        other_changes=[path for status, path in changes if status != "D" and path not in known and path != source],
         warnings=warnings,
         age_seconds=time.time() - int(git(kb, "log", "-1", "--format=%ct", commit).strip()),
     )
@@ -212,7 +220,7 @@ def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
         for path in item.claims
     ]
     decisions = report.entity_decisions if report else []
-    base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
+    base = item.base
     entities = [
         change
         for path in [*item.entities_created, *item.entities_updated]
@@ -277,7 +285,7 @@ def show(kb: Path, slug: str, settings: Settings) -> str:
         lines += verdict_lines(data.entity_verdicts.get(entity.path, []))
         if entity.change == "new":
             lines.append(git(kb, "show", f"{item.commit}:{entity.path}").rstrip())
-    base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
+    base = item.base
     modified = [*item.enrichments, *item.entities_updated, *([item.source] if item.source else [])]
     for path in item.enrichments:
         if data.enrichment_verdicts.get(path):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from extractor.extraction.gates import unlink_where
-from extractor.kb.yamlio import replace_frontmatter_keys, split_document
+from extractor.kb.yamlio import body_text, replace_frontmatter_keys, split_document
 
 _TIMELINE = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -113,7 +113,8 @@ def fix_file(
     if missing:
         text = replace_frontmatter_keys(text, missing)
         notes.append(f"{path}: filled in {', '.join(missing)}")
-    head, separator, body = _split_body(text)
+    body = body_text(text)  # links in the frontmatter (depends_on) are data: only the body's are unlinked
+    head = text[: len(text) - len(body)]
     body, unlinked = outside_code(body, lambda prose: unlink_where(prose, resolves))
     if unlinked:
         notes.append(f"{path}: unlinked {unlinked} wiki link(s) that resolve to no note")
@@ -123,17 +124,8 @@ def fix_file(
             notes.append(f"{path}: rewrote {bullets} timeline bullet(s) as '- **YYYY-MM-DD** — event'")
     if not notes:
         return original, []
-    fixed = head + separator + body
+    fixed = head + body
     return (fixed.replace("\n", "\r\n") if crlf else fixed), notes
-
-
-def _split_body(text: str) -> tuple[str, str, str]:
-    """Frontmatter (with its closing line) and body, so links in the frontmatter (``depends_on``) stay as they
-    are: a list of titles there is data, not links to unlink."""
-    match = re.match(r"\A---\r?\n.*?\r?\n---\r?\n", text, re.DOTALL)
-    if match is None:
-        return "", "", text
-    return match.group(0), "", text[match.end() :]
 
 
 def folder_domain(path: str, root: str, domains: list[str]) -> str | None:

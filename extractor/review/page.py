@@ -33,14 +33,21 @@ import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from extractor.core.records import Anchor, BranchReview, ExtractionReport, Finding, Flag, Method, branch_verdict
+from extractor.core.records import Anchor, BranchReview, ExtractionReport, Flag, Method, branch_verdict
 from extractor.core.settings import Settings
 from extractor.extraction.anchoring import anchor_claims
 from extractor.extraction.gates import GATES
 from extractor.kb.claims import ClaimParseError, parse_claim
-from extractor.kb.gitrepo import git
 from extractor.kb.sources import SourceError, parse_source
-from extractor.review.branches import PendingReview, branch_for, describe_branch, pending, text_at
+from extractor.review.branches import (
+    ItemVerdict,
+    PendingReview,
+    branch_for,
+    describe_branch,
+    pending,
+    text_at,
+    verdicts_for,
+)
 from extractor.review.entitychanges import EntityChange, entity_change
 from extractor.review.markdown import Segment, render_markdown, render_source
 from extractor.store.state import StateStore
@@ -110,17 +117,6 @@ class GateView(BaseModel):
     passed: bool
 
 
-class VerdictView(BaseModel):
-    """One reviewer's verdict on one claim or entity note, with its findings and suggested fixes."""
-
-    reviewer: str
-    agent: str
-    model: str
-    verdict: str  # approve | request_changes | reject
-    findings: list[Finding] = []
-    fixes: list[str] = []
-
-
 class ReviewView(BaseModel):
     """One reviewer's review of the branch as a whole, for the page's header."""
 
@@ -145,7 +141,7 @@ class ClaimView(BaseModel):
     gates: list[GateView] | None  # None: no report recorded them
     flags: list[Flag] = []  # unverified items, for the reviewer to check
     grounded: list[Flag] = []  # derived figures and near quotations, with their reasons
-    verdicts: list[VerdictView] = []  # the reviewer model's, one per reviewer
+    verdicts: list[ItemVerdict] = []  # the reviewer model's, one per reviewer
     error: str | None = None
     raw: str | None = None  # the file's text when it cannot be parsed
 
@@ -183,7 +179,7 @@ class EntityView(BaseModel):
     change: EntityChange
     timeline: list[tuple[str, bool]]  # each bullet's text (the "- " aside) and whether this extraction added it
     diff: DiffView | None
-    verdicts: list[VerdictView] = []
+    verdicts: list[ItemVerdict] = []
 
 
 class ReviewPage(BaseModel):
@@ -225,7 +221,7 @@ class IndexEntry(BaseModel):
 def read_input(kb: Path, slug: str, settings: Settings) -> PageInput:
     """Read what the page of ``extract/<slug>`` shows; raises :class:`ReviewError` for an unknown branch."""
     item = describe_branch(kb, branch_for(slug), settings)
-    base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
+    base = item.base
     store = StateStore.open(kb)
     try:
         report = store.extraction_for(item.extraction_commit or item.commit)
@@ -436,16 +432,6 @@ def _total_cost(costs: list[float | None], reviews: list[BranchReview]) -> float
     return sum(known) if known else None
 
 
-def _verdicts_for(reviews: list[BranchReview], path: str, kind: str) -> list[VerdictView]:
-    return [
-        VerdictView(reviewer=review.reviewer, agent=review.agent, model=review.model, verdict=item.verdict,
-                    findings=item.findings, fixes=item.fixes)
-        for review in reviews
-        for item in review.items
-        if item.path == path and item.kind == kind
-    ]  # fmt: skip
-
-
 def build_page(data: PageInput) -> ReviewPage:
     """The page model: anchors computed afresh from the claim files as they are on the branch."""
     item = data.review
@@ -472,7 +458,7 @@ def build_page(data: PageInput) -> ReviewPage:
             for ident in segment.evidence:
                 marks.setdefault(ident, []).append(segment.mark_id)
     for claim in claims:
-        claim.verdicts = _verdicts_for(data.reviews, claim.path, "claim")
+        claim.verdicts = verdicts_for(claim.path, data.reviews)
         for evidence in claim.evidence:
             evidence.mark_ids = marks.get(evidence.id, [])
     report = data.report
@@ -490,7 +476,7 @@ def build_page(data: PageInput) -> ReviewPage:
                 change=change,
                 timeline=[(bullet.removeprefix("- "), bullet in change.added) for bullet in change.timeline],
                 diff=diff_lines(path, before, after) if before is not None else None,
-                verdicts=_verdicts_for(data.reviews, path, "entity"),
+                verdicts=verdicts_for(path, data.reviews),
             )
             for path, (before, after) in data.entity_texts.items()
             if (change := entity_change(path, before, after, report.entity_decisions if report else []))

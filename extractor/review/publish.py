@@ -120,18 +120,24 @@ def _api(settings: Settings, path: str) -> str:
 
 
 def _forge_call(
-    http: httpx.Client, method: str, url: str, what: str, settings: Settings, **kwargs: Any
-) -> httpx.Response:
-    """One REST call; a transport error or an error status becomes a redacted :class:`PublishError`."""
+    http: httpx.Client, method: str, url: str, what: str, settings: Settings, allow: tuple[int, ...] = (),
+    **kwargs: Any,
+) -> httpx.Response:  # fmt: skip
+    """One REST call; a transport error or an error status (other than ``allow``) becomes a redacted
+    :class:`PublishError`."""
     headers, token = _forge_headers(settings)
     try:
         response = http.request(method, url, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         raise PublishError(f"{what}: {type(exc).__name__}") from None
-    if response.status_code >= 400:
-        detail = scrub(" ".join(response.text.split()), token)[:200]  # redacted before cut: no partial token
-        raise PublishError(f"{what}: HTTP {response.status_code}: {detail}")
+    if response.status_code >= 400 and response.status_code not in allow:
+        raise _refused(what, response, token)
     return response
+
+
+def _refused(what: str, response: httpx.Response, token: SecretStr | None) -> PublishError:
+    detail = scrub(" ".join(response.text.split()), token)[:200]  # redacted before cut: no partial token
+    return PublishError(f"{what}: HTTP {response.status_code}: {detail}")
 
 
 def open_pull_request(request: PullRequest, settings: Settings, client: httpx.Client | None = None) -> Opened:
@@ -139,19 +145,15 @@ def open_pull_request(request: PullRequest, settings: Settings, client: httpx.Cl
     assert settings.forge and settings.forge_url and settings.forge_repo
     what = f"pull request for {request.head}"
     with client or httpx.Client(timeout=30) as http:
-        headers, token = _forge_headers(settings)
-        try:
-            response = http.post(_api(settings, "pulls"), json=request.model_dump(), headers=headers)
-        except httpx.HTTPError as exc:
-            raise PublishError(f"{what}: {type(exc).__name__}") from None
-        if response.status_code in (409, 422) and "already exists" in response.text.lower():
-            return _existing_pull_request(http, request.head, settings) or Opened(url="", number=None)
+        response = _forge_call(http, "POST", _api(settings, "pulls"), what, settings, allow=(409, 422),
+                               json=request.model_dump())  # fmt: skip
         if response.status_code >= 400:
-            detail = scrub(" ".join(response.text.split()), token)[:200]  # redacted before cut: no partial token
-            raise PublishError(f"{what}: HTTP {response.status_code}: {detail}")
+            if "already exists" in response.text.lower():
+                return _existing_pull_request(http, request.head, settings) or Opened(url="", number=None)
+            raise _refused(what, response, forge_token())
         data = response.json()
     number = data.get("number")
-    return Opened(url=scrub(str(data.get("html_url") or data.get("url") or ""), token),
+    return Opened(url=scrub(str(data.get("html_url") or data.get("url") or ""), forge_token()),
                   number=number if isinstance(number, int) else None)  # fmt: skip
 
 

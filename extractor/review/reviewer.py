@@ -228,10 +228,18 @@ def outside_territory(paths: list[str], agent: str, source_path: str, settings: 
 
 
 def refusals(
-    reviews: list[BranchReview], reviewers: Sequence[str], items: list[str], flagged: list[str], outside: list[str]
+    reviews: list[BranchReview],
+    reviewers: Sequence[str],
+    items: list[str],
+    flagged: list[str],
+    outside: list[str],
+    deleted: Sequence[str] = (),
+    others: Sequence[str] = (),
 ) -> list[str]:
     """Why a branch may not be accepted by policy; none: every item approved by every reviewer, nothing
-    flagged, nothing outside the agent's territory. A branch with no item to review is left to a person."""
+    flagged, nothing outside the agent's territory, and nothing changed that no reviewer was shown (a deleted
+    file, any change that is not a claim, an entity note or the source). A branch with no item to review is
+    left to a person."""
     reasons: list[str] = []
     if not items:
         reasons.append("no claim or entity to review")
@@ -249,6 +257,8 @@ def refusals(
         ]  # fmt: skip
     reasons += [f"flagged by the gates: {item}" for item in flagged]
     reasons += [f"outside the agent's territory: {path}" for path in outside]
+    reasons += [f"deleted, and not reviewed: {path}" for path in deleted]
+    reasons += [f"changed, and not reviewed: {path}" for path in others]
     return reasons
 
 

@@ -26,7 +26,8 @@ from extractor.core.prices import price_for, usage_cost
 from extractor.core.records import BranchReview, ExtractionReport
 from extractor.core.settings import Settings
 from extractor.core.text import one_line
-from extractor.extraction.prompts import Candidate, default_prompts_dir, prompt_hash, template_text
+from extractor.extraction.extract import prompts_dir
+from extractor.extraction.prompts import Candidate, prompt_hash, template_text
 from extractor.kb.gitrepo import GitError, Identity, checked_out_branches, commit_tree_on, git, move_ref, rev_parse
 from extractor.kb.index import KBIndex
 from extractor.kb.locks import kb_lock
@@ -98,10 +99,6 @@ class ReviewStage:
             make_client(reviewer), reviewer, cache=store, limits=SharedLimits(kb_root, reviewer)
         )
         self.budget_since: float | None = None  # the cycle's start, for the cycle budget
-
-    @property
-    def directory(self) -> Path:
-        return self.settings.prompts_dir or default_prompts_dir()
 
     def pending_work(self, branch: str) -> bool:
         """Whether ``branch``'s tip still waits for its fixes or a reviewer: a cheap look before :meth:`run`."""
@@ -224,7 +221,7 @@ class ReviewStage:
     def _items(self, item: PendingReview) -> list[ReviewItem]:
         kb = self.kb_root
         report = self.store.extraction_for(item.extraction_commit or item.commit)
-        base = git(kb, "merge-base", self.settings.main_branch, item.commit).strip()
+        base = item.base
         items: list[ReviewItem] = []
 
         def claim_facts(path: str) -> tuple[list[str], list[str]]:
@@ -282,16 +279,15 @@ class ReviewStage:
         self, item: PendingReview, reviewer: str, items: list[ReviewItem]
     ) -> tuple[list[dict[str, str]], type[BaseModel]]:
         kb, settings = self.kb_root, self.settings
-        base = git(kb, "merge-base", settings.main_branch, item.commit).strip()
-        text = text_at(kb, base, item.source) or text_at(kb, item.commit, item.source) or ""
+        text = text_at(kb, item.base, item.source) or text_at(kb, item.commit, item.source) or ""
         try:
             source = parse_source(Path(item.source), text)
             title, body = source.title, source.body
         except SourceError:
             title, body = PurePosixPath(item.source).stem, text
-        criteria = parse_criteria(template_text(self.directory, REVIEW_PROMPT))
+        criteria = parse_criteria(template_text(prompts_dir(self.settings), REVIEW_PROMPT))
         messages = build_review_messages(
-            self.directory, reviewer, settings, branch=item.branch, agent=item.agent,  # type: ignore[arg-type]
+            prompts_dir(self.settings), reviewer, settings, branch=item.branch, agent=item.agent,  # type: ignore[arg-type]
             source_path=item.source, source_title=title, source_body=body, related=self._related(items),
             items=items,
         )  # fmt: skip
@@ -336,24 +332,16 @@ class ReviewStage:
     # the policy
 
     def _refusals(self, item: PendingReview, reviews: list[BranchReview]) -> list[str]:
-        kb = self.kb_root
-        base = git(kb, "merge-base", self.settings.main_branch, item.commit).strip()
-        statuses = [line.split("\t", 1) for line in git(kb, "diff", "--name-status", "--no-renames", base,
-                                                          item.commit).splitlines() if "\t" in line]  # fmt: skip
-        changed = [path for _, path in statuses]
         report: ExtractionReport | None = self.store.extraction_for(item.extraction_commit or item.commit)
         flagged = [f"{claim.path}: {flag.where}: {flag.reason}" for claim in (report.claims if report else [])
                    for flag in claim.flags]  # fmt: skip
         if report is None and item.claims:
             flagged.append("the extraction's gate results are not recorded")
         items = [*item.claims, *item.enrichments, *item.entities_created, *item.entities_updated]
+        changed = [*items, *item.deleted, *item.other_changes, *([item.source] if item.source else [])]
         outside = outside_territory(changed, item.agent, item.source, self.settings)
-        refused = refusals(reviews, list(self.settings.review_agents), items, flagged, outside)
-        # What no reviewer was shown is never merged by policy: a deleted file, or any other change.
-        shown = {*items, item.source}
-        refused += [f"deleted, and not reviewed: {path}" for status, path in statuses if status.startswith("D")]
-        refused += [f"changed, and not reviewed: {path}" for status, path in statuses
-                    if not status.startswith("D") and path not in shown]  # fmt: skip
-        if item.branch in checked_out_branches(kb):
+        refused = refusals(reviews, self.settings.review_agents, items, flagged, outside, item.deleted,
+                           item.other_changes)  # fmt: skip
+        if item.branch in checked_out_branches(self.kb_root):
             refused.append(f"{item.branch} is checked out in a work tree")
         return refused
