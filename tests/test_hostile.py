@@ -26,7 +26,7 @@ from extractor.cli.main import main
 from extractor.commit.changeset import WriteError
 from extractor.commit.plan import _check_inside, plan_changes
 from extractor.core.records import Usage
-from extractor.core.settings import load_settings
+from extractor.core.settings import SettingsError, load_settings
 from extractor.extraction.answer import ExtractionAnswer
 from extractor.extraction.extract import ExtractionResult, ResolvedClaim, ResolvedEnrichment
 from extractor.kb.claims import ClaimDocument, ClaimFrontmatter, Section, parse_claim, render_claim, safe_markdown
@@ -578,14 +578,17 @@ def test_an_inbox_folder_that_is_a_link_is_refused_and_nothing_is_written_throug
     (kb / INBOX).rename(real_inbox)
     (kb / INBOX).symlink_to(real_inbox)
     source = f"{INBOX}/2026-01-00-source-00.md"
-    before, settings_, store = snapshot(tmp_path), load_settings(kb), StateStore.open(kb)
+    with pytest.raises(SettingsError, match="inbox_dir"):  # refused when the settings are loaded
+        load_settings(kb)
+    # and, should settings be read without the KB to check them against, by the scan and the writer
+    before, settings_, store = snapshot(tmp_path), load_settings(None, kb / "extractor.toml"), StateStore.open(kb)
 
     assert scan_inbox(kb, settings_, store).invalid == [source]
     assert store.get(source).last_error == (  # type: ignore[union-attr]
         f"the inbox folder {INBOX} goes through a symbolic link; sources must be regular files inside the KB"
     )
-    assert main(["extract", str(kb / source), "--kb", str(kb)]) == 1
-    assert "not inside the knowledge base" in capsys.readouterr().err
+    assert main(["extract", str(kb / source), "--kb", str(kb)]) == 2
+    assert "inbox_dir" in capsys.readouterr().err
     with pytest.raises(WriteError, match="through a symbolic link"):
         _check_inside(kb, source, settings_, source)
     assert llm.requests == [] and snapshot(tmp_path) == before

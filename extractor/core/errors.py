@@ -8,3 +8,8 @@ class ExtractorError(Exception):
 
     Its message is one line that names the file or setting and the problem.
     """
+
+
+class ConfigurationError(ExtractorError):
+    """The command cannot start as asked: a usage or configuration problem (bad settings, no KB, a missing
+    model or branch). Commands exit 2 for it, and 1 for an operation that started and failed."""

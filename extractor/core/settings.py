@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import os
 import tomllib
+import types
+import typing
+from collections.abc import Collection
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from extractor.core.errors import ExtractorError
+from extractor.core.errors import ConfigurationError
 from extractor.core.prices import ModelPrice, price_for
 
 SETTINGS_FILE = "extractor.toml"
+ENV_PREFIX = "EXTRACTOR_"
+# The KB's private folder (git-ignored by itself): run state, locks, caches. No folder setting may lead into it.
+STATE_DIR = ".extractor"
 
 # The KB schema's domains (schemas/claim.md); secondary_domains outside this list are dropped.
 DEFAULT_DOMAINS = [
@@ -47,23 +63,112 @@ class StructuredMode(StrEnum):
     PROMPT = "prompt"  # plain JSON mode, schema written into the prompt
 
 
-class SettingsError(ExtractorError, ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """The settings file or environment cannot be used."""
+
+
+def kb_folder(value: str) -> str:
+    """A folder of the KB, written relative to its root, in one spelling (no ``./``, no trailing ``/``).
+
+    Refused: what leads out of the KB, the KB root itself, git's folder and the state folder; drafts written
+    there would be lost, break the repository or be taken for the tool's own state."""
+    if "\0" in value:
+        raise ValueError(f"{value!r}: a folder name cannot hold a NUL character")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError(f"{value!r}: must be a folder inside the KB, relative to its root, not an absolute path")
+    if ".." in path.parts:
+        raise ValueError(f"{value!r}: must be a folder inside the KB, with no '..'")
+    if not path.parts:
+        raise ValueError(f"{value!r}: must name a folder inside the KB, not the KB root itself")
+    if any(part.casefold() == ".git" for part in path.parts):
+        raise ValueError(f"{value!r}: is git's own folder, not a folder of the KB")
+    if path.parts[0].casefold() == STATE_DIR:
+        raise ValueError(f"{value!r}: is the extractor's state folder {STATE_DIR}/, not a folder of the KB")
+    return path.as_posix()
+
+
+KBFolder = Annotated[str, AfterValidator(kb_folder)]
+
+
+def _overlap(one: str, other: str) -> bool:
+    """One folder is the other or holds it."""
+    a, b = PurePosixPath(one), PurePosixPath(other)
+    return a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def layout_problem(folders: list[tuple[str, str]], domains: list[str]) -> tuple[str, str] | None:
+    """The first problem of a KB layout, as (key, message), or None.
+
+    ``folders`` pairs each folder setting's key (``claims_dir``, ``enrich_dirs.1``, ``domain_dirs.health``...)
+    with its folder. Claim and entity folders stay clear of the inbox (drafts would be taken for sources); claim
+    folders are each named once and none inside another (a folder inside claims_dir would make that domain every
+    agent's territory); the entity folder is apart from the claim folders (its notes would be read as claims); a
+    domain's folder lies strictly inside a claim folder (where enrichment, review and lint look), apart from every
+    other domain's."""
+    by_key = dict(folders)
+    inbox, entities = by_key["inbox_dir"], by_key["entities_dir"]
+    claims = [(key, folder) for key, folder in folders if key == "claims_dir" or key.startswith("enrich_dirs.")]
+    for key, folder in [*claims, ("entities_dir", entities)]:
+        if _overlap(folder, inbox):
+            return key, f"{folder!r} overlaps the inbox {inbox!r} (inbox_dir): drafts would be taken for sources"
+    for index, (key, folder) in enumerate(claims):
+        for earlier_key, earlier in claims[:index]:
+            if folder == earlier:
+                return key, f"{folder!r} is listed twice (also {earlier_key})"
+            if _overlap(folder, earlier):
+                where = "inside" if PurePosixPath(folder).is_relative_to(earlier) else "holds"
+                name = earlier_key.split(".")[0]
+                return key, f"{folder!r} {where} {name} {earlier!r}: claim folders must not nest"
+    for key, folder in claims:
+        if _overlap(entities, folder):
+            return "entities_dir", f"{entities!r} overlaps {key.split('.')[0]} {folder!r}: keep entity notes apart"
+    placed: list[tuple[str, str]] = []
+    for key, folder in folders:
+        if not key.startswith("domain_dirs."):
+            continue
+        domain = key.removeprefix("domain_dirs.")
+        if domain not in domains:
+            return key, f"{domain!r} is not one of domains"
+        if not any(PurePosixPath(folder).is_relative_to(root) and folder != root for _, root in claims):
+            return key, f"{folder!r} must be a folder inside claims_dir or one of enrich_dirs, where claims are kept"
+        for other, taken in placed:
+            if _overlap(folder, taken):
+                return key, f"{folder!r} is, holds or lies inside the folder of {other} {taken!r}"
+        placed.append((domain, folder))
+    return None
 
 
 EMBEDDED_PREFIX = "embedded:"
 
 
+def keyed_problem(key: str, message: str) -> PydanticCustomError:
+    """A problem found across settings, carrying the key it is reported under (its location is empty)."""
+    return PydanticCustomError("settings", "{message}", {"key": key, "message": message})
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """Which of int, float and bool a field's type accepts (through ``X | None`` and ``Annotated``)."""
+    if annotation in (int, float, bool):
+        return {annotation}
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, Annotated):
+        args = typing.get_args(annotation)
+        return set().union(*(_scalar_kinds(arg) for arg in (args[:1] if origin is Annotated else args)))
+    return set()
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", extra="forbid")
+    # By name: the file's keys, and EXTRACTOR_<NAME> in the environment. Aliases: the OpenAI SDK's variables
+    # (never a bare BASE_URL or API_KEY, which belong to whatever else runs in the shell).
+    # Assignments (the command line's overrides) are checked like the file.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_by_name=True, validate_assignment=True
+    )
 
     # LLM endpoint
-    base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("base_url", "OPENAI_BASE_URL", "EXTRACTOR_BASE_URL")
-    )
-    api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("api_key", "OPENAI_API_KEY", "EXTRACTOR_API_KEY")
-    )
+    base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     model: str = "gpt-4o-mini"
     structured_mode: StructuredMode = StructuredMode.JSON_SCHEMA
     temperature: float = 0.2
@@ -149,13 +254,21 @@ class Settings(BaseSettings):
     retry_cap_seconds: float = Field(default=86_400.0, ge=0)
 
     # Knowledge base layout
-    inbox_dir: str = "inbox/archive"
+    inbox_dir: KBFolder = "inbox/archive"
     max_source_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="larger source files are refused unread, as invalid"
     )
-    claims_dir: str = "claims"
-    enrich_dirs: list[str] = Field(default_factory=list, description="more folders of claims that enrichments may edit")
-    entities_dir: str = Field(default="entities", description="entity notes, one folder per domain")
+    claims_dir: KBFolder = "claims"
+    enrich_dirs: list[KBFolder] = Field(
+        default_factory=list, description="more folders of claims that enrichments may edit"
+    )
+    entities_dir: KBFolder = Field(default="entities", description="entity notes, one folder per domain")
+    domain_dirs: dict[str, KBFolder] = Field(
+        default_factory=dict,
+        description="domain -> claim folder, for domains kept outside claims_dir/<domain> "
+        '(e.g. { collective-intelligence = "foundations/collective-intelligence" }); '
+        "unset domains use a folder of that name found in claims_dir or enrich_dirs, else claims_dir/<domain>",
+    )
     entities: bool = Field(default=True, description="draft entity notes and updates of them, beside claims")
     prompts_dir: Path | None = None
 
@@ -164,6 +277,11 @@ class Settings(BaseSettings):
         default="branch", description="branch: extract/<source> from main_branch, for review; main: onto HEAD"
     )
     main_branch: str = "main"
+    null_results: Literal["review", "commit"] = Field(
+        default="review",
+        description="a source with nothing to extract: review: its own branch like any other; commit: its status "
+        "and reason straight onto main_branch, since there is nothing to review",
+    )
     merge_mode: Literal["merge", "fast-forward"] = "merge"
     remote: str | None = Field(default=None, description="git remote to push extraction branches to")
     forge: Literal["gitea", "github"] | None = None
@@ -204,7 +322,20 @@ class Settings(BaseSettings):
             raise ValueError("name each reviewer once")
         return value
 
-    @field_validator("review_base_url")
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_switches(cls, value: Any, info: ValidationInfo) -> Any:
+        """TOML's true/false is no count (pydantic would read it as 1/0), nor a number a switch; the
+        environment's strings ("3", "false") still convert."""
+        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation) if info.field_name else set()
+        numeric = bool(kinds & {int, float})
+        if isinstance(value, bool) and numeric and bool not in kinds:
+            raise ValueError("a number, not true/false")
+        if isinstance(value, int | float) and not isinstance(value, bool) and bool in kinds and not numeric:
+            raise ValueError("true or false, not a number")
+        return value
+
+    @field_validator("base_url", "forge_url", "review_base_url")
     @classmethod
     def _an_http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -220,10 +351,27 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _review_needs_branches(self) -> Settings:
         if self.review_model is not None and self.commit_mode != "branch":
-            raise ValueError('review_model reviews extraction branches: it needs commit_mode = "branch"')
+            raise keyed_problem("review_model", 'reviews extraction branches: it needs commit_mode = "branch"')
         if self.auto_accept == "approved" and self.review_model is None:
-            raise ValueError('auto_accept = "approved" needs a review_model to approve')
+            raise keyed_problem("auto_accept", '"approved" needs a review_model to approve')
         return self
+
+    @model_validator(mode="after")
+    def _folders_fit_together(self) -> Settings:
+        problem = layout_problem(self.folders(), self.domains)
+        if problem is not None:
+            raise keyed_problem(*problem)
+        return self
+
+    def folders(self) -> list[tuple[str, str]]:
+        """Every folder setting as (key, folder), list items and table values keyed like ``enrich_dirs.0``."""
+        return [
+            ("inbox_dir", self.inbox_dir),
+            ("claims_dir", self.claims_dir),
+            *((f"enrich_dirs.{index}", folder) for index, folder in enumerate(self.enrich_dirs)),
+            ("entities_dir", self.entities_dir),
+            *((f"domain_dirs.{domain}", folder) for domain, folder in self.domain_dirs.items()),
+        ]
 
     @classmethod
     def settings_customise_sources(
@@ -301,29 +449,116 @@ def read_settings_file(path: Path) -> dict[str, Any]:
 
 def load_settings(kb_root: Path | None = None, config: Path | None = None, **overrides: Any) -> Settings:
     """Settings for a KB: file (explicit, ``EXTRACTOR_CONFIG`` or the KB's own), env, overrides."""
-    from pydantic import ValidationError
+    from pydantic_settings import SettingsError as SourceError
 
     path = config or (Path(os.environ["EXTRACTOR_CONFIG"]) if os.environ.get("EXTRACTOR_CONFIG") else None)
     if path is None and kb_root is not None and (kb_root / SETTINGS_FILE).is_file():
         path = kb_root / SETTINGS_FILE
     values = read_settings_file(path) if path else {}
+    where = str(path) if path else "settings"
     try:
         settings = Settings(**values)
-        if overrides:
-            settings = settings.model_copy(update=overrides)
     except ValidationError as exc:
-        where = str(path) if path else "settings"
-        problems = "; ".join(
-            ".".join(str(p) for p in err["loc"]) + ": " * bool(err["loc"]) + err["msg"].removeprefix("Value error, ")
-            for err in exc.errors()
-        )
-        raise SettingsError(f"{where}: {problems}") from exc
+        raise SettingsError(describe_problems(exc, where)) from None
+    except SourceError as exc:  # an environment value that should be JSON (a list or table) is not
+        raise SettingsError(_unparsed_environment(exc)) from None
+    if overrides:
+        settings = settings.model_copy()
+        try:
+            for name, value in overrides.items():
+                setattr(settings, name, value)
+        except ValidationError as exc:
+            raise SettingsError(describe_problems(exc, where, given=set(overrides))) from None
     if kb_root is not None:
+        problem = linked_layout_problem(kb_root, settings)
+        if problem is not None:
+            key, message = problem
+            raise SettingsError(f"{_origin(key, where, set(overrides))}: {key}: {message}")
         for name in ("prompts_dir", "local_model"):
             value = getattr(settings, name)
             if value is not None and not value.is_absolute():
                 settings = settings.model_copy(update={name: kb_root / value})
     return settings
+
+
+def _env_name(field: str) -> str | None:
+    """The environment variable that set ``field``, if one did (the first of its names, as the environment
+    source reads them)."""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return None
+    alias = info.validation_alias
+    names = [name for name in alias.choices if isinstance(name, str)] if isinstance(alias, AliasChoices) else []
+    present = {name.casefold(): name for name in os.environ}
+    return next((present[n.casefold()] for n in [*names, ENV_PREFIX + field] if n.casefold() in present), None)
+
+
+def _field_of(key: str) -> str:
+    """The field a reported key belongs to (``enrich_dirs.1`` -> ``enrich_dirs``; an alias -> its field)."""
+    name = key.split(".")[0]
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return field
+    return name
+
+
+def _origin(key: str, where: str, given: Collection[str]) -> str:
+    """What to name for a problem with ``key``: the environment variable that set it, ``settings`` for a value
+    given in code (the command line's), else the file."""
+    field = _field_of(key)
+    return "settings" if field in given else _env_name(field) or where
+
+
+def describe_problems(exc: ValidationError, where: str, given: Collection[str] = ()) -> str:
+    """One line: ``{file or variable}: {key}: {problem}``, problems joined by ``; ``."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or str((error.get("ctx") or {}).get("key", ""))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            import difflib  # only when a name is wrong
+
+            close = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
+            message = "unknown setting" + (f" (did you mean {close[0]}?)" if close else "")
+        head, dot, rest = key.partition(".")
+        problems.append((_origin(key, where, given), f"{_field_of(head)}{dot}{rest}: {message}"))
+    origins = {origin for origin, _ in problems}
+    if len(origins) == 1:
+        return f"{origins.pop()}: " + "; ".join(problem for _, problem in problems)
+    return "; ".join(f"{origin}: {problem}" for origin, problem in problems)
+
+
+def _unparsed_environment(exc: Exception) -> str:
+    """pydantic-settings' complaint about an environment value it could not decode, as one line naming it."""
+    import re
+
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else ""
+    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+    return f"{_env_name(field) or 'environment'}: {field}: not valid JSON{cause}"
+
+
+def linked_layout_problem(kb_root: Path, settings: Settings) -> tuple[str, str] | None:
+    """The folder settings' problem once symbolic links are followed, as (key, message), or None: a folder
+    (or a parent of one not made yet) may lead out of the KB, into git's or the state folder, or onto another."""
+    root = kb_root.resolve()
+    resolved: list[tuple[str, str]] = []
+    for key, folder in settings.folders():
+        try:
+            real = (root / folder).resolve()
+        except (OSError, RuntimeError) as exc:  # a loop of links
+            return key, f"{folder!r} cannot be followed: {exc}"
+        if not real.is_relative_to(root):
+            return key, f"{folder!r} leads outside the KB, to {real}"
+        try:
+            resolved.append((key, kb_folder(real.relative_to(root).as_posix())))
+        except ValueError as exc:
+            return key, f"{folder!r} leads to {exc}"
+    if resolved == settings.folders():
+        return None
+    problem = layout_problem(resolved, settings.domains)
+    return None if problem is None else (problem[0], f"{problem[1]} (following symbolic links)")
 
 
 def unenforceable_budget(settings: Settings) -> str | None:

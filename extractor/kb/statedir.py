@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-STATE_DIR = ".extractor"
+from extractor.core.settings import STATE_DIR as STATE_DIR  # the settings refuse folders inside it
+
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -32,7 +34,15 @@ def immediate_transaction(
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
-        db.execute("COMMIT")
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Undo what is left of a failed transaction. SQLite may have rolled it back itself (a full disk), and a
+    failed rollback must not hide the error that made it necessary."""
+    if db.in_transaction:
+        with contextlib.suppress(Exception):
+            db.execute("ROLLBACK")
