@@ -36,6 +36,7 @@ from extractor.kb.claims import (
 )
 from extractor.kb.gitrepo import rev_parse
 from extractor.kb.index import KBIndex
+from extractor.kb.layout import folder_for
 from extractor.kb.names import slug_for, unique_name
 from extractor.kb.sources import Source, with_key_facts
 from extractor.kb.views import KBView, RevisionView, WorktreeView
@@ -44,7 +45,8 @@ from extractor.kb.yamlio import replace_frontmatter_keys
 _SAFE_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-def domain_folder(domain: str) -> str:
+def domain_name(domain: str) -> str:
+    """The domain as folders and settings spell it (a slug); a write error when nothing usable is left."""
     folder = slugify(domain) if domain else ""
     if not folder or not _SAFE_SEGMENT.match(folder):
         raise WriteError(f"source has no usable domain ({domain!r})")
@@ -157,9 +159,8 @@ def plan_changes(
     the main branch's tree in branch mode).
     """
     view = view or WorktreeView(kb_root)
-    domain = domain_folder(result.domain)
-    claims_root = PurePosixPath(settings.claims_dir)
-    folder = claims_root / domain
+    domain = domain_name(result.domain)
+    folder = PurePosixPath(folder_for(domain, settings, lambda path: bool(view.names(path))))
     texts: dict[str, str | None] = {}
 
     def current(path: str) -> str | None:
@@ -169,7 +170,7 @@ def plan_changes(
     if replace_previous:
         # Only claims an extraction of this very source added: the source's own claims_extracted list
         # could name anyone's claims (hand-edited, or hostile), and --force must not delete those.
-        for path in sorted(previous_drafts(source, index, settings.claims_dir)):
+        for path in sorted(previous_drafts(source, index, settings.writable_claim_dirs)):
             added = view.message_that_added(path)
             info = parse_message(added, settings.agent_trailer_key) if added else None
             if info is not None and info.source == result.source_path:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from extractor.core.text import CONTROL, one_line
+from extractor.core.text import CONTROL, one_line, visible
 from extractor.kb.claims import Confidence
 
 TITLE_MAX = 260
@@ -69,6 +69,21 @@ def without_repeated_sentences(text: str) -> str:
         if kept:
             paragraphs.append(" ".join(kept) if len(kept) > 1 else kept[0])
     return "\n\n".join(paragraphs)
+
+
+_WIKI_LINK = re.compile(r"^\[\[([^\[\]]+)\]\]$")
+_SECTION = re.compile(r"(?<=\S)#(?=\S)")
+
+
+def note_name(value: str) -> str:
+    """The note a ``related`` entry names: ``[[x|alias]]``, ``[[x#section]]``, ``x|alias`` and ``x#section`` all
+    name note ``x`` (the claim as a whole is what is related; the KB's notes link ``[[x]]``). Unbracketed, only a
+    ``#`` between two non-spaces starts a section, so "C# code" or "issue #12" stay whole."""
+    name = one_line(value)
+    linked = _WIKI_LINK.match(name)
+    if linked:
+        return linked.group(1).replace("\\|", "|").partition("|")[0].partition("#")[0].strip()
+    return _SECTION.split(name.partition("|")[0], maxsplit=1)[0].strip()
 
 
 def required_line(value: str, problem: str) -> str:
@@ -125,15 +140,20 @@ class ClaimDraft(BaseModel):
             raise ValueError("each claim needs at least one evidence item")
         return items
 
-    @field_validator("limitations", "related", "secondary_domains")
+    @field_validator("limitations", "secondary_domains")
     @classmethod
     def _clean_list(cls, items: list[str]) -> list[str]:
         return unique_items([one_line(item) for item in _non_empty_items(items)])
 
+    @field_validator("related")
+    @classmethod
+    def _related(cls, items: list[str]) -> list[str]:
+        return unique_items([note_name(item) for item in _non_empty_items(items) if note_name(item)])
+
     @field_validator("argument")
     @classmethod
     def _argument(cls, value: str) -> str:
-        value = CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else " ", value)
+        value = visible(CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else " ", value))
         if not value.strip():
             raise ValueError("must not be empty")
         return without_repeated_sentences(value.strip())
@@ -160,7 +180,7 @@ class EnrichmentDraft(BaseModel):
     @field_validator("evidence")
     @classmethod
     def _evidence(cls, value: str) -> str:
-        value = CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n" else " ", value).strip()
+        value = visible(CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n" else " ", value)).strip()
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -216,10 +236,15 @@ class EntityDraft(BaseModel):
     def _named(cls, value: str) -> str:
         return required_line(value, "an entity needs a name")
 
-    @field_validator("related", "fields")
+    @field_validator("fields")
     @classmethod
     def _lines(cls, items: list[str]) -> list[str]:
         return unique_items([one_line(item) for item in _non_empty_items(items)])
+
+    @field_validator("related")
+    @classmethod
+    def _related(cls, items: list[str]) -> list[str]:
+        return unique_items([note_name(item) for item in _non_empty_items(items) if note_name(item)])
 
     def field_values(self) -> list[tuple[str, str]]:
         """The ``fields`` as (name, value) pairs; a line without "name: value" is no field."""

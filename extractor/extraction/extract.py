@@ -142,15 +142,16 @@ def entity_types_for(index: KBIndex, domain: str | None) -> tuple[str, ...]:
     return tuple(index.entity_schema.types_for(domain))
 
 
-def previous_drafts(source: Source, index: KBIndex, claims_dir: str) -> set[str]:
-    """Paths of the claims and entity notes an earlier extraction of this source wrote (replaced by ``--force``)."""
+def previous_drafts(source: Source, index: KBIndex, claims_dirs: list[str]) -> set[str]:
+    """Paths of the claims and entity notes an earlier extraction of this source wrote (replaced by ``--force``);
+    claims only in ``claims_dirs`` (a domain's folder may be in any of them)."""
     titles = source.metadata.get("claims_extracted") or []
     if not isinstance(titles, list):
         titles = [titles]
     paths = set()
     for title in titles:
         ref = index.resolve(str(title))
-        if ref is not None and PurePosixPath(ref.path).is_relative_to(claims_dir):
+        if ref is not None and any(PurePosixPath(ref.path).is_relative_to(folder) for folder in claims_dirs):
             paths.add(ref.path)
     created = source.metadata.get("entities_created") or []
     known = {ref.path for ref in index.entities}
@@ -298,7 +299,7 @@ def prepare_request(
         agent=agent,
         messages=messages,
         prompt_hash=prompt_hash(messages, response_format(settings.structured_mode, answer_type, settings.max_tokens)),
-        replaced=previous_drafts(source, index, settings.claims_dir) if replace_previous else set(),
+        replaced=previous_drafts(source, index, settings.writable_claim_dirs) if replace_previous else set(),
         entity_types=types,
     )
 

@@ -240,7 +240,7 @@ def select_source(
         agent=settings.agent_for(source.domain),
         messages=everything,
         prompt_hash=prompt_hash(everything, fmt),
-        replaced=previous_drafts(source, index, settings.claims_dir) if replace_previous else set(),
+        replaced=previous_drafts(source, index, settings.writable_claim_dirs) if replace_previous else set(),
     )
     reply_value = StructuredReply[ExtractionAnswer](
         value=answer_value,

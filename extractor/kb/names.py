@@ -16,16 +16,28 @@ WINDOWS_RESERVED = {
 
 
 def slug_for(title: str) -> str:
-    """A file stem for a title: kebab-case ASCII, bounded, never a reserved name."""
-    slug = slugify(title, max_length=SLUG_MAX, word_boundary=True, save_order=True) or "claim"
+    """A file stem for a title: kebab-case ASCII, bounded at a word boundary, never a reserved name."""
+    slug = bounded(slugify(title)) or "claim"
     if slug in WINDOWS_RESERVED:
         slug += "-claim"
     return slug
 
 
+def bounded(slug: str, limit: int = SLUG_MAX) -> str:
+    """The slug cut to ``limit`` characters at its last ``-`` (a word boundary); cut hard only when its first
+    word alone is longer. Never ends with ``-``."""
+    if len(slug) <= limit:
+        return slug
+    cut = slug.rfind("-", 0, limit + 1)
+    return (slug[:cut] if cut > 0 else slug[:limit]).rstrip("-")
+
+
 def unique_name(slug: str, taken: set[str]) -> str:
+    """``slug.md``, or ``slug-2.md``, ``slug-3.md``... when taken (case-insensitively); a numbered name's stem
+    is shortened at a word boundary so the whole stays within :data:`SLUG_MAX`."""
     name, number = f"{slug}.md", 2
     while name.casefold() in taken:
-        name, number = f"{slug}-{number}.md", number + 1
+        suffix = f"-{number}"
+        name, number = f"{bounded(slug, SLUG_MAX - len(suffix))}{suffix}.md", number + 1
     taken.add(name.casefold())
     return name

@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
+from extractor.core.settings import Settings
 from extractor.extraction.gates import unlink_where
+from extractor.kb.layout import domain_of
 from extractor.kb.yamlio import body_text, replace_frontmatter_keys, split_document
 
 _TIMELINE = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE)
@@ -128,9 +130,11 @@ def fix_file(
     return (fixed.replace("\n", "\r\n") if crlf else fixed), notes
 
 
-def folder_domain(path: str, root: str, domains: list[str]) -> str | None:
-    """The domain a file's folder names (``claims/<domain>/x.md``), if it is one of the KB's domains."""
-    relative = PurePosixPath(path).relative_to(root) if PurePosixPath(path).is_relative_to(root) else None
-    if relative is None or len(relative.parts) < 2:
-        return None
-    return relative.parts[0] if relative.parts[0] in domains else None
+def folder_domain(path: str, settings: Settings) -> str | None:
+    """The domain a file's folder names, if it is one of the KB's domains: an entity note's
+    (``entities/<domain>/x.md``), or a claim's (its domain's claim folder, :func:`extractor.kb.layout.domain_of`)."""
+    where = PurePosixPath(path)
+    if where.is_relative_to(settings.entities_dir):
+        parts = where.relative_to(settings.entities_dir).parts
+        return parts[0] if len(parts) >= 2 and parts[0] in settings.domains else None
+    return domain_of(path, settings)

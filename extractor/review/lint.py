@@ -19,16 +19,28 @@ from pydantic import BaseModel, ValidationError
 from rapidfuzz import fuzz, process
 
 from extractor.core.settings import Settings
-from extractor.extraction.gates import DUPLICATE_SCORE, gate_description, gate_title, normalise, unlink_unresolved
-from extractor.kb.claims import ClaimParseError, parse_claim, wiki_links
+from extractor.extraction.gates import (
+    DUPLICATE_SCORE,
+    gate_description,
+    gate_title,
+    normalise,
+    unlink_unresolved,
+    unlink_where,
+)
+from extractor.extraction.prose import shown
+from extractor.kb.claims import ClaimParseError, parse_claim
 from extractor.kb.entities import TIMELINE_BULLET, EntityRef, name_key, parse_entity, timeline_bullets
 from extractor.kb.entityschema import SCHEMA_PATH, EntitySchema, load_entity_schema
 from extractor.kb.files import atomic_write
 from extractor.kb.index import SKIP_DIRS, KBIndex
 from extractor.kb.sources import SourceError, SourceStatus, load_source
-from extractor.kb.yamlio import split_document
+from extractor.kb.yamlio import describe_yaml_error, split_document
 
 _ENRICHMENT_MARK = re.compile(r"^(#+ *Additional Evidence|\*Source: \[\[)", re.M)
+_AT_LINE = re.compile(r"\(line (\d+)\)$")
+# A line no frontmatter holds and a body may: a heading, emphasis, a quote, a link, an image, a table row.
+_MARKDOWN_LINE = re.compile(r"^ {0,3}(#{1,6} |\*{1,2}\S|> |\[\[|!\[|\|)")
+_STARRED_VALUE = re.compile(r"^\s*(?:-\s+|[^:#]+:\s+)\*")  # "key: *text*" or "- *text*": meant as text
 
 
 class Problem(BaseModel):
@@ -47,6 +59,7 @@ class LintReport(BaseModel):
     entities: int = 0
     problems: list[Problem] = []
     links_unlinked: dict[str, int] = {}
+    unlinked: dict[str, list[str]] = {}  # with fix_links: per file, the targets of the links unlinked
 
     def totals(self) -> Counter[str]:
         return Counter(p.check for p in self.problems)
@@ -74,18 +87,56 @@ def check_source(rel: str, path: Path) -> list[Problem]:
     return []
 
 
+def frontmatter_message(text: str, message: str) -> str:
+    """The YAML reader's complaint about a frontmatter, said as the problem a person would fix.
+
+    Body text inside the frontmatter (its closing ``---`` missing or misplaced) reads as broken YAML: an
+    italic ``*Source: ...*`` line as an alias, a ``> quote`` as a stray indicator. The line the reader stopped
+    at tells which: Markdown there means the frontmatter runs into the body."""
+    found = _AT_LINE.search(message)
+    lines = text.strip().splitlines()
+    if found is None or not 1 <= int(found.group(1)) <= len(lines):
+        return message
+    number, line = int(found.group(1)), lines[int(found.group(1)) - 1]
+    if _MARKDOWN_LINE.match(line):
+        return f"line {number} is Markdown, not YAML ({shown(line, 60)}): the frontmatter has no closing '---' above it"
+    if "aliases (*name)" in message and _STARRED_VALUE.match(line):
+        return f"line {number}: a value starting with '*' reads as a YAML alias ({shown(line, 60)}); put it in quotes"
+    return message
+
+
+def unresolved_links(text: str, index: KBIndex) -> list[str]:
+    """The targets of the wiki links that resolve to no note, in order; read the way :func:`unlink_unresolved`
+    reads them (``[[x|alias]]``, ``[[x#section]]``: note ``x``), so what is reported is what a fix unlinks."""
+    missing: list[str] = []
+
+    def resolves(target: str) -> bool:
+        found = index.resolve_link(target)[0] is not None
+        if not found:
+            missing.append(target.strip())
+        return found
+
+    unlink_where(text, resolves)
+    return missing
+
+
 def check_claim(
     rel: str, text: str, index: KBIndex, fix_links: bool, report: LintReport, titles: dict[str, str]
 ) -> list[Problem]:
+    """One claim's problems; with ``fix_links`` its unresolved links are unlinked first (the file is written)
+    and only what remains is reported."""
     problems: list[Problem] = []
-    if _ENRICHMENT_MARK.search(frontmatter_text(text)):
-        problems.append(
-            Problem(path=rel, check="frontmatter", message="an enrichment block sits inside the frontmatter")
-        )
+    block = _ENRICHMENT_MARK.search(frontmatter_text(text))
+    if block:
+        number = text.strip()[: text.strip().index(block.group(0))].count("\n") + 1
+        message = f"an enrichment block sits inside the frontmatter (line {number}): move it below the closing '---'"
+        problems.append(Problem(path=rel, check="frontmatter", message=message))
     try:
         document = parse_claim(text, fallback_title=PurePosixPath(rel).stem)
     except ClaimParseError as exc:
-        return [*problems, Problem(path=rel, check="frontmatter", message=str(exc))]
+        if block:  # the reader choked on that block's lines: one problem, said once
+            return problems
+        return [*problems, Problem(path=rel, check="frontmatter", message=frontmatter_message(text, str(exc)))]
     titles[rel] = document.title
     try:
         document.frontmatter()
@@ -99,14 +150,16 @@ def check_claim(
         problems += [
             Problem(path=rel, check=f.gate, message=f.message) for f in gate_description(document.title, description)
         ]
-    unresolved = [link for link in wiki_links(text) if index.resolve_link(link)[0] is None]
+    unresolved = unresolved_links(text, index)
+    if unresolved and fix_links:
+        fixed, count = unlink_unresolved(text, index)
+        atomic_write(index.root / rel, fixed)
+        report.links_unlinked[rel] = count
+        report.unlinked[rel] = unresolved
+        unresolved = unresolved_links(fixed, index)
     if unresolved:
-        shown = ", ".join(f"[[{link}]]" for link in unresolved[:3]) + (" ..." if len(unresolved) > 3 else "")
-        problems.append(Problem(path=rel, check="links", message=f"{len(unresolved)} unresolved: {shown}"))
-        if fix_links:
-            fixed, count = unlink_unresolved(text, index)
-            atomic_write(index.root / rel, fixed)
-            report.links_unlinked[rel] = count
+        listed = ", ".join(f"[[{link}]]" for link in unresolved[:3]) + (" ..." if len(unresolved) > 3 else "")
+        problems.append(Problem(path=rel, check="links", message=f"{len(unresolved)} unresolved: {listed}"))
     return problems
 
 
@@ -118,7 +171,8 @@ def check_entity(rel: str, text: str, schema: EntitySchema) -> list[Problem]:
     try:
         metadata, body = split_document(text)
     except Exception as exc:  # noqa: BLE001 - any unreadable frontmatter is one problem of this file
-        return [Problem(path=rel, check="entity", message=f"invalid frontmatter: {str(exc).splitlines()[0]}")]
+        message = frontmatter_message(text, f"invalid frontmatter: {describe_yaml_error(exc)}")
+        return [Problem(path=rel, check="entity", message=message)]
     problems = []
     missing = [name for name in schema.required if metadata.get(name) in (None, "", [])]
     if missing:

@@ -21,6 +21,7 @@ from extractor.core.records import BranchReview, Finding, ItemReview, Usage, Ver
 from extractor.core.settings import Settings
 from extractor.core.text import one_line
 from extractor.extraction.prompts import Candidate, fill_template, format_candidates, persona
+from extractor.kb.layout import candidate_folders
 
 REVIEW_PROMPT = "review.md"
 REVIEW_USER_PROMPT = "review_user.md"
@@ -211,11 +212,14 @@ def _short(text: str) -> str:
 
 def territory(agent: str, source_path: str, settings: Settings) -> tuple[set[str], list[PurePosixPath]]:
     """The agent's own files: the source, and folders (its domains' claim and entity folders, the enrichment
-    folders)."""
+    folders). A domain's claim folder is any it may have (:func:`candidate_folders`): the branch is judged
+    without the KB's tree at hand."""
     folders = [PurePosixPath(folder) for folder in settings.enrich_dirs]
-    for root in (settings.claims_dir, settings.entities_dir):
-        folders += [PurePosixPath(root, domain) for domain in settings.domains if settings.agent_for(domain) == agent]
-    return {source_path}, folders
+    for domain in settings.domains:
+        if settings.agent_for(domain) == agent:
+            folders += [PurePosixPath(folder) for folder in candidate_folders(domain, settings)]
+            folders.append(PurePosixPath(settings.entities_dir, domain))
+    return {source_path}, list(dict.fromkeys(folders))
 
 
 def outside_territory(paths: list[str], agent: str, source_path: str, settings: Settings) -> list[str]:

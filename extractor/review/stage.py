@@ -206,11 +206,11 @@ class ReviewStage:
         kinds = [(path, "claim", root) for path in [*item.claims, *item.enrichments]
                  for root in settings.writable_claim_dirs if PurePosixPath(path).is_relative_to(root)]  # fmt: skip
         kinds += [(path, "entity", settings.entities_dir) for path in [*item.entities_created, *item.entities_updated]]
-        for path, kind, root in kinds:
+        for path, kind, _root in kinds:
             text = text_at(kb, item.commit, path)
             if text is None:
                 continue
-            domain = folder_domain(path, root, settings.domains)
+            domain = folder_domain(path, settings)
             fixed, fixed_notes = fix_file(path, text, kind, resolves, created, domain)
             if fixed != text:
                 files[path], notes = fixed, [*notes, *fixed_notes]
