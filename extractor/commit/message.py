@@ -140,7 +140,7 @@ def extraction_branch(source_slug: str) -> str:
 
 def branch_for(slug: str) -> str:
     """The branch a reviewer names by its slug (or by the branch itself); never a revision expression."""
-    slug = slug.removeprefix(BRANCH_PREFIX)
+    name, slug = slug, slug.removeprefix(BRANCH_PREFIX)
     if not slug or "/" in slug or slug.startswith(".") or not re.fullmatch(r"[A-Za-z0-9._-]+", slug) or ".." in slug:
-        raise BranchNameError(f"not an extraction slug: {slug!r}")
+        raise BranchNameError(f"not an extraction branch: {name!r}")
     return BRANCH_PREFIX + slug

@@ -20,11 +20,17 @@ from pydantic import BaseModel
 from pygit2.enums import FileMode
 from tenacity import RetryError, Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_random
 
-from extractor.core.errors import ExtractorError
+from extractor.core.errors import ConfigurationError
+
+# re-exported: every git helper is found here
+from extractor.kb.worktree import GitError as GitError
+from extractor.kb.worktree import git as git
+from extractor.kb.worktree import toplevel as toplevel
+from extractor.kb.worktree import work_tree_root as work_tree_root
 
 
-class GitError(ExtractorError):
-    """A git command failed; the message carries git's own words."""
+class NotReadyError(GitError, ConfigurationError):
+    """The repository cannot take extractions as configured: no commits yet, or no main branch."""
 
 
 class Identity(BaseModel):
@@ -40,39 +46,6 @@ def identity_env(author: Identity) -> dict[str, str]:
         "GIT_COMMITTER_NAME": author.name,
         "GIT_COMMITTER_EMAIL": author.email,
     }
-
-
-def git(repo: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        input=input,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        problem = " ".join((result.stderr or result.stdout).split())
-        raise GitError(f"git {args[0]} failed: {problem}")
-    return result.stdout
-
-
-def toplevel(path: Path) -> Path:
-    """The work tree root that contains ``path``."""
-    folder = path if path.is_dir() else path.parent
-    try:
-        return Path(git(folder, "rev-parse", "--show-toplevel").strip())
-    except (GitError, FileNotFoundError) as exc:
-        raise GitError(f"{path} is not inside a git work tree") from exc
-
-
-def work_tree_root(path: Path, exact: bool) -> Path:
-    """The top of the git work tree holding ``path``; with ``exact``, ``path`` must be that top, since every
-    path the KB records and commits is relative to it."""
-    top = toplevel(path).resolve()
-    if exact and top != path.resolve():
-        raise GitError(f"{path} is not the top of a git work tree (it lies inside {top}); a KB is a whole repository")
-    return top
 
 
 def checkout_problem(repo: Path) -> str | None:
@@ -326,6 +299,44 @@ def _tree_names(repo: Path, tree: str) -> frozenset[str]:
     return frozenset(child.name or "" for child in open_repository(repo)[tree].peel(pygit2.Tree))
 
 
+def local_branches(repo: Path) -> dict[str, str]:
+    """Every local branch (name without ``refs/heads/``) and the commit it points at."""
+    listing = git(repo, "for-each-ref", "--format=%(objectname) %(refname:lstrip=2)", "refs/heads/")
+    return {name: sha for sha, _, name in (line.partition(" ") for line in listing.splitlines()) if name}
+
+
+def branch_tip(repo: Path, branch: str) -> str | None:
+    """The commit local branch ``branch`` points at, looked up by its exact name (``refs/heads/<branch>``): never
+    read as a revision expression (``x~1``, ``x^``, ``x@{0}``), a tag or a remote branch; None if there is none."""
+    repository = open_repository(repo)
+    try:
+        reference = repository.references.get(f"refs/heads/{branch}")
+    except (ValueError, pygit2.GitError):  # not a valid reference name at all
+        return None
+    if reference is None:
+        return None
+    try:
+        return str(reference.resolve().peel(pygit2.Commit).id)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+
+
+def require_main_branch(kb_root: Path, main_branch: str) -> str:
+    """The main branch's tip; a :class:`GitError` of one line when the repository has no commits yet or no
+    branch of that name, before anything is claimed, drafted or paid for."""
+    branches = local_branches(kb_root)
+    if main_branch in branches:
+        return branches[main_branch]
+    if not branches:
+        raise NotReadyError(f"{kb_root}: the repository has no commits yet: commit something first")
+    # The branches a person made first: extraction branches are the pipeline's own, never a main branch.
+    names = sorted(branches, key=lambda name: (name.startswith("extract/"), name))
+    shown = ", ".join(names[:5]) + (f", … ({len(names) - 5} more)" if len(names) > 5 else "")
+    raise NotReadyError(
+        f"{kb_root}: branch {main_branch!r} does not exist; set main_branch in extractor.toml (branches here: {shown})"
+    )
+
+
 def rev_parse(repo: Path, rev: str) -> str | None:
     commit = _commit_at(open_repository(repo), rev)
     return str(commit.id) if commit is not None else None
@@ -353,6 +364,39 @@ def move_ref(repo: Path, ref: str, new: str, old: str | None) -> None:
     A ref locked by another git process is waited for briefly; a ref that moved is an error.
     """
     _on_lock_contention(repo, "update-ref", "-m", "extractor", ref, new, old or ZERO)
+
+
+def merge_base(repo: Path, one: str, other: str) -> str:
+    """Where two histories meet (``git merge-base``), read in-process: no process per branch listed."""
+    repository = open_repository(repo)
+    found = repository.merge_base(repository.revparse_single(one).id, repository.revparse_single(other).id)
+    if found is None:
+        raise GitError(f"{one} and {other} share no history")
+    return str(found)
+
+
+def changed_paths(repo: Path, base: str, tip: str) -> list[tuple[str, str]]:
+    """``git diff --name-status --no-renames base tip``: (A|M|D|T, path) per file, a rename as D and A."""
+    repository = open_repository(repo)
+    old, new = (repository.revparse_single(rev).peel(pygit2.Tree) for rev in (base, tip))
+    changes = []
+    for delta in old.diff_to_tree(new).deltas:
+        status = delta.status_char()
+        changes.append((status, (delta.old_file if status == "D" else delta.new_file).path))
+    return sorted(changes, key=lambda change: change[1])
+
+
+def commits_between(repo: Path, base: str, tip: str) -> list[tuple[str, str, int]]:
+    """``git log --reverse base..tip``: (commit, message, commit time) for each, oldest first."""
+    repository = open_repository(repo)
+    walker = repository.walk(repository.revparse_single(tip).id, pygit2.enums.SortMode.TOPOLOGICAL)
+    walker.hide(repository.revparse_single(base).id)
+    return [(str(commit.id), commit.message, commit.commit_time) for commit in walker][::-1]
+
+
+def commit_time(repo: Path, rev: str) -> int:
+    """When ``rev`` was committed (seconds since the epoch)."""
+    return int(open_repository(repo).revparse_single(rev).peel(pygit2.Commit).commit_time)
 
 
 def is_ancestor(repo: Path, commit: str, of: str) -> bool:

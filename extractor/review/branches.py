@@ -15,13 +15,33 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-from extractor.commit.apply import apply_changes
+from extractor.commit.apply import commit_to_main
 from extractor.commit.changeset import ChangeSet, WriteError
-from extractor.commit.message import BRANCH_PREFIX, CommitInfo, branch_for, parse_message, rejection_message
+from extractor.commit.message import (
+    BRANCH_PREFIX,
+    BranchNameError,
+    CommitInfo,
+    branch_for,
+    parse_message,
+    rejection_message,
+)
 from extractor.core.errors import ExtractorError
 from extractor.core.records import BranchReview, FileChange, Finding, Flag, branch_verdict
 from extractor.core.settings import Settings
-from extractor.kb.gitrepo import GitError, Identity, commit_tree_on, git, identity_env, move_ref, read_at, rev_parse
+from extractor.kb.gitrepo import (
+    GitError,
+    Identity,
+    branch_tip,
+    changed_paths,
+    commit_time,
+    commits_between,
+    git,
+    identity_env,
+    merge_base,
+    move_ref,
+    read_at,
+    rev_parse,
+)
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
 from extractor.review.entitychanges import EntityChange, entity_change
 from extractor.store.state import SourceState, StateStore
@@ -29,6 +49,27 @@ from extractor.store.state import SourceState, StateStore
 
 class ReviewError(ExtractorError):
     """A review command cannot be carried out; main is left as it was."""
+
+
+class NotABranchError(ReviewError):
+    """A name a reviewer gave (on the command line, in a review page's address) that is no pending extraction
+    branch."""
+
+
+def pending_branch(kb: Path, slug: str) -> tuple[str, str]:
+    """The extraction branch a reviewer names (by its slug, or the branch itself) and its tip.
+
+    Only a name made of a slug's characters that is a local branch ``refs/heads/extract/<slug>`` is one: never
+    a revision expression (``x~1``, ``x^``, ``x@{0}``, ``a..b``), a tag or a remote's branch.
+    """
+    try:
+        branch = branch_for(slug)
+    except BranchNameError:
+        raise NotABranchError(f"not an extraction branch: {slug!r}") from None
+    tip = branch_tip(kb, branch)
+    if tip is None:
+        raise NotABranchError(f"not an extraction branch: {slug!r} (no local branch {branch})")
+    return branch, tip
 
 
 class PendingReview(BaseModel):
@@ -50,6 +91,12 @@ class PendingReview(BaseModel):
     other_changes: list[str] = []  # files added or changed that are neither claims, entity notes nor the source
     warnings: list[str]
     age_seconds: float
+
+    @property
+    def null_result(self) -> bool:
+        """Nothing drafted: no claim, enrichment or entity note (``review list --null``; ``--with-claims`` is
+        ``bool(claims)``)."""
+        return not (self.claims or self.enrichments or self.entities_created or self.entities_updated)
 
 
 def dropped_items(notes: str) -> list[str]:
@@ -85,13 +132,10 @@ def dropped_items(notes: str) -> list[str]:
 
 
 def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
-    commit = rev_parse(kb, f"refs/heads/{branch}")
-    if commit is None:
-        raise ReviewError(f"no extraction branch {branch}")
-    base = git(kb, "merge-base", settings.main_branch, commit).strip()
+    branch, commit = pending_branch(kb, branch)
+    base = merge_base(kb, f"refs/heads/{settings.main_branch}", commit)
     extraction, info = extraction_commit(kb, base, commit, settings)
-    diff = git(kb, "diff", "--name-status", "--no-renames", base, commit)  # a rename: a deletion and a new file
-    changes = [line.split("\t", 1) for line in diff.splitlines() if line]
+    changes = changed_paths(kb, base, commit)  # a rename: a deletion and a new file
     claims_dirs = [PurePosixPath(d) for d in settings.writable_claim_dirs]
 
     def in_claims(path: str) -> bool:
@@ -103,8 +147,7 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
     source = info.source if info else ""
     known = {path for status, path in changes if status in ("A", "M") and (in_claims(path) or in_entities(path))}
     warnings: list[str] = []
-    if info is not None:
-        text = git(kb, "show", f"{commit}:{info.source}")
+    if info is not None and (text := read_at(kb, commit, info.source)) is not None:
         warnings = dropped_items(str(split_document(text)[0].get("extraction_notes") or ""))
     return PendingReview(
         slug=branch.removeprefix(BRANCH_PREFIX),
@@ -124,17 +167,15 @@ def describe_branch(kb: Path, branch: str, settings: Settings) -> PendingReview:
         deleted=[path for status, path in changes if status == "D"],
         other_changes=[path for status, path in changes if status != "D" and path not in known and path != source],
         warnings=warnings,
-        age_seconds=time.time() - int(git(kb, "log", "-1", "--format=%ct", commit).strip()),
+        age_seconds=time.time() - commit_time(kb, commit),
     )
 
 
 def extraction_commit(kb: Path, base: str, tip: str, settings: Settings) -> tuple[str, CommitInfo | None]:
     """The branch's extraction commit (the first after ``base`` that says it is one) and what it says; the tip
     and None when no commit does."""
-    log = git(kb, "log", "--reverse", "--format=%H%x00%B%x01", f"{base}..{tip}")
-    for entry in log.split("\x01"):
-        sha, _, message = entry.strip("\n").partition("\x00")
-        if sha and (info := parse_message(message, settings.agent_trailer_key)) is not None:
+    for sha, message, _ in commits_between(kb, base, tip):
+        if (info := parse_message(message, settings.agent_trailer_key)) is not None:
             return sha, info
     return tip, None
 
@@ -142,7 +183,15 @@ def extraction_commit(kb: Path, base: str, tip: str, settings: Settings) -> tupl
 def pending(kb: Path, settings: Settings) -> list[PendingReview]:
     out = git(kb, "for-each-ref", "--sort=committerdate", f"--no-merged=refs/heads/{settings.main_branch}",
               "--format=%(refname:lstrip=2)", f"refs/heads/{BRANCH_PREFIX}")  # fmt: skip
-    return [describe_branch(kb, branch, settings) for branch in out.split()]
+    # A branch under extract/ that no slug names (a person's extract/a/b) is not the pipeline's: left out.
+    return [describe_branch(kb, branch, settings) for branch in out.split() if _is_slug_branch(branch)]
+
+
+def _is_slug_branch(branch: str) -> bool:
+    try:
+        return branch_for(branch) == branch
+    except BranchNameError:
+        return False
 
 
 class ItemVerdict(BaseModel):
@@ -243,7 +292,7 @@ def text_at(kb: Path, rev: str, path: str) -> str | None:
 
 
 def show_data(kb: Path, slug: str, settings: Settings) -> ReviewShow:
-    return flags_of(kb, describe_branch(kb, branch_for(slug), settings), settings)
+    return flags_of(kb, describe_branch(kb, slug, settings), settings)
 
 
 def flag_lines(claim: ClaimFlags) -> list[str]:
@@ -313,11 +362,10 @@ def accept(kb: Path, slug: str, settings: Settings, expected_tip: str | None = N
     refused. The commit is merged by its id, so a commit made on the branch meanwhile is never merged unseen,
     and the branch is deleted only if it still points at it.
     """
-    branch = branch_for(slug)
-    tip = rev_parse(kb, f"refs/heads/{branch}")
+    branch, tip = pending_branch(kb, slug)
     main = rev_parse(kb, f"refs/heads/{settings.main_branch}")
-    if tip is None or main is None:
-        raise ReviewError(f"no branch {branch if tip is None else settings.main_branch}")
+    if main is None:
+        raise ReviewError(f"no branch {settings.main_branch}")
     if expected_tip is not None and tip != expected_tip:
         raise ReviewError(f"{branch} moved since it was reviewed ({expected_tip[:12]}, now {tip[:12]})")
     fast_forward = settings.merge_mode == "fast-forward"
@@ -353,8 +401,8 @@ def accept(kb: Path, slug: str, settings: Settings, expected_tip: str | None = N
 
 def reject(kb: Path, slug: str, settings: Settings, reason: str | None, retry: bool) -> str | None:
     """Delete an extraction branch; record the rejection on the source in main unless ``retry``."""
-    branch = branch_for(slug)
-    item = describe_branch(kb, branch, settings)
+    item = describe_branch(kb, slug, settings)
+    branch = item.branch
     if retry:
         git(kb, "update-ref", "-d", f"refs/heads/{branch}", item.commit)
         return None
@@ -369,16 +417,12 @@ def reject(kb: Path, slug: str, settings: Settings, reason: str | None, retry: b
         "notes": "Rejected in review: " + " ".join(reason.split()),
     })  # fmt: skip
     message = rejection_message(item.agent, item.source, reason)
-    if _on_main(kb, settings):
-        changeset = ChangeSet(changes=[FileChange(path=item.source, text=updated)], message=message,
-                              claim_titles=[], claim_paths=[], enriched_titles=[], status="null-result")  # fmt: skip
-        try:
-            commit = apply_changes(kb, changeset, _identity(settings), source_path=item.source)
-        except (WriteError, GitError) as exc:
-            raise ReviewError(f"cannot record the rejection: {exc}") from exc
-    else:
-        commit = commit_tree_on(kb, main, {item.source: updated}, message, _identity(settings))
-        move_ref(kb, f"refs/heads/{settings.main_branch}", commit, main)
+    changeset = ChangeSet(changes=[FileChange(path=item.source, text=updated)], message=message,
+                          claim_titles=[], claim_paths=[], enriched_titles=[], status="null-result")  # fmt: skip
+    try:
+        commit = commit_to_main(kb, changeset, _identity(settings), settings.main_branch, main, item.source)
+    except (WriteError, GitError) as exc:
+        raise ReviewError(f"cannot record the rejection: {exc}") from exc
     git(kb, "update-ref", "-d", f"refs/heads/{branch}", item.commit)
     return commit
 

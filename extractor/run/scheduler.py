@@ -8,6 +8,7 @@ Everything that happens to a source is recorded in the state store.
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import logging
 import os
 import threading
@@ -21,14 +22,15 @@ from extractor.commit.apply import recover_interrupted_write
 from extractor.commit.message import extraction_branch
 from extractor.commit.plan import planning_view
 from extractor.core.budget import over_budget, start_of_today
+from extractor.core.errors import ExtractorError
 from extractor.core.records import OutcomeKind, SourceOutcome
 from extractor.core.settings import Settings
-from extractor.kb.gitrepo import GitError, git, read_at, rev_parse
+from extractor.kb.gitrepo import GitError, git, read_at, require_main_branch, rev_parse
 from extractor.kb.locks import kb_lock
 from extractor.kb.sources import SourceError, SourceStatus, content_hash, parse_source, read_source_text
 from extractor.run.service import CYCLE_RUNNER, WRITE_LOCK_WAIT, Drafted, SourceService
 from extractor.run.workers import Task, WorkerPool
-from extractor.store.state import SourceRow, SourceState, StateStore
+from extractor.store.state import SourceRow, SourceState, StateCorruptError, StateStore, StoreError
 
 log = logging.getLogger("extractor")
 
@@ -165,8 +167,15 @@ def reconcile_review_branches(kb_root: Path, settings: Settings, store: StateSto
             store.update(row.path, state=SourceState.DONE if done else SourceState.DUE)
 
 
-def choose_due(store: StateStore, limit: int, now: float | None = None, include_parked: bool = False) -> list[str]:
-    """Due sources, plus failed ones whose retry time has come, oldest path first."""
+def choose_due(
+    store: StateStore,
+    limit: int,
+    now: float | None = None,
+    include_parked: bool = False,
+    only: list[str] | None = None,
+) -> list[str]:
+    """Due sources, plus failed ones whose retry time has come, oldest path first; with ``only``, those
+    matching one of its paths or globs (relative to the KB)."""
     now = now if now is not None else time.time()
     states = [SourceState.DUE, SourceState.FAILED] + ([SourceState.PARKED] if include_parked else [])
     rows = store.db.execute(
@@ -175,7 +184,14 @@ def choose_due(store: StateStore, limit: int, now: float | None = None, include_
         [s.value for s in states],
     ).fetchall()
     due = [r["path"] for r in rows if r["state"] != SourceState.FAILED or (r["next_retry_at"] or 0) <= now]
+    if only is not None:
+        due = [path for path in due if matches_any(path, only)]
     return due[:limit]
+
+
+def matches_any(path: str, patterns: list[str]) -> bool:
+    """``path`` (relative to the KB) is one of ``patterns`` or matches one as a shell glob."""
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
 
 
 class Runner:
@@ -196,14 +212,38 @@ class Runner:
         self.service = SourceService(kb_root, settings, store, runner=CYCLE_RUNNER, on_outcome=on_outcome)
         self.stop = threading.Event()
         self.cycles = 0
+        self.claimed: list[str] = []  # the sources this cycle marked running
+        self.unreleased: set[str] = set()  # claims a failed cycle could not give back (the store refused the write)
 
     def recover(self) -> list[str]:
         notes = []
         with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
             if (note := recover_interrupted_write(self.kb_root)) is not None:
                 notes.append(note)
+        notes += [f"made due again after a failed cycle: {p}" for p in self.release(sorted(self.unreleased))]
         notes += [f"made due again after a dead run: {p}" for p in self.store.recover_dead_runs()]
         return notes
+
+    def release(self, paths: list[str]) -> list[str]:
+        """Those of ``paths`` this process still marks running become due again; the ones released.
+
+        Called when a cycle stops on an error (a full disk, a damaged store): the claims are given back at
+        once, and any the store refuses are tried again at the next cycle's start. A claim whose process has
+        ended counts as due anyway (:meth:`StateStore.counts`, :meth:`StateStore.recover_dead_runs`).
+        """
+        released = []
+        for path in paths:
+            try:
+                row = self.store.get(path)
+                if row is not None and row.state is SourceState.RUNNING and row.owner_pid == os.getpid():
+                    self.store.update(path, state=SourceState.DUE, owner_pid=None)
+                    released.append(path)
+                self.unreleased.discard(path)
+            except StoreError as exc:
+                self.unreleased.add(path)
+                log.warning(f"{path}: still marked running, to be released at the next cycle: {exc}",
+                            extra={"source": path, "error": str(exc)})  # fmt: skip
+        return released
 
     def _budget_reached(self, cycle_started: float) -> str | None:
         settings = self.settings
@@ -219,7 +259,23 @@ class Runner:
             in_flight=len(self.pool.busy) if self.pool is not None else 0,
         )
 
-    def cycle(self, force_parked: bool = False, on_start: Callable[[int], None] | None = None) -> CycleReport:
+    def cycle(
+        self,
+        force_parked: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        only: list[str] | None = None,
+    ) -> CycleReport:
+        """One cycle; a cycle that stops on an error (or a second Ctrl-C) leaves no source marked running."""
+        if self.settings.commit_mode == "branch":  # before anything is claimed: branches are made from it
+            require_main_branch(self.kb_root, self.settings.main_branch)
+        self.claimed = []
+        try:
+            return self._cycle(force_parked, on_start, only)
+        except BaseException:
+            self.release(self.claimed)
+            raise
+
+    def _cycle(self, force_parked: bool, on_start: Callable[[int], None] | None, only: list[str] | None) -> CycleReport:
         assert self.pool is not None, "a cycle needs workers"
         self.cycles += 1
         started, started_at = time.monotonic(), time.time()
@@ -230,9 +286,12 @@ class Runner:
         chosen = (
             []
             if self.stop.is_set()
-            else choose_due(self.store, self.settings.max_per_cycle, include_parked=force_parked)
+            else choose_due(self.store, self.settings.max_per_cycle, include_parked=force_parked, only=only)
         )
-        pending = [p for p in chosen if self.store.claim(p, os.getpid(), worker=0)]
+        for path in chosen:  # each claim is kept as it is made, so a failure midway gives back the earlier ones
+            if self.store.claim(path, os.getpid(), worker=0):
+                self.claimed.append(path)
+        pending = list(self.claimed)
         report.taken = len(pending)
         if on_start is not None:
             on_start(len(pending))
@@ -314,19 +373,29 @@ class Runner:
 
 
 def run_daemon(runner: Runner, settings: Settings, cycle: Callable[[], None]) -> None:
-    """Poll with APScheduler until ``runner.stop`` is set: one poll at a time, missed polls coalesce."""
+    """Poll with APScheduler until ``runner.stop`` is set: one poll at a time, missed polls coalesce.
+
+    A poll that fails is logged and the next one tries again (a full disk may be freed meanwhile), except on a
+    damaged state store, which no poll repairs: the daemon stops and raises it, for ``extractor doctor``.
+    """
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
     idle = threading.Event()
     idle.set()
+    fatal: list[StateCorruptError] = []
 
     def poll() -> None:
         idle.clear()
         try:
             if not runner.stop.is_set():
                 cycle()
+        except StateCorruptError as exc:
+            fatal.append(exc)
+            runner.stop.set()
+        except ExtractorError as exc:  # expected, and said in one line: no traceback in the log
+            log.error(f"poll failed: {exc}", extra={"error": str(exc)})
         except Exception:  # noqa: BLE001 - one bad poll must not end the daemon
             log.exception("poll failed")
         finally:
@@ -349,3 +418,5 @@ def run_daemon(runner: Runner, settings: Settings, cycle: Callable[[], None]) ->
     finally:
         scheduler.shutdown(wait=False)
         idle.wait(settings.shutdown_grace + 30)
+    if fatal:
+        raise fatal[0]

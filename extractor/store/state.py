@@ -15,7 +15,8 @@ import os
 import sqlite3
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,115 @@ class StoreError(ExtractorError):
     """The state database cannot be opened (locked past the busy timeout, not a database, unreadable)."""
 
 
+DOCTOR_HINT = "run `extractor doctor` to rebuild it from git"
+
+
+class StateCorruptError(StoreError):
+    """The state database is damaged (not a database, a malformed page): git holds every outcome that matters,
+    so ``extractor doctor`` rebuilds it."""
+
+
+class StateWriteError(StoreError):
+    """A write to the state database failed (a full disk, an I/O error, a read-only file)."""
+
+
+class StateBusyError(StoreError):
+    """Another process held the state database past the busy timeout."""
+
+
+# SQLite's primary result codes (the low byte of an extended one) that say what is wrong with the file itself.
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_UNWRITABLE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY}
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+def store_error(path: Path, exc: sqlite3.Error, doing: str | None = None) -> StoreError | None:
+    """The one-line error for a problem with the state file (naming it, and what to do); None for any other
+    SQLite error, which is a bug and keeps its traceback."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in _DAMAGED:
+        return StateCorruptError(f"{path}: {doing or 'the state store is damaged'}: {exc}; {DOCTOR_HINT}")
+    if code in _UNWRITABLE:
+        return StateWriteError(f"{path}: {doing or 'cannot write the state store'}: {exc}")
+    if code in _BUSY:
+        return StateBusyError(f"{path}: {doing or 'the state store stayed locked by another process'}: {exc}")
+    return None
+
+
+@contextmanager
+def _reported(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        error = store_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose statements and fetches report a damaged or unwritable state file as a :class:`StoreError`."""
+
+    def _path(self) -> Path:
+        connection = self.connection
+        return connection.state_file if isinstance(connection, _Connection) else Path("?")
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        with _reported(self._path()):
+            super().execute(sql, parameters)
+        return self
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        with _reported(self._path()):
+            super().executemany(sql, parameters)
+        return self
+
+    def executescript(self, script: str, /) -> _Cursor:
+        with _reported(self._path()):
+            super().executescript(script)
+        return self
+
+    def fetchone(self) -> Any:
+        with _reported(self._path()):
+            return super().fetchone()
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        with _reported(self._path()):
+            return super().fetchmany(size if size is not None else self.arraysize)
+
+    def fetchall(self) -> list[Any]:
+        with _reported(self._path()):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _reported(self._path()):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """The state database's connection: wherever a statement runs (a query in the scheduler, a transaction in a
+    thread), a damaged file, a failed write or a lock held too long ends as one :class:`StoreError` line naming
+    the file, never as a raw ``sqlite3`` traceback."""
+
+    state_file = Path("?")
+
+    def cursor(self, factory: Any = None) -> Any:
+        return super().cursor(factory or _Cursor)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script: str, /) -> Any:
+        return self.cursor().executescript(script)
+
+    def commit(self) -> None:
+        with _reported(self.state_file):
+            super().commit()
+
+
 class StateStore:
     """Typed access to the state database; one connection per process."""
 
@@ -256,8 +366,10 @@ class StateStore:
         self.lock = threading.RLock()
         try:
             self.db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-            )
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
+                factory=_Connection,
+            )  # fmt: skip
+            self.db.state_file = path
             self.db.row_factory = sqlite3.Row
             self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self.db.execute("PRAGMA synchronous = NORMAL")
@@ -268,10 +380,15 @@ class StateStore:
                 if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     self.db.execute("PRAGMA journal_mode = WAL")
                 migrate(self.db)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             if hasattr(self, "db"):
                 self.db.close()
-            raise StoreError(f"{path}: cannot open the state store: {exc}") from exc
+            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+            if not isinstance(cause, sqlite3.Error):
+                raise
+            raise store_error(path, cause, "cannot open the state store") or StoreError(
+                f"{path}: cannot open the state store: {cause}"
+            ) from cause
 
     @classmethod
     def open(cls, kb_root: Path) -> StateStore:
@@ -348,8 +465,9 @@ class StateStore:
         """Mark a source running for ``pid`` unless someone else already runs it."""
         now = time.time()
         with self.transaction() as db:
-            row = db.execute("SELECT state, owner_pid FROM sources WHERE path = ?", (path,)).fetchone()
-            if row is not None and row["state"] == SourceState.RUNNING and pid_alive(row["owner_pid"]):
+            row = db.execute("SELECT state, owner_pid, started_at FROM sources WHERE path = ?", (path,)).fetchone()
+            running = row is not None and row["state"] == SourceState.RUNNING
+            if running and run_alive(row["owner_pid"], row["started_at"]):
                 return False
             if row is None:
                 db.execute(
@@ -362,17 +480,29 @@ class StateStore:
             )
         return True
 
+    def dead_runs(self) -> list[str]:
+        """Sources marked running by a process that is gone (see :func:`run_alive`)."""
+        rows = self.db.execute("SELECT path, owner_pid, started_at FROM sources WHERE state = ?",
+                               (SourceState.RUNNING,)).fetchall()  # fmt: skip
+        return [row["path"] for row in rows if not run_alive(row["owner_pid"], row["started_at"])]
+
     def recover_dead_runs(self) -> list[str]:
         """Sources left running by a process that no longer exists become due again."""
-        rows = self.db.execute("SELECT path, owner_pid FROM sources WHERE state = ?", (SourceState.RUNNING,))
-        stale = [row["path"] for row in rows.fetchall() if not pid_alive(row["owner_pid"])]
+        stale = self.dead_runs()
         for path in stale:
             self.update(path, state=SourceState.DUE, owner_pid=None)
         return stale
 
     def counts(self) -> dict[str, int]:
+        """Sources by state, as a run would find them: one left running by a dead process counts as due (the
+        next run's recovery makes it so), never as running."""
         rows = self.db.execute("SELECT state, COUNT(*) AS n FROM sources GROUP BY state").fetchall()
-        return {row["state"]: row["n"] for row in rows}
+        counts = {row["state"]: row["n"] for row in rows}
+        if counts.get(SourceState.RUNNING):
+            dead = len(self.dead_runs())
+            counts[SourceState.DUE.value] = counts.get(SourceState.DUE.value, 0) + dead
+            counts[SourceState.RUNNING.value] -= dead
+        return {state: n for state, n in counts.items() if n}
 
     def recent_failures(self, limit: int = 10) -> list[SourceRow]:
         rows = self.db.execute(
@@ -598,3 +728,27 @@ def pid_alive(pid: int | None) -> bool:
         return stat[stat.rindex(")") + 2] != "Z"
     except (OSError, ValueError, IndexError):
         return True
+
+
+def run_alive(pid: int | None, started_at: float | None) -> bool:
+    """Whether the process that marked a source running at ``started_at`` still runs: ``pid`` is alive and
+    is not a later process that was given the same number (it must have started before the claim)."""
+    if not pid_alive(pid):
+        return False
+    began = process_start(pid) if pid else None
+    return began is None or started_at is None or began <= started_at + PROCESS_START_SLACK
+
+
+PROCESS_START_SLACK = 2.0  # seconds: the boot time and the process's start are known to a clock tick or a second
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), where /proc tells (Linux); None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, starttime, in clock ticks since boot
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
