@@ -40,7 +40,7 @@ from extractor.kb.sources import Source, SourceError, check_source_file, content
 from extractor.llm.client import LLMError, StructuredClient
 from extractor.review.publish import publish
 from extractor.review.stage import ReviewStage, StageResult
-from extractor.store.state import SourceRow, SourceState, StateStore
+from extractor.store.state import SourceRow, SourceState, StateCorruptError, StateStore, StoreError
 
 MANUAL_RUNNER = "manual extraction"
 CYCLE_RUNNER = "headless extraction cron"
@@ -51,6 +51,22 @@ log = logging.getLogger("extractor")
 
 class NotOnMainError(ExtractorError):
     """Branch mode drafts from the main branch's copy of a source, and it has none."""
+
+
+class NotRecordedError(StoreError):
+    """A source's outcome that the state store could not record (a full disk); the message leads with the
+    outcome itself."""
+
+
+def not_recorded(outcome: SourceOutcome, problem: StoreError) -> str:
+    """The one line for an outcome the store could not record: the source's own failure (which names the
+    write that failed) first, the store's error after it."""
+    if outcome.done:
+        what = f"{outcome.kind.value}, committed as {(outcome.commit or '?')[:12]}"
+        return f"{outcome.source_path}: {what}, but not recorded ({problem}); the next run finds the commit in git"
+    if outcome.error and str(problem) in outcome.error:
+        return f"{outcome.source_path}: {outcome.error}"
+    return f"{outcome.source_path}: {outcome.error or outcome.kind.value} (not recorded either: {problem})"
 
 
 class Drafted(BaseModel):
@@ -178,9 +194,13 @@ class SourceService:
                                  error=f"being extracted by another process (pid {holder})")  # fmt: skip
         try:
             return self._process(source_path, llm, worker, force, dry_run, previous)
-        except BaseException:
+        except BaseException as exc:
             if not dry_run:
-                self.store.restore(source_path, previous)
+                try:
+                    self.store.restore(source_path, previous)
+                except StoreError as cleanup:  # secondary: the error that stopped the source is the one to report
+                    log.info(f"{source_path}: its state was not restored after {type(exc).__name__}: {cleanup}",
+                             extra={"source": source_path, "error": str(cleanup)})  # fmt: skip
             raise
 
     def _process(
@@ -220,13 +240,16 @@ class SourceService:
                 return self.record(SourceOutcome(kind=OutcomeKind.PLANNED, **values, **_written(changes)))
             with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
                 changes, base, source = self._plan(drafted, force)
-                commit, branch = commit_extraction(
+                commit, branch, note = commit_extraction(
                     self.kb_root, changes, self.settings, drafted.source_path, source.slug, base, replace=force
                 )
         except (ExtractorError, OSError) as exc:
             return self.record(SourceOutcome(kind=OutcomeKind.FAILED, error=one_line(str(exc)), **values),
                                previous=previous)  # fmt: skip
-        if branch is None and self.index is not None:
+        if note is not None:
+            log.info("null result sent to review", extra={"source": drafted.source_path, "why": note})
+            changes = changes.model_copy(update={"notes": [*changes.notes, note]})
+        if branch is None and base is None and self.index is not None:
             self.index.refresh([change.path for change in changes.changes])
         kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
         report = report_for(extraction, changes, commit, branch, drafted.worker)
@@ -248,7 +271,20 @@ class SourceService:
         return changes, base, source
 
     def record(self, outcome: SourceOutcome, previous: SourceRow | None = None, claimed: bool = True) -> SourceOutcome:
-        """Tell the state store (and, for a new extraction branch, the remote and forge) what happened."""
+        """Tell the state store (and, for a new extraction branch, the remote and forge) what happened.
+
+        When the store cannot take it (a full disk), the error says first what happened to the source (the
+        write that failed, or the commit made), then that it was not recorded: git keeps every commit, and a
+        source left running by a process that is gone counts as due again.
+        """
+        try:
+            return self._record(outcome, previous, claimed)
+        except StateCorruptError:
+            raise  # the store itself is the problem: its line says to run `extractor doctor`, which reads git
+        except StoreError as exc:
+            raise NotRecordedError(not_recorded(outcome, exc)) from exc
+
+    def _record(self, outcome: SourceOutcome, previous: SourceRow | None, claimed: bool) -> SourceOutcome:
         path = outcome.source_path
         self.store.log_calls(path, outcome.worker, outcome.calls, agent=outcome.agent)
         if outcome.kind is OutcomeKind.PLANNED:
@@ -298,6 +334,16 @@ class SourceService:
                                         published=False, **common)  # fmt: skip
             return self.review_and_publish(outcome, path, outcome.branch)
         file = self.kb_root / path
+        if self.settings.commit_mode == "branch":
+            # A null result committed onto main, checked out or not: the commit holds what was written, and the
+            # work tree's file (another branch's copy, or none) is recorded as seen, so a scan does not re-read it.
+            digest = content_hash(read_at(self.kb_root, outcome.commit or "", path) or "")
+            seen = file.stat() if file.is_file() else None
+            self.store.update_or_insert(
+                path, state=SourceState.DONE, content_hash=digest, processed_hash=digest,
+                mtime_ns=seen.st_mtime_ns if seen else None, size=seen.st_size if seen else None, **common,
+            )  # fmt: skip
+            return outcome
         digest = content_hash(file.read_text(encoding="utf-8"))
         stat = file.stat()
         self.store.update_or_insert(
