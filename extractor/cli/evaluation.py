@@ -1,4 +1,4 @@
-"""``extractor eval``: its arguments, and the evaluation of one or two configurations printed or written."""
+"""``extractor eval``: the evaluation of one or two configurations printed or written."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -29,35 +28,6 @@ JUDGE_PROMPT = (
 
 class SameClaim(BaseModel):
     same: bool
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    evaluate = commands.add_parser(
-        "eval", help="measure drafts against recorded runs people reviewed (RUNS/<run>/before.md and added/)"
-    )
-    evaluate.add_argument("runs", type=Path, metavar="RUNS", help="folder of recorded runs")
-    evaluate.add_argument("--kb", type=Path, help="the KB the runs were made in (default: RUNS/../kb if it exists)")
-    evaluate.add_argument(
-        "--replay",
-        action="store_true",
-        help="feed the accepted claims and entity notes as the model's answer: the gates alone",
-    )
-    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
-    evaluate.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained report with charts")
-    evaluate.add_argument("--against", type=Path, metavar="B.toml",
-                          help="a second settings file, evaluated on the same runs and shown beside the first "
-                               "(--config A.toml, before the command, is the first)")  # fmt: skip
-    evaluate.add_argument(
-        "--labels",
-        type=Path,
-        metavar="FILE",
-        help="gate decisions judged by hand (JSON lines): error rates per gate",
-    )
-    evaluate.add_argument(
-        "--judge", action="store_true", help="ask the model whether a borderline draft matches an accepted claim"
-    )
-    evaluate.add_argument("--limit", type=int, metavar="N", help="the first N runs only")
-    evaluate.add_argument("--quiet", action="store_true", help="totals only, no line per source")
 
 
 def model_judge(llm: StructuredClient) -> Judge:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 from typing import Any
@@ -36,15 +37,47 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def configure_json_logging(stream: Any = None) -> logging.Logger:
+def iso_time(record: logging.LogRecord) -> str:
+    """The record's time in ISO 8601 with the local offset, to the millisecond: 2026-12-03T14:05:09.123+01:00."""
+    moment = datetime.datetime.fromtimestamp(record.created).astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
+class IsoJsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        return iso_time(record)
+
+
+class IsoTextFormatter(logging.Formatter):
+    """``time LEVEL message key=value ...``: the extra fields a record carries, after its message."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        return iso_time(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{key}={value}" for key, value in vars(record).items() if key not in _RECORD_FIELDS)
+        return super().format(record) + (f" {extras}" if extras else "")
+
+
+def configure_json_logging(stream: Any = None, verbose: bool = False) -> logging.Logger:
     """One JSON object per line on ``stream`` (stdout by default), for log collectors."""
+    formatter = IsoJsonFormatter("{asctime}{levelname}{message}", style="{", rename_fields={"asctime": "time"})
+    return _configure(logging.StreamHandler(stream or sys.stdout), formatter, verbose)
+
+
+def configure_text_logging(verbose: bool) -> logging.Logger:
+    """``-v`` for people: what happens, one timestamped line each on stderr."""
+    return _configure(logging.StreamHandler(sys.stderr), IsoTextFormatter("{asctime} {levelname} {message}", style="{"),
+                      verbose)  # fmt: skip
+
+
+def _configure(handler: logging.Handler, formatter: logging.Formatter, verbose: bool) -> logging.Logger:
     logger = logging.getLogger(LOGGER)
     logger.handlers.clear()
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter("{asctime}{levelname}{message}", style="{", rename_fields={"asctime": "time"}))
+    handler.setFormatter(formatter)
     handler.addFilter(RedactFilter())
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     return logger
 

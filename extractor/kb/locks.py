@@ -14,11 +14,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from extractor.core.errors import ExtractorError
+from extractor.core.errors import ConfigurationError
 from extractor.kb.statedir import ensure_state_dir
 
 
-class LockHeldError(ExtractorError):
+class LockHeldError(ConfigurationError):
     """Another process holds the lock."""
 
 

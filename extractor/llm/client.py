@@ -171,6 +171,10 @@ def _describe(exc: BaseException) -> str:
     """One line for an error; redacted, since a proxy may echo the Authorization header or the key."""
     if isinstance(exc, openai.APIStatusError):
         return scrub(f"HTTP {exc.status_code}: {exc.message}")
+    if isinstance(exc, openai.APIConnectionError):  # timeouts too: the endpoint, and why it did not answer
+        cause = exc.__cause__ or exc.__context__
+        why = f" ({cause})" if cause is not None and str(cause) else ""
+        return scrub(f"{type(exc).__name__}: {exc}: {exc.request.method} {exc.request.url}{why}")
     return scrub(f"{type(exc).__name__}: {exc}")
 
 

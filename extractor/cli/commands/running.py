@@ -1,0 +1,187 @@
+"""``extractor run``: the daemon, or one cycle for cron (``--once``), optionally over some sources only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from extractor.cli.common import EXIT_FAILED, EXIT_OK, check_repository, print_json, start_kb, usage_error
+from extractor.cli.output import configure_json_logging, configure_text_logging, is_interactive
+
+if TYPE_CHECKING:
+    import logging
+
+    from extractor.core.settings import Settings
+    from extractor.llm.client import StructuredClient
+    from extractor.run.scheduler import CycleReport, Runner
+    from extractor.store.state import StateStore
+
+Output = Literal["bar", "log", "none"]
+
+
+def client_for(kb_root: Path, settings: Settings, cache: StateStore | None = None) -> StructuredClient:
+    from extractor.llm.client import StructuredClient, make_client
+    from extractor.llm.ratelimit import SharedLimits
+
+    return StructuredClient(make_client(settings), settings, cache=cache, limits=SharedLimits(kb_root, settings))
+
+
+def quiet_stdout() -> None:
+    """The reader of stdout went away (``| head``): later lines go nowhere, and the run goes on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def one_cycle(
+    kb_root: Path,
+    settings: Settings,
+    output: Output,
+    force: bool = False,
+    mode: str = "once",
+    only: list[str] | None = None,
+    verbose: bool = False,
+) -> CycleReport:
+    """Lock, start the endpoint and the workers, run one cycle, and record it. ``output``: a progress bar and
+    a line per source for people, JSON log lines for cron, or nothing (``--json``, ``-q``)."""
+    from tqdm import tqdm
+
+    from extractor.cli.commands.lines import describe, summary
+    from extractor.core.records import SourceOutcome
+    from extractor.kb.locks import kb_lock
+    from extractor.llm.endpoint import llm_endpoint
+    from extractor.run.scheduler import Runner
+    from extractor.run.workers import WorkerPool
+    from extractor.store.state import StateStore
+
+    interactive = output == "bar"
+    logger = configure_json_logging(verbose=verbose) if output == "log" else None
+    if verbose and output != "log":
+        configure_text_logging(verbose)
+    with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
+        store = StateStore.open(kb_root)
+        pool = WorkerPool(live.workers, kb_root, live)
+        bar = tqdm(desc="extracting", unit="source", disable=not interactive, file=sys.stderr)
+
+        def on_outcome(outcome: SourceOutcome) -> None:
+            try:
+                if logger is not None:
+                    logger.info("source", extra=outcome.log_line())
+                elif interactive:
+                    bar.write(describe(outcome, worker=True), file=sys.stdout)
+            except BrokenPipeError:
+                quiet_stdout()
+            bar.update(1)
+
+        runner = Runner(kb_root, live, pool, store, on_outcome=on_outcome)
+        cycle_id = store.start_cycle(mode)
+        previous = graceful_stop(runner, logger)
+        try:
+            report = runner.cycle(force_parked=force, on_start=lambda n: bar.reset(total=n), only=only)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            bar.close()
+            pool.close()
+        store.finish_cycle(
+            cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed), note=report.budget
+        )
+        store.close()
+    if logger is not None:
+        for note in report.recovered:
+            logger.info("recovered", extra={"note": note})
+        logger.info("cycle", extra={"summary": summary(report), **report.model_dump(exclude={"outcomes"})})
+    elif interactive:
+        for note in report.recovered:
+            print(note)
+    return report
+
+
+def graceful_stop(runner: Runner, logger: logging.Logger | None) -> dict[signal.Signals, Any]:
+    """First SIGTERM or Ctrl-C: take no new work, finish in-flight sources; a second one: leave now."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, frame: object) -> None:
+        if runner.stop.is_set():
+            raise KeyboardInterrupt
+        runner.stop.set()
+        message = f"stopping after in-flight sources (up to {runner.settings.shutdown_grace:.0f}s)"
+        if logger is not None:
+            logger.info("stopping", extra={"signal": signal.Signals(signum).name})
+        else:
+            print(message, file=sys.stderr)
+
+    for signum in previous:
+        signal.signal(signum, stop)
+    return previous
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from extractor.cli.commands.lines import summary
+    from extractor.cli.commands.selection import source_patterns
+    from extractor.core.settings import unenforceable_budget
+
+    if args.workers is not None and args.workers < 1:
+        return usage_error("--workers must be 1 or more")
+    if args.sources and not args.once:
+        return usage_error("naming sources needs --once: the daemon polls every due source")
+    kb_root, settings = start_kb(args)
+    if (why := unenforceable_budget(settings)) is not None:
+        return usage_error(why)
+    check_repository(kb_root, settings)
+    if not args.once:
+        return daemon(kb_root, settings, args.verbose)
+    output: Output = "none" if args.json or args.quiet else "bar" if is_interactive() else "log"
+    only = source_patterns(kb_root, args.sources) if args.sources else None
+    report = one_cycle(kb_root, settings, output, force=args.force, only=only, verbose=args.verbose)
+    if args.json:
+        print_json(report.model_dump(mode="json"))
+    elif output != "log":
+        print(summary(report))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def daemon(kb_root: Path, settings: Settings, verbose: bool) -> int:
+    """Poll until SIGTERM or Ctrl-C, then let in-flight sources finish within the grace period."""
+    from extractor.cli.commands.lines import summary
+    from extractor.kb.locks import kb_lock
+    from extractor.llm.endpoint import llm_endpoint
+    from extractor.run.scheduler import Runner, run_daemon
+    from extractor.run.workers import WorkerPool
+    from extractor.store.state import StateStore
+
+    logger = configure_json_logging(verbose=verbose)
+    with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
+        store = StateStore.open(kb_root)
+        pool = WorkerPool(live.workers, kb_root, live)
+        runner = Runner(kb_root, live, pool, store, on_outcome=lambda o: logger.info("source", extra=o.log_line()))
+
+        graceful_stop(runner, logger)
+
+        def on_cycle(report: CycleReport) -> None:
+            logger.info("cycle", extra={"summary": summary(report), **report.model_dump(exclude={"outcomes"})})
+
+        def cycle_recorded() -> None:
+            cycle_id = store.start_cycle("daemon")
+            report = runner.cycle()
+            store.finish_cycle(
+                cycle_id,
+                report.taken,
+                len(report.outcomes) - len(report.failed),
+                len(report.failed),
+                note=report.budget,
+            )
+            on_cycle(report)
+
+        logger.info("started", extra={"kb": str(kb_root), "workers": live.workers, "model": live.model,
+                                      "poll_minutes": live.poll_minutes})  # fmt: skip
+        try:
+            run_daemon(runner, live, cycle_recorded)
+        finally:
+            pool.close()
+            store.close()
+        logger.info("stopped")
+    return EXIT_OK
