@@ -257,7 +257,9 @@ def entry_point(module: bool) -> list[str]:
 
 
 def child_env(base_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXTRACTOR_", "OPENAI_"))}
+    """The commands' environment: no settings of the caller's, and bytecode written as an installed package has
+    it (a PYTHONDONTWRITEBYTECODE of the caller's would make every run compile the project's sources)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXTRACTOR_", "OPENAI_", "PYTHONDONTWRITE"))}
     env.update(OPENAI_BASE_URL=base_url, OPENAI_API_KEY="sk-benchmark")
     return env
 

@@ -7,10 +7,18 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class CallRecord(BaseModel):
+class Record(BaseModel):
+    """The base of the records every layer passes around. Each builds its validator on first use, not when
+    its module is imported: a command pays only for the records it uses (``status`` starts in a fraction of
+    the time)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class CallRecord(Record):
     """One HTTP request to the LLM, as logged."""
 
     at: float
@@ -26,7 +34,7 @@ class CallRecord(BaseModel):
     cost: float | None = None
 
 
-class Usage(BaseModel):
+class Usage(Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -68,7 +76,7 @@ def cached_tokens(usage: Any | None) -> int:
 Method = Literal["exact", "normalised", "fuzzy", "paraphrase"]
 
 
-class Anchor(BaseModel):
+class Anchor(Record):
     """Where one evidence item sits in the source; ``start``/``end`` are ``None`` for a paraphrase."""
 
     item: int  # index of the evidence item in the claim's evidence list
@@ -90,7 +98,7 @@ def anchored_share(anchors: list[Anchor]) -> float:
     return sum(anchor.method != "paraphrase" for anchor in anchors) / len(anchors)
 
 
-class Flag(BaseModel):
+class Flag(Record):
     """One figure or quotation of a claim that a gate judged: where it sits and why.
 
     ``unverified`` items are flagged for the reviewer (or removed, by setting); ``derived`` figures and
@@ -105,12 +113,12 @@ class Flag(BaseModel):
     verdict: Literal["unverified", "derived", "near", "removed"] = "unverified"
 
 
-class FileChange(BaseModel):
+class FileChange(Record):
     path: str  # relative to the KB root
     text: str | None  # None deletes the file
 
 
-class ClaimReport(BaseModel):
+class ClaimReport(Record):
     title: str
     path: str
     gates: list[str] = Field(description="the gates the claim passed (a claim is written only if it passes all)")
@@ -120,7 +128,7 @@ class ClaimReport(BaseModel):
     grounded: list[Flag] = Field(default_factory=list, description="derived figures and near quotations")
 
 
-class ExtractionReport(BaseModel):
+class ExtractionReport(Record):
     source_path: str
     commit: str
     branch: str | None
@@ -160,7 +168,7 @@ class OutcomeKind(StrEnum):
     PARKED = "parked"  # failed too often: waits for ``run --force`` or ``extract``
 
 
-class SourceOutcome(BaseModel):
+class SourceOutcome(Record):
     """What happened to one source: the one result of ``extract``, of a cycle and of batch collect.
 
     The report the store keeps (:class:`ExtractionReport`) is its view of a
@@ -230,14 +238,14 @@ class SourceOutcome(BaseModel):
 Verdict = Literal["approve", "request_changes", "reject"]
 
 
-class Finding(BaseModel):
+class Finding(Record):
     """A criterion an item failed, and the reviewer's reason."""
 
     criterion: str
     reason: str
 
 
-class ItemReview(BaseModel):
+class ItemReview(Record):
     """A reviewer's verdict on one claim or entity note of a branch; ``path`` is set by the pipeline, never by
     the model (it names items by their number in the prompt)."""
 
@@ -248,7 +256,7 @@ class ItemReview(BaseModel):
     fixes: list[str] = Field(default_factory=list, description="mechanical fixes the reviewer suggests")
 
 
-class BranchReview(BaseModel):
+class BranchReview(Record):
     """One reviewer persona's review of one commit of an extraction branch."""
 
     branch: str

@@ -13,9 +13,8 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
-from rapidfuzz import fuzz
 
+from extractor.core.records import Record
 from extractor.kb.names import slug_for
 from extractor.kb.yamlio import join_document, split_document
 
@@ -34,7 +33,7 @@ _TIMELINE = re.compile(r"^##\s+Timeline\s*$", re.IGNORECASE)
 _NEXT_SECTION = re.compile(r"^#{1,2}\s+\S|^---\s*$")
 
 
-class EntityRef(BaseModel):
+class EntityRef(Record):
     path: str  # relative to the KB root, posix
     name: str
     entity_type: str
@@ -49,7 +48,7 @@ class EntityRef(BaseModel):
         return {key for key in map(name_key, [self.name, *self.aliases, *self.handles, Path(self.path).stem]) if key}
 
 
-class TimelineEvent(BaseModel):
+class TimelineEvent(Record):
     date: str  # YYYY, YYYY-MM or YYYY-MM-DD
     text: str
 
@@ -119,6 +118,8 @@ def find_entity(name: str, entities: list[EntityRef]) -> EntityRef | None:
             return ref
     if len(key) < NAME_FUZZY_MIN_CHARS:
         return None
+    from rapidfuzz import fuzz  # loaded by the commands that match names, not by every one that reads notes
+
     scored = [(max(fuzz.ratio(key, other) for other in ref.keys), ref) for ref in entities if ref.keys]
     best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
     return best[1] if best[0] >= NAME_SCORE else None
@@ -149,6 +150,8 @@ def timeline_events(body: str) -> list[TimelineEvent]:
 
 
 def _same_event(a: TimelineEvent, b: TimelineEvent) -> bool:
+    from rapidfuzz import fuzz
+
     return a.date == b.date and fuzz.token_set_ratio(a.text.casefold(), b.text.casefold()) >= EVENT_SCORE
 
 
@@ -245,7 +248,7 @@ def mentions(text: str, entities: list[EntityRef]) -> list[tuple[EntityRef, int]
 # --- writing entity notes ---------------------------------------------------------
 
 
-class EntityNote(BaseModel):
+class EntityNote(Record):
     """A new entity note as it is written: the schema's required frontmatter, then the type's own fields."""
 
     name: str

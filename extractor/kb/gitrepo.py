@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pygit2
-from pydantic import BaseModel
 from pygit2.enums import FileMode
 from tenacity import RetryError, Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_random
 
 from extractor.core.errors import ConfigurationError
+from extractor.core.records import Record
 
 # re-exported: every git helper is found here
 from extractor.kb.worktree import GitError as GitError
@@ -33,7 +33,7 @@ class NotReadyError(GitError, ConfigurationError):
     """The repository cannot take extractions as configured: no commits yet, or no main branch."""
 
 
-class Identity(BaseModel):
+class Identity(Record):
     name: str
     email: str
 
@@ -300,9 +300,29 @@ def _tree_names(repo: Path, tree: str) -> frozenset[str]:
 
 
 def local_branches(repo: Path) -> dict[str, str]:
-    """Every local branch (name without ``refs/heads/``) and the commit it points at."""
-    listing = git(repo, "for-each-ref", "--format=%(objectname) %(refname:lstrip=2)", "refs/heads/")
-    return {name: sha for sha, _, name in (line.partition(" ") for line in listing.splitlines()) if name}
+    """Every local branch (name without ``refs/heads/``) and the commit it points at, read in-process."""
+    repository = open_repository(repo)
+    tips = {}
+    for name in repository.branches.local:
+        tip = _commit_at(repository, f"refs/heads/{name}")
+        if tip is not None:
+            tips[name] = str(tip.id)
+    return tips
+
+
+def unmerged_branches(repo: Path, prefix: str, into: str) -> list[str]:
+    """``git for-each-ref --no-merged=refs/heads/<into> --sort=committerdate refs/heads/<prefix>``: the local
+    branches under ``prefix`` whose tip ``into`` does not contain, oldest tip first."""
+    repository = open_repository(repo)
+    main = _commit_at(repository, f"refs/heads/{into}")
+    if main is None:
+        raise GitError(f"git for-each-ref failed: malformed object name refs/heads/{into}")
+    found = []
+    for name in repository.branches.local:
+        tip = _commit_at(repository, f"refs/heads/{name}") if name.startswith(prefix) else None
+        if tip is not None and tip.id != main.id and not repository.descendant_of(main.id, tip.id):
+            found.append((tip.commit_time, name))
+    return [name for _, name in sorted(found)]
 
 
 def branch_tip(repo: Path, branch: str) -> str | None:
@@ -376,13 +396,33 @@ def merge_base(repo: Path, one: str, other: str) -> str:
 
 
 def changed_paths(repo: Path, base: str, tip: str) -> list[tuple[str, str]]:
-    """``git diff --name-status --no-renames base tip``: (A|M|D|T, path) per file, a rename as D and A."""
+    """``git diff --name-status --no-renames base tip``: (A|M|D|T, path) per file, a rename as D and A. Folders
+    whose tree is the same on both sides are not opened: a branch's few changes cost a few folder reads."""
     repository = open_repository(repo)
     old, new = (repository.revparse_single(rev).peel(pygit2.Tree) for rev in (base, tip))
-    changes = []
-    for delta in old.diff_to_tree(new).deltas:
-        status = delta.status_char()
-        changes.append((status, (delta.old_file if status == "D" else delta.new_file).path))
+    return tree_changes(old, new)
+
+
+def tree_changes(old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str = "") -> list[tuple[str, str]]:
+    before = {entry.name or "": entry for entry in old} if old is not None else {}
+    after = {entry.name or "": entry for entry in new} if new is not None else {}
+    changes: list[tuple[str, str]] = []
+    for name in sorted(before.keys() | after.keys()):
+        a, b = before.get(name), after.get(name)
+        if a is not None and b is not None and a.id == b.id and a.filemode == b.filemode:
+            continue
+        path = prefix + name
+        a_tree = a if isinstance(a, pygit2.Tree) else None
+        b_tree = b if isinstance(b, pygit2.Tree) else None
+        if a_tree is not None or b_tree is not None:
+            changes += tree_changes(a_tree, b_tree, f"{path}/")
+        if a is not None and a_tree is None and b is not None and b_tree is None:  # a file on both sides
+            link = FileMode.LINK
+            changes.append(("T" if (a.filemode == link) != (b.filemode == link) else "M", path))
+        elif a is not None and a_tree is None:
+            changes.append(("D", path))
+        elif b is not None and b_tree is None:
+            changes.append(("A", path))
     return sorted(changes, key=lambda change: change[1])
 
 

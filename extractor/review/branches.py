@@ -13,10 +13,6 @@ import subprocess
 import time
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel
-
-from extractor.commit.apply import commit_to_main
-from extractor.commit.changeset import ChangeSet, WriteError
 from extractor.commit.message import (
     BRANCH_PREFIX,
     BranchNameError,
@@ -25,8 +21,8 @@ from extractor.commit.message import (
     parse_message,
     rejection_message,
 )
-from extractor.core.errors import ExtractorError
-from extractor.core.records import BranchReview, FileChange, Finding, Flag, branch_verdict
+from extractor.core.errors import ConfigurationError, ExtractorError
+from extractor.core.records import BranchReview, FileChange, Finding, Flag, Record, branch_verdict
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import (
     GitError,
@@ -41,6 +37,7 @@ from extractor.kb.gitrepo import (
     move_ref,
     read_at,
     rev_parse,
+    unmerged_branches,
 )
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
 from extractor.review.entitychanges import EntityChange, entity_change
@@ -56,6 +53,10 @@ class NotABranchError(ReviewError):
     branch."""
 
 
+class MalformedSlugError(NotABranchError, ConfigurationError):
+    """A name that could be no extraction branch at all (``x~1``, ``../x``): a usage error."""
+
+
 def pending_branch(kb: Path, slug: str) -> tuple[str, str]:
     """The extraction branch a reviewer names (by its slug, or the branch itself) and its tip.
 
@@ -65,14 +66,14 @@ def pending_branch(kb: Path, slug: str) -> tuple[str, str]:
     try:
         branch = branch_for(slug)
     except BranchNameError:
-        raise NotABranchError(f"not an extraction branch: {slug!r}") from None
+        raise MalformedSlugError(f"not an extraction branch: {slug!r}") from None
     tip = branch_tip(kb, branch)
     if tip is None:
         raise NotABranchError(f"not an extraction branch: {slug!r} (no local branch {branch})")
     return branch, tip
 
 
-class PendingReview(BaseModel):
+class PendingReview(Record):
     slug: str
     branch: str
     commit: str  # the branch's tip
@@ -181,10 +182,9 @@ def extraction_commit(kb: Path, base: str, tip: str, settings: Settings) -> tupl
 
 
 def pending(kb: Path, settings: Settings) -> list[PendingReview]:
-    out = git(kb, "for-each-ref", "--sort=committerdate", f"--no-merged=refs/heads/{settings.main_branch}",
-              "--format=%(refname:lstrip=2)", f"refs/heads/{BRANCH_PREFIX}")  # fmt: skip
+    branches = unmerged_branches(kb, BRANCH_PREFIX, settings.main_branch)
     # A branch under extract/ that no slug names (a person's extract/a/b) is not the pipeline's: left out.
-    return [describe_branch(kb, branch, settings) for branch in out.split() if _is_slug_branch(branch)]
+    return [describe_branch(kb, branch, settings) for branch in branches if _is_slug_branch(branch)]
 
 
 def _is_slug_branch(branch: str) -> bool:
@@ -194,7 +194,7 @@ def _is_slug_branch(branch: str) -> bool:
         return False
 
 
-class ItemVerdict(BaseModel):
+class ItemVerdict(Record):
     """One reviewer's verdict on one claim or entity note, with the reasons per failed criterion."""
 
     reviewer: str
@@ -224,7 +224,7 @@ def verdicts_of(kb: Path, items: list[PendingReview], settings: Settings) -> dic
         store.close()
 
 
-class ClaimFlags(BaseModel):
+class ClaimFlags(Record):
     """What the gates said of one drafted claim: the items to check (unverified) and the grounded-by-reasoning
     ones (derived figures, near quotations). Empty when the state store has no report of the commit. Beside
     them, each reviewer's verdict on it."""
@@ -236,7 +236,7 @@ class ClaimFlags(BaseModel):
     verdicts: list[ItemVerdict] = []
 
 
-class ReviewShow(BaseModel):
+class ReviewShow(Record):
     """``review show --json``: one extraction branch as a program reads it."""
 
     review: PendingReview
@@ -416,6 +416,9 @@ def reject(kb: Path, slug: str, settings: Settings, reason: str | None, retry: b
         "review": "rejected",
         "notes": "Rejected in review: " + " ".join(reason.split()),
     })  # fmt: skip
+    from extractor.commit.apply import commit_to_main  # the writing path: not loaded to list or show branches
+    from extractor.commit.changeset import ChangeSet, WriteError
+
     message = rejection_message(item.agent, item.source, reason)
     changeset = ChangeSet(changes=[FileChange(path=item.source, text=updated)], message=message,
                           claim_titles=[], claim_paths=[], enriched_titles=[], status="null-result")  # fmt: skip

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
-
+from extractor.core.records import Record
 from extractor.kb.entities import parse_entity, timeline_bullets
 from extractor.kb.yamlio import split_document
 
 
-class EntityChange(BaseModel):
+class EntityChange(Record):
     path: str
     change: Literal["new", "update"]
     name: str

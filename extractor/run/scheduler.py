@@ -295,7 +295,8 @@ class Runner:
         report.taken = len(pending)
         if on_start is not None:
             on_start(len(pending))
-        self.service.load_index()
+        if pending:  # a cycle that takes nothing reads no KB
+            self.service.load_index()
         base = planning_view(self.kb_root, self.settings)[1] if pending else None
         shutdown_deadline: float | None = None
         while pending or self.pool.busy:

@@ -145,8 +145,8 @@ class WorkerPool:
         self.busy: dict[int, tuple[Task, float]] = {}
         self.ready: set[int] = set()
         self.ready_at: dict[int, float] = {}
-        for number in range(1, size + 1):
-            self._start(number)
+        self.numbers = list(range(1, size + 1))  # a worker starts when first given a task: a cycle with nothing
+        # due spawns no process (each imports the whole extraction stack)
 
     def _start(self, number: int) -> None:
         tasks = self.context.Queue()
@@ -161,14 +161,19 @@ class WorkerPool:
         self.task_queues[number] = tasks
 
     def idle(self) -> list[int]:
-        return [n for n in sorted(self.processes) if n not in self.busy]
+        return [n for n in self.numbers if n not in self.busy]
 
     def submit(self, number: int, task: Task) -> None:
+        if number not in self.processes:
+            self._start(number)
         self.busy[number] = (task, time.monotonic())
         self.task_queues[number].put(task)
 
     def wait_ready(self, timeout: float = 120.0) -> int:
-        """Block until every worker has started (or the timeout); returns how many did."""
+        """Start every worker and block until each is ready (or the timeout); returns how many are."""
+        for number in self.numbers:
+            if number not in self.processes:
+                self._start(number)
         deadline = time.monotonic() + timeout
         while len(self.ready) < self.size and time.monotonic() < deadline:
             with contextlib.suppress(queue.Empty):

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from pydantic import BaseModel
 
 from extractor.core.errors import ExtractorError
-from extractor.core.records import BranchReview, CallRecord, ExtractionReport
+from extractor.core.records import BranchReview, CallRecord, ExtractionReport, Record
 from extractor.core.redact import scrub
 from extractor.kb.statedir import BUSY_TIMEOUT_MS, STATE_DIR, ensure_state_dir, immediate_transaction
 
@@ -199,7 +198,7 @@ class SourceState(StrEnum):
     BATCHED = "batched"  # sent in a Batch API job; waits for batch collect
 
 
-class SourceRow(BaseModel):
+class SourceRow(Record):
     path: str
     state: SourceState
     file_status: str | None = None
