@@ -98,7 +98,8 @@ def test_unknown_key_and_wrong_type_read_as_one_line_naming_the_key(tmp_path: Pa
     path = tmp_path / "extractor.toml"
     assert refusal(tmp_path, "claim_dir = 'x'\n") == f"{path}: claim_dir: unknown setting (did you mean claims_dir?)"
     assert refusal(tmp_path, "bogus = 1\n") == f"{path}: bogus: unknown setting"
-    assert refusal(tmp_path, 'workers = "many"\n').startswith(f"{path}: workers: Input should be a valid integer")
+    assert refusal(tmp_path, 'workers = "many"\n') == f"{path}: workers: a number, not the string 'many'"
+    assert refusal(tmp_path, "workers = 1.5\n").startswith(f"{path}: workers: Input should be a valid integer")
 
 
 def test_a_folder_leading_out_of_the_kb_through_a_link_is_refused(tmp_path: Path) -> None:
@@ -222,3 +223,28 @@ def test_status_in_a_kb_with_bad_settings_says_one_line_and_exits_2(tmp_path: Pa
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "EXTRACTOR_ENRICH_DIRS: enrich_dirs: not valid JSON" in done.stderr
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('workers = "3"', "workers: a number, not the string '3'"),
+    ('budget_per_day = "1.5"', "budget_per_day: a number, not the string '1.5'"),
+    ('cache = "false"', "cache: true or false, not the string 'false'"),
+])  # fmt: skip
+def test_a_quoted_number_or_switch_in_the_file_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "extractor.toml").write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(tmp_path)
+    assert str(raised.value) == f"{tmp_path / 'extractor.toml'}: {message}"
+
+
+@pytest.mark.parametrize("name", ["", "a..b", "-x", "x/", "x.lock", "a b", "x~1", "x@{0}", "x^", "@"])
+def test_main_branch_must_be_a_branch_name(tmp_path: Path, name: str) -> None:
+    (tmp_path / "extractor.toml").write_text(f"main_branch = {name!r}\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="main_branch: .* is not a git branch name"):
+        load_settings(tmp_path)
+
+
+def test_real_branch_names_are_kept(tmp_path: Path) -> None:
+    for name in ("main", "master", "trunk", "release/2026", "team.kb-main"):
+        (tmp_path / "extractor.toml").write_text(f"main_branch = {name!r}\n", encoding="utf-8")
+        assert load_settings(tmp_path).main_branch == name

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from pydantic import BaseModel
-
-from extractor.core.errors import ExtractorError
+from extractor.core.errors import ConfigurationError
+from extractor.core.records import Record
 from extractor.core.text import one_line
 from extractor.kb.names import slug_for
 
@@ -28,11 +27,11 @@ _EXTRACTED_BY = re.compile(r"^- Extracted by: (.*) \(worker (\d+)\)$", re.M)
 _REJECTED = re.compile(r"^- Rejected: (.*)$", re.M)
 
 
-class BranchNameError(ExtractorError):
-    """A name that is not an extraction branch's slug."""
+class BranchNameError(ConfigurationError):
+    """A name that is not an extraction branch's slug: given by a person, a usage error."""
 
 
-class CommitInfo(BaseModel):
+class CommitInfo(Record):
     """What an extraction (or rejection) commit says about itself."""
 
     agent: str  # the subject's prefix: the agent the routing table chose

@@ -335,6 +335,23 @@ class Settings(BaseSettings):
             raise ValueError("true or false, not a number")
         return value
 
+    @field_validator("main_branch")
+    @classmethod
+    def _a_branch_name(cls, value: str) -> str:
+        """A name ``git check-ref-format --branch`` would take (its rules, without running git)."""
+        bad = (
+            not value
+            or value.startswith(("-", "/", "."))
+            or value.endswith(("/", ".", ".lock"))
+            or any(part in value for part in ("..", "//", "@{", "/."))
+            or any(char in value for char in " ~^:?*[\\\x7f")
+            or any(ord(char) < 32 for char in value)
+            or value == "@"
+        )
+        if bad:
+            raise ValueError(f"{value!r} is not a git branch name")
+        return value
+
     @field_validator("base_url", "forge_url", "review_base_url")
     @classmethod
     def _an_http_url(cls, value: str | None) -> str | None:
@@ -447,6 +464,19 @@ def read_settings_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
+def quoted_scalar(values: dict[str, Any]) -> str | None:
+    """A number or switch written in quotes in the settings file (``workers = "3"``): TOML has numbers and
+    booleans, so a string there is a mistake (the environment, which has only strings, is converted)."""
+    for key, value in values.items():
+        field = Settings.model_fields.get(key)
+        kinds = _scalar_kinds(field.annotation) if field is not None else set()
+        if isinstance(value, str) and kinds & {int, float}:
+            return f"{key}: a number, not the string {value!r}"
+        if isinstance(value, str) and kinds == {bool}:
+            return f"{key}: true or false, not the string {value!r}"
+    return None
+
+
 def load_settings(kb_root: Path | None = None, config: Path | None = None, **overrides: Any) -> Settings:
     """Settings for a KB: file (explicit, ``EXTRACTOR_CONFIG`` or the KB's own), env, overrides."""
     from pydantic_settings import SettingsError as SourceError
@@ -456,6 +486,8 @@ def load_settings(kb_root: Path | None = None, config: Path | None = None, **ove
         path = kb_root / SETTINGS_FILE
     values = read_settings_file(path) if path else {}
     where = str(path) if path else "settings"
+    if (quoted := quoted_scalar(values)) is not None:
+        raise SettingsError(f"{where}: {quoted}")
     try:
         settings = Settings(**values)
     except ValidationError as exc:
