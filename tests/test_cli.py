@@ -87,11 +87,23 @@ def test_a_missing_main_branch_is_one_line_at_start(tmp_path: Path) -> None:
         store.close()
 
 
-@pytest.mark.parametrize("command", [["costs", "--json"], ["status", "--json"], ["--help"]])
+@pytest.mark.parametrize("command", [["costs", "--by", "source"], ["costs", "--json", "--by", "source"],
+                                     ["review", "list"]])  # fmt: skip
 def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path, command: list[str]) -> None:
+    """``extractor ... | head -c 1``: more output than a pipe holds (64 KB), so writes meet the closed pipe."""
+    from extractor.core.records import CallRecord
+
     kb = kb_with(tmp_path, 1)
     store = StateStore.open(kb)
-    store.close()
+    try:
+        for number in range(1500):
+            call = CallRecord(at=time.time(), model="m", request_hash=f"{number}", latency=0.1, outcome="error",
+                              error="x" * 40)  # fmt: skip
+            path = f"inbox/archive/{number:05d}-{'a-long-source-name-' * 3}.md"
+            store.log_calls(path, 1, [call])
+            store.update_or_insert(path, state=SourceState.FAILED, last_error="e" * 200, attempts=1)
+    finally:
+        store.close()
     reader = subprocess.Popen([sys.executable, "-m", "extractor", *command], cwd=kb, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)  # fmt: skip
     assert reader.stdout is not None and reader.stderr is not None
@@ -99,7 +111,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path, command: l
     reader.stdout.close()  # like `| head -c 1`
     stderr = reader.stderr.read().decode()
     assert reader.wait(timeout=60) in (0, 141)
-    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
 def test_run_once_takes_only_the_named_sources_and_retry_makes_failures_due_now(
@@ -136,8 +148,26 @@ def test_run_once_takes_only_the_named_sources_and_retry_makes_failures_due_now(
         "inbox/archive/2026-01-00-source-00.md"
     ]
     assert main(["retry", "--failed", "--kb", str(kb)]) == 0
-    assert "1 source(s) due now" in capsys.readouterr().out
+    assert "1 source(s) due again" in capsys.readouterr().out
     assert main(["retry", "--kb", str(kb)]) == 2  # nothing named
+    assert main(["retry", "--kb", str(kb), "inbox/archive/nothing-*.md"]) == 1
+    assert "no failed or parked source matches" in capsys.readouterr().err
+
+
+def test_named_sources_are_paths_from_the_current_folder_and_a_name_that_matches_nothing_is_said(
+    tmp_path: Path, endpoint: FakeOpenAI
+) -> None:
+    kb = kb_with(tmp_path, 3, settings='commit_mode = "main"\n')
+    (kb / "claims" / "sub").mkdir()
+    env = {"OPENAI_BASE_URL": endpoint.base_url}
+    ran = cli("run", "--once", "--json", "../../inbox/archive/*-01-source-01.md", cwd=kb / "claims" / "sub", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert [o["source_path"] for o in json.loads(ran.stdout)["outcomes"]] == ["inbox/archive/2026-01-01-source-01.md"]
+    typo = cli("run", "--once", "--json", "inbox/archive/2026-01-01-sorce-01.md", cwd=kb, env=env)
+    assert typo.returncode == 1 and json.loads(typo.stdout)["taken"] == 0
+    assert "inbox/archive/2026-01-01-sorce-01.md: no due source matches" in typo.stderr
+    outside = cli("run", "--once", "../../../x.md", cwd=kb / "claims" / "sub", env=env)
+    assert outside.returncode == 2 and "not inside the KB" in outside.stderr
 
 
 def test_review_list_tells_null_results_from_drafts(
@@ -158,6 +188,13 @@ def test_review_list_tells_null_results_from_drafts(
     assert main(["review", "list", "--kb", str(kb), "--with-claims"]) == 0
     out = capsys.readouterr().out
     assert "source-01" in out and "source-00" not in out and "1 extraction(s) awaiting review" in out
+    # null results in bulk: accepted together, the drafts left for a person
+    assert main(["review", "accept", "--kb", str(kb)]) == 2
+    assert main(["review", "accept", "--null", "--kb", str(kb)]) == 0
+    assert "accepted extract/2026-01-00-source-00" in capsys.readouterr().out
+    assert "status: null-result" in git(kb, "show", "main:inbox/archive/2026-01-00-source-00.md")
+    assert main(["review", "list", "--kb", str(kb), "--json"]) == 0
+    assert [item["source"] for item in json.loads(capsys.readouterr().out)] == ["inbox/archive/2026-01-01-source-01.md"]
 
 
 def test_provenance_prints_plain_values_and_takes_kb(
@@ -226,3 +263,47 @@ def test_doctor_rebuilds_a_damaged_state_database_that_status_reports_in_one_lin
     again = cli("status", "--kb", str(kb), "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["counts"] == {"done": 2}
     assert "fine" in cli("doctor", "--kb", str(kb)).stdout
+
+
+def test_a_cycle_logged_into_a_closed_pipe_goes_on_without_tracebacks(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    """``extractor run --once | head -1`` from cron: every source is still done, and stderr stays clean."""
+    from tests.fakeopenai import Reply
+
+    kb = kb_with(tmp_path, 4, settings='commit_mode = "main"\nmax_per_cycle = 10\n')
+    endpoint.responder = lambda request: Reply(body=answer(grounded_answer(source_body(request))).body, delay=0.3)
+    env = {**os.environ, "OPENAI_BASE_URL": endpoint.base_url}
+    reader = subprocess.Popen([sys.executable, "-m", "extractor", "run", "--once", "--kb", str(kb)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert reader.stdout is not None and reader.stderr is not None
+    first = json.loads(reader.stdout.readline())
+    assert first["message"] == "source" and first["levelname"] == "INFO"
+    reader.stdout.close()  # like `| head -1`
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) in (0, 141)
+    assert "Traceback" not in stderr and "Logging error" not in stderr, stderr
+    assert "4 done" in cli("status", "--kb", str(kb)).stdout.replace("sources: 4 done", "4 done")
+
+
+def test_review_decisions_check_everything_before_git_is_touched(
+    tmp_path: Path, endpoint: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kb = kb_with(tmp_path, 2, settings="")
+    assert main(["run", "--once", "--kb", str(kb), "-q"]) == 0
+    capsys.readouterr()
+    refs = git(kb, "for-each-ref")
+    # one bad name among good ones: nothing merged
+    assert main(["review", "accept", "2026-01-00-source-00", "no-such-branch", "--kb", str(kb)]) == 1
+    assert "not an extraction branch: 'no-such-branch'" in capsys.readouterr().err
+    assert git(kb, "for-each-ref") == refs
+    # revision syntax is a usage error
+    for slug in ("2026-01-00-source-00~1", "2026-01-00-source-00@{0}", "../x", ""):
+        assert main(["review", "reject", slug, "--reason", "no", "--kb", str(kb)]) == 2, slug
+    assert main(["review", "reject", "2026-01-00-source-00", "--reason", " ", "--kb", str(kb)]) == 2
+    assert "--reason needs a text" in capsys.readouterr().err
+    # a damaged state store: refused before the merge, not after it
+    with (kb / ".extractor" / "state.db").open("r+b") as handle:
+        handle.write(b"\xff" * 8192)
+    for decision in (["accept", "2026-01-00-source-00"], ["reject", "2026-01-01-source-01", "--reason", "no"]):
+        assert main(["review", *decision, "--kb", str(kb)]) == 1
+        assert "extractor doctor" in capsys.readouterr().err
+    assert git(kb, "for-each-ref") == refs

@@ -183,11 +183,18 @@ def test_init_never_replaces_settings_without_force_and_keeps_what_it_does_not_d
     assert settings.model == "local-model" and settings.prices["local-model"].input == 0.5  # kept
 
 
+class Terminal(io.StringIO):
+    """What a person types at a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_init_asks_before_writing_and_about_pushing(
     corpus_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kb = corpus_copy
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\nn\n"))  # no push (the default), then: do not write
+    monkeypatch.setattr(sys, "stdin", Terminal("\nn\n"))  # no push (the default), then: do not write
     assert main(["init", "--kb", str(kb)]) == 1
     shown = capsys.readouterr()
     assert "266 in domains/" in shown.out
@@ -195,13 +202,19 @@ def test_init_asks_before_writing_and_about_pushing(
     assert "push extraction branches to origin" in shown.err and "nothing written" in shown.err
     assert not (kb / "extractor.toml").exists()
 
-    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n\n"))  # push, then write (the default for a new file)
+    monkeypatch.setattr(sys, "stdin", Terminal("y\n\n"))  # push, then write (the default for a new file)
     assert main(["init", "--kb", str(kb)]) == 0
     assert load_settings(kb).remote == "origin"
 
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no answer to "replace?": its default is no
+    monkeypatch.setattr(sys, "stdin", Terminal(""))  # no answer to "replace?": its default is no
     assert main(["init", "--force", "--kb", str(kb)]) == 1
     assert load_settings(kb).remote == "origin"
+
+    # no terminal to ask at (cron, a pipe) and no --yes: nothing is written, nothing assumed
+    (kb / "extractor.toml").unlink()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\ny\n"))
+    assert main(["init", "--kb", str(kb)]) == 2
+    assert "pass --yes" in capsys.readouterr().err and not (kb / "extractor.toml").exists()
 
 
 # --- other KBs ---------------------------------------------------------------------------------------

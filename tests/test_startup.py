@@ -82,6 +82,19 @@ def test_the_bash_script_sourced_in_bash_completes_a_command() -> None:
 def test_the_entry_point_answers_argcomplete_on_fd_8(line: str, expected: set[str]) -> None:
     """The protocol the shell scripts speak: the line and cursor in the environment, the answers on fd 8
     separated by the IFS character, stdout and stderr silenced, as bash runs it."""
+    assert complete(line) == expected
+
+
+def test_a_review_slug_completes_to_the_kb_s_extraction_branches(tmp_path: Path) -> None:
+    kb = make_inbox_kb(tmp_path / "kb", sources=1)
+    for slug in ("2026-01-00-alpha", "2026-01-00-beta", "2025-12-00-gamma"):
+        subprocess.run(["git", "branch", f"extract/{slug}"], cwd=kb, check=True)
+    subprocess.run(["git", "branch", "person/2026-01-00-delta"], cwd=kb, check=True)
+    assert complete("extractor review show 2026", cwd=kb) == {"2026-01-00-alpha", "2026-01-00-beta"}
+    assert complete(f"extractor review reject --kb {kb} 2025") == {"2025-12-00-gamma"}
+
+
+def complete(line: str, cwd: Path | None = None) -> set[str]:
     entry = need_entry_point()
     env = {
         **os.environ,
@@ -95,9 +108,10 @@ def test_the_entry_point_answers_argcomplete_on_fd_8(line: str, expected: set[st
     done = subprocess.run(
         ["bash", "-c", '"$0" 8>&1 9>/dev/null 1>/dev/null 2>&1 </dev/null', str(entry)],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0
-    assert {word.strip() for word in done.stdout.split("\v")} == expected
+    return {word.strip() for word in done.stdout.split("\v")}

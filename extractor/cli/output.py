@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import os
 import sys
 from typing import Any
 
@@ -59,16 +61,29 @@ class IsoTextFormatter(logging.Formatter):
         return super().format(record) + (f" {extras}" if extras else "")
 
 
+class PipeHandler(logging.StreamHandler):
+    """A stream handler whose reader may leave (``run --once | head``): the run goes on, its log lines go
+    nowhere, and no "Logging error" traceback is printed for each of them."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            broken, self.stream = self.stream, open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+            if broken is sys.stdout:  # Python's own flush of stdout at exit must not fail either
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(self.stream.fileno(), sys.stdout.fileno())
+            return
+        super().handleError(record)
+
+
 def configure_json_logging(stream: Any = None, verbose: bool = False) -> logging.Logger:
     """One JSON object per line on ``stream`` (stdout by default), for log collectors."""
     formatter = IsoJsonFormatter("{asctime}{levelname}{message}", style="{", rename_fields={"asctime": "time"})
-    return _configure(logging.StreamHandler(stream or sys.stdout), formatter, verbose)
+    return _configure(PipeHandler(stream or sys.stdout), formatter, verbose)
 
 
 def configure_text_logging(verbose: bool) -> logging.Logger:
     """``-v`` for people: what happens, one timestamped line each on stderr."""
-    return _configure(logging.StreamHandler(sys.stderr), IsoTextFormatter("{asctime} {levelname} {message}", style="{"),
-                      verbose)  # fmt: skip
+    return _configure(PipeHandler(sys.stderr), IsoTextFormatter("{asctime} {levelname} {message}", style="{"), verbose)
 
 
 def _configure(handler: logging.Handler, formatter: logging.Formatter, verbose: bool) -> logging.Logger:

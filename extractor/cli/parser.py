@@ -35,6 +35,24 @@ HANDLERS = {
 }
 
 
+def branch_slugs(prefix: str, parsed_args: argparse.Namespace, **kwargs: object) -> list[str]:
+    """Shell completion of a slug: the KB's extraction branches (``extract/<slug>``), read when TAB is pressed."""
+    import subprocess
+
+    folder = getattr(parsed_args, "kb", None) or "."
+    listing = subprocess.run(["git", "for-each-ref", "--format=%(refname:lstrip=3)", "refs/heads/extract/"],
+                             cwd=folder, capture_output=True, text=True, check=False).stdout  # fmt: skip
+    return [slug for slug in listing.split() if slug.startswith(prefix)]
+
+
+def local_date(text: str) -> datetime.date:
+    """A date as YYYY-MM-DD; anything else is argparse's usage error, with what was expected."""
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write it YYYY-MM-DD") from None
+
+
 def global_options(top: bool) -> argparse.ArgumentParser:
     """Options every command takes, before or after its name. Below the top they default to SUPPRESS, so a
     subcommand that does not repeat one leaves the value given before it in place."""
@@ -46,7 +64,7 @@ def global_options(top: bool) -> argparse.ArgumentParser:
     group.add_argument("--config", type=Path, default=value, help="settings file (default: <KB>/extractor.toml)")
     group.add_argument("--json", action="store_true", default=flag, help="machine-readable output")
     loudness = group.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="store_true", default=flag, help="also log what happens, to stderr")
+    loudness.add_argument("-v", "--verbose", action="store_true", default=flag, help="log at debug level too")
     loudness.add_argument(
         "-q", "--quiet", action="store_true", default=flag, help="no progress bars or per-item lines: results only"
     )
@@ -81,15 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command(commands, "run", "poll the inbox and extract due sources (daemon), or one cycle")
     run.add_argument("sources", nargs="*", metavar="SOURCE",
-                     help="with --once: only due sources matching these paths or globs "
-                          "(relative to the KB, e.g. 'inbox/archive/2025-*')")  # fmt: skip
+                     help="with --once: only due sources matching these paths or globs, from the current folder "
+                          "like any path (quote a glob: 'inbox/archive/2025-*')")  # fmt: skip
     run.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
     run.add_argument("--workers", type=int, help="worker processes (default: the workers setting)")
     run.add_argument("--force", action="store_true", help="also retry sources parked after repeated failures")
     run.add_argument("--no-cache", action="store_true", help="ask the model even where an answer is cached")
 
     retry = command(commands, "retry", "make failed or parked sources due now, without waiting for their retry time")
-    retry.add_argument("sources", nargs="*", metavar="SOURCE", help="paths or globs of sources to retry")
+    retry.add_argument("sources", nargs="*", metavar="SOURCE",
+                       help="paths or globs of sources to retry, from the current folder")  # fmt: skip
     retry.add_argument("--failed", action="store_true", help="every failed source waiting for its retry time")
     retry.add_argument("--parked", action="store_true", help="every source parked after repeated failures")
 
@@ -97,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     costs = command(commands, "costs", "tokens and cost of the LLM calls, by day, stage, model, agent and source")
     costs.add_argument("--by", choices=COST_GROUPS, help="one grouping, every row (default: all, top sources)")
-    costs.add_argument("--since", type=datetime.date.fromisoformat, help="from this local date (YYYY-MM-DD)")
+    costs.add_argument("--since", type=local_date, help="from this local date (YYYY-MM-DD)")
 
     batch = command(commands, "batch", "extract a backlog through the provider's Batch API, at its price")
     batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
@@ -122,18 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drafted.add_argument("--null", action="store_true", help="only null results: branches that draft nothing")
     showing = command(actions, "show", "the drafts of one branch")
-    showing.add_argument("slug")
+    showing.add_argument("slug").completer = branch_slugs  # type: ignore[attr-defined]
     showing.add_argument("--html", action="store_true",
                          help="a self-contained HTML page: the source with each evidence span highlighted, "
                               "the claims with their gates, enrichments as diffs, provenance")  # fmt: skip
     showing.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
     serving = command(actions, "serve", "serve the review pages on 127.0.0.1 until Ctrl-C")
-    serving.add_argument("slug", nargs="?", help="also print the address of this branch's page")
+    serving.add_argument("slug", nargs="?", help="also print the address of this branch's page").completer = (  # type: ignore[attr-defined]
+        branch_slugs
+    )
     serving.add_argument("--port", type=int, default=0, help="port (default 0: a free one; the address is printed)")
     accepting = command(actions, "accept", "merge branches into the main branch")
-    accepting.add_argument("slugs", nargs="+", metavar="slug")
+    accepting.add_argument("slugs", nargs="*", metavar="slug").completer = branch_slugs  # type: ignore[attr-defined]
+    accepting.add_argument(
+        "--null", action="store_true", help="every pending null result (a branch that only marks its source)"
+    )
     rejecting = command(actions, "reject", "delete a branch and record why on the source")
-    rejecting.add_argument("slug")
+    rejecting.add_argument("slug").completer = branch_slugs  # type: ignore[attr-defined]
     why = rejecting.add_mutually_exclusive_group(required=True)
     why.add_argument("--reason", help="why the drafts are rejected (recorded on the source)")
     why.add_argument("--retry", action="store_true", help="instead make the source due again")

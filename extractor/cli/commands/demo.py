@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from extractor.cli.common import EXIT_FAILED, EXIT_OK, settings_for
+from extractor.cli.common import EXIT_FAILED, EXIT_OK, print_json, settings_for
 
 
 def command_name() -> str:
@@ -17,7 +17,7 @@ def command_name() -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     from extractor.cli.commands.lines import summary
-    from extractor.cli.commands.running import one_cycle
+    from extractor.cli.commands.running import Output, one_cycle
     from extractor.cli.demo import closing_summary, create_demo_kb, report, sample_summary
     from extractor.core.errors import ConfigurationError, ExtractorError
     from extractor.kb.gitrepo import head
@@ -33,12 +33,10 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = settings_for(kb_root, args.config)
     start = head(kb_root)
     assert start is not None
-    print(f"demo knowledge base: {kb_root}", flush=True)
-    report_ = one_cycle(kb_root, settings.model_copy(update={"max_per_cycle": 100}), "none" if args.quiet else "bar",
-                        verbose=args.verbose)  # fmt: skip
-    print()
-    print(report(kb_root, start))
-    print(summary(report_))
+    if not args.json:
+        print(f"demo knowledge base: {kb_root}", flush=True)
+    output: Output = "none" if args.quiet or args.json else "bar"
+    report_ = one_cycle(kb_root, settings.model_copy(update={"max_per_cycle": 100}), output, verbose=args.verbose)
     store = StateStore.open(kb_root)
     try:
         samples = [
@@ -47,9 +45,17 @@ def run_demo(args: argparse.Namespace) -> int:
         ]
     finally:
         store.close()
+    code = EXIT_FAILED if report_.failed else EXIT_OK
+    if args.json:
+        print_json({"kb": str(kb_root), "cycle": report_.model_dump(mode="json"),
+                    "samples": [sample.model_dump(mode="json") for sample in samples]})  # fmt: skip
+        return code
+    print()
+    print(report(kb_root, start))
+    print(summary(report_))
     embedded = not settings.base_url
     model = "the embedded model" if embedded else settings.model
     strategy = settings.strategy_for(embedded=embedded)
     print()
     print(closing_summary(samples, args.dir, command_name(), model, strategy))
-    return EXIT_FAILED if report_.failed else EXIT_OK
+    return code

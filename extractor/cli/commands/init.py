@@ -194,8 +194,8 @@ def findings(found: Discovery) -> list[str]:
 
 
 def ask(question: str, default: bool) -> bool:
-    """A yes/no answer from stdin (the question on stderr, so stdout stays the command's output); the end
-    of the input means the default."""
+    """A yes/no answer from a person at the terminal (the question on stderr, so stdout stays the command's
+    output); the end of the input means the default."""
     print(f"{question} [{'Y/n' if default else 'y/N'}] ", end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline() if sys.stdin is not None else ""
     if not answer:
@@ -264,7 +264,8 @@ def run_init(args: argparse.Namespace) -> int:
     try:
         kb_root = kb_root_of(args).resolve()
     except GitError as exc:
-        raise ConfigurationError(f"{exc} (a KB is a git repository: `git init` it first)") from None
+        hint = " (a KB is a git repository: `git init` it first)" if "not inside a git work tree" in str(exc) else ""
+        raise ConfigurationError(f"{exc}{hint}") from None
     configured = args.config or (Path(os.environ["EXTRACTOR_CONFIG"]) if os.environ.get("EXTRACTOR_CONFIG") else None)
     target = configured or kb_root / SETTINGS_FILE
     dry_run = getattr(args, "dry_run", False)
@@ -275,8 +276,15 @@ def run_init(args: argparse.Namespace) -> int:
     found = discover(kb_root)
     previous = read_previous(target) if exists else None
     if dry_run:
-        print(settings_toml(found, previous), end="")
+        text = settings_toml(found, previous)
+        if args.json:
+            print_json({"settings_file": str(target), "found": found.model_dump(mode="json"),
+                        "domain_dirs": found.domain_dirs(), "settings": text, "written": False})  # fmt: skip
+        else:
+            print(text, end="")
         return EXIT_OK
+    if not args.yes and not sys.stdin.isatty():
+        return usage_error("init asks before it writes, and stdin is not a terminal: pass --yes to write what it found")
     shown = sys.stderr if args.json else sys.stdout
     if not args.yes:
         print(f"in {kb_root}:", file=shown)

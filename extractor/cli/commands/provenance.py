@@ -23,8 +23,19 @@ def provenance_lines(record: dict[str, Any]) -> list[str]:
         elif isinstance(value, list):
             lines.append(f"{key}: {', '.join(str(item) for item in value) or '-'}")
         else:
-            lines.append(f"{key}: {'-' if value is None else value}")
+            lines.append(f"{key}: {plain(key, value)}")
     return lines
+
+
+def plain(key: str, value: object) -> str:
+    """A value as a person reads it: yes/no, dollars, seconds, '-' for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"${value:.6f}" if key == "cost" else f"{value:.1f}"
+    return str(value)
 
 
 def run_provenance(args: argparse.Namespace) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from extractor.cli.common import EXIT_OK, print_json, start_kb, usage_error
+from extractor.cli.common import EXIT_FAILED, EXIT_OK, print_json, start_kb, usage_error
 
 
 def run_retry(args: argparse.Namespace) -> int:
@@ -32,12 +33,14 @@ def run_retry(args: argparse.Namespace) -> int:
     finally:
         store.close()
     retried = sorted(row.path for row in rows)
+    code = EXIT_FAILED if unmatched and not retried else EXIT_OK
     if args.json:
         print_json({"retried": retried, "unmatched": unmatched})
-        return EXIT_OK
+        return code
     for path in retried:
         print(f"due now: {path}")
     for pattern in unmatched:
-        print(f"{pattern}: no failed or parked source matches (see extractor status)")
-    print(f"{len(retried)} source(s) due now: the next cycle takes them (extractor run --once)")
-    return EXIT_OK
+        print(f"extractor: {pattern}: no failed or parked source matches (see extractor status)", file=sys.stderr)
+    print(f"{len(retried)} source(s) due again, with their attempts counted afresh: they join the due sources "
+          "(extractor run --once SOURCE... takes just those)")  # fmt: skip
+    return code

@@ -13,11 +13,6 @@ if TYPE_CHECKING:
     from extractor.core.settings import Settings
 
 
-def drafts_anything(item: object) -> bool:
-    """A branch that drafts a claim, an enrichment or an entity note; the others are null results."""
-    return any(getattr(item, name) for name in ("claims", "enrichments", "entities_created", "entities_updated"))
-
-
 def run_review(args: argparse.Namespace) -> int:
     from extractor.kb.gitrepo import require_main_branch
 
@@ -34,7 +29,7 @@ def review_list(args: argparse.Namespace, kb_root: Path, settings: Settings) -> 
 
     items = review.pending(kb_root, settings)
     if args.with_claims or args.null:
-        items = [item for item in items if drafts_anything(item) == args.with_claims]
+        items = [item for item in items if item.null_result == args.null]
     verdicts = review.verdicts_of(kb_root, items, settings)
     if args.approved or args.changes:
         wanted = {"approved"} if args.approved else {"changes", "rejected"}
@@ -95,22 +90,45 @@ def review_serve(args: argparse.Namespace, kb_root: Path, settings: Settings) ->
 
 
 def review_accept(args: argparse.Namespace, kb_root: Path, settings: Settings) -> int:
+    """Every named branch is checked before the first is merged; a merge that fails stops the rest, and what was
+    merged before it is still reported."""
+    from extractor.review import branches as review
     from extractor.review import decide
 
+    if bool(args.slugs) == args.null:
+        return usage_error("name the branches to accept, or --null for every pending null result")
+    state_store_readable(kb_root)
+    slugs = args.slugs or [item.slug for item in review.pending(kb_root, settings) if item.null_result]
+    for slug in slugs:
+        review.pending_branch(kb_root, slug)
     accepted = []
-    for slug in args.slugs:
-        decision = decide.accept_branch(kb_root, slug, settings)
-        accepted.append(decision)
-        if not args.json:
-            print(f"accepted {decision.branch} into {settings.main_branch} ({(decision.commit or '')[:12]})")
-    if args.json:
-        print_json([decision.model_dump(mode="json") for decision in accepted])
+    try:
+        for slug in slugs:
+            decision = decide.accept_branch(kb_root, slug, settings)
+            accepted.append(decision)
+            if not args.json:
+                print(f"accepted {decision.branch} into {settings.main_branch} ({(decision.commit or '')[:12]})")
+    finally:
+        if args.json:
+            print_json([decision.model_dump(mode="json") for decision in accepted])
+    if not slugs and not args.json:
+        print("no null result awaits review")
     return EXIT_OK
+
+
+def state_store_readable(kb_root: Path) -> None:
+    """Opens and closes the state store: a damaged one stops a decision before git is touched, not after."""
+    from extractor.store.state import StateStore
+
+    StateStore.open(kb_root).close()
 
 
 def review_reject(args: argparse.Namespace, kb_root: Path, settings: Settings) -> int:
     from extractor.review import decide
 
+    if args.reason is not None and not args.reason.strip():
+        return usage_error("--reason needs a text: why the drafts are rejected")
+    state_store_readable(kb_root)
     decision = decide.reject_branch(kb_root, args.slug, settings, args.reason, args.retry)
     if args.json:
         print_json(decision.model_dump(mode="json"))

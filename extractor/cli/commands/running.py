@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -13,8 +14,7 @@ from extractor.cli.common import EXIT_FAILED, EXIT_OK, check_repository, print_j
 from extractor.cli.output import configure_json_logging, configure_text_logging, is_interactive
 
 if TYPE_CHECKING:
-    import logging
-
+    from extractor.core.records import SourceOutcome
     from extractor.core.settings import Settings
     from extractor.llm.client import StructuredClient
     from extractor.run.scheduler import CycleReport, Runner
@@ -50,7 +50,6 @@ def one_cycle(
     from tqdm import tqdm
 
     from extractor.cli.commands.lines import describe, summary
-    from extractor.core.records import SourceOutcome
     from extractor.kb.locks import kb_lock
     from extractor.llm.endpoint import llm_endpoint
     from extractor.run.scheduler import Runner
@@ -64,12 +63,13 @@ def one_cycle(
     with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
         store = StateStore.open(kb_root)
         pool = WorkerPool(live.workers, kb_root, live)
-        bar = tqdm(desc="extracting", unit="source", disable=not interactive, file=sys.stderr)
+        shown = interactive and sys.stderr.isatty()  # lines for people; the bar only where it can redraw
+        bar = tqdm(desc="extracting", unit="source", disable=not shown, file=sys.stderr)
 
         def on_outcome(outcome: SourceOutcome) -> None:
             try:
                 if logger is not None:
-                    logger.info("source", extra=outcome.log_line())
+                    log_outcome(logger, outcome)
                 elif interactive:
                     bar.write(describe(outcome, worker=True), file=sys.stdout)
             except BrokenPipeError:
@@ -98,6 +98,11 @@ def one_cycle(
         for note in report.recovered:
             print(note)
     return report
+
+
+def log_outcome(logger: logging.Logger, outcome: SourceOutcome) -> None:
+    """A source's JSON line: a failure at WARNING, so a collector can alert on it."""
+    logger.log(logging.INFO if outcome.ok else logging.WARNING, "source", extra=outcome.log_line())
 
 
 def graceful_stop(runner: Runner, logger: logging.Logger | None) -> dict[signal.Signals, Any]:
@@ -141,7 +146,20 @@ def run_run(args: argparse.Namespace) -> int:
         print_json(report.model_dump(mode="json"))
     elif output != "log":
         print(summary(report))
+    unmatched = unmatched_patterns(only or [], [outcome.source_path for outcome in report.outcomes])
+    for pattern in unmatched:
+        print(f"extractor: {pattern}: no due source matches (not in the inbox, already processed, or waiting to "
+              "be retried: see extractor status, extractor retry)", file=sys.stderr)  # fmt: skip
+    if only and len(unmatched) == len(only) and not report.budget:
+        return EXIT_FAILED  # sources were named and none could be taken
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def unmatched_patterns(patterns: list[str], taken: list[str]) -> list[str]:
+    """The named sources (paths or globs) that matched none of the sources a cycle took."""
+    from extractor.run.scheduler import matches_any
+
+    return [pattern for pattern in patterns if not any(matches_any(path, [pattern]) for path in taken)]
 
 
 def daemon(kb_root: Path, settings: Settings, verbose: bool) -> int:
@@ -157,7 +175,7 @@ def daemon(kb_root: Path, settings: Settings, verbose: bool) -> int:
     with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
         store = StateStore.open(kb_root)
         pool = WorkerPool(live.workers, kb_root, live)
-        runner = Runner(kb_root, live, pool, store, on_outcome=lambda o: logger.info("source", extra=o.log_line()))
+        runner = Runner(kb_root, live, pool, store, on_outcome=lambda outcome: log_outcome(logger, outcome))
 
         graceful_stop(runner, logger)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from extractor.core.errors import ConfigurationError
@@ -25,6 +26,9 @@ def source_patterns(kb_root: Path, named: list[str]) -> list[str]:
             if not path.is_relative_to(root):
                 raise ConfigurationError(f"{text}: not inside the KB at {kb_root}")
             patterns.append(path.relative_to(root).as_posix())
-        else:
-            patterns.append((base / path).as_posix())
+        else:  # a glob from where the user stands; ``..`` steps out of the folder, never out of the KB
+            pattern = posixpath.normpath((base / path).as_posix())
+            if pattern == ".." or pattern.startswith("../"):
+                raise ConfigurationError(f"{text}: not inside the KB at {kb_root}")
+            patterns.append(pattern)
     return patterns

@@ -15,7 +15,7 @@ def retry_note(failure: dict[str, Any], now: float) -> str:
     from extractor.cli.commands.lines import age
 
     if failure["state"] == "parked":
-        return f"parked: extractor retry {failure['path']}"
+        return "waits for extractor retry"
     at = failure["next_retry_at"]
     if at is None or at < now + 1:
         return "retried by the next cycle"
