@@ -31,11 +31,13 @@ def git(repo: Path, *args: str, env: dict[str, str] | None = None, input: str | 
 
 def toplevel(path: Path) -> Path:
     """The work tree root that contains ``path``."""
+    if not path.exists():
+        raise GitError(f"{path}: no such file or folder")
     folder = path if path.is_dir() else path.parent
     try:
         return Path(git(folder, "rev-parse", "--show-toplevel").strip())
     except (GitError, FileNotFoundError) as exc:
-        raise GitError(f"{path} is not inside a git work tree") from exc
+        raise GitError(f"{path.absolute()} is not inside a git work tree") from exc
 
 
 def work_tree_root(path: Path, exact: bool) -> Path:
