@@ -307,3 +307,25 @@ def test_review_decisions_check_everything_before_git_is_touched(
         assert main(["review", *decision, "--kb", str(kb)]) == 1
         assert "extractor doctor" in capsys.readouterr().err
     assert git(kb, "for-each-ref") == refs
+
+
+def test_a_cycle_with_nothing_due_starts_no_embedded_model(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    """cron every ten minutes on the embedded default: with nothing to ask, no model server is started (here
+    the model file does not even exist, so starting one would fail)."""
+    kb = kb_with(tmp_path, 1)
+    assert cli("run", "--once", "--kb", str(kb), "-q", env={"OPENAI_BASE_URL": endpoint.base_url}).returncode == 0
+    env = {"EXTRACTOR_LOCAL_MODEL": str(tmp_path / "missing.gguf")}
+    clean = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    idle = subprocess.run([sys.executable, "-m", "extractor", "run", "--once", "--kb", str(kb), "--json"],
+                          capture_output=True, text=True, env={**clean, **env}, timeout=120)  # fmt: skip
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads(idle.stdout)["taken"] == 0
+    # a source due: the model is needed, and its absence is the configuration error it always was
+    (kb / "inbox" / "archive" / "2026-02-00-new.md").write_text(
+        "---\ntype: source\ntitle: New\nauthor: A\ndate: 2026-02-00\ndomain: ai-alignment\nstatus: unprocessed\n"
+        f"---\n\n{BODY}", encoding="utf-8")  # fmt: skip
+    git(kb, "add", "-A")
+    git(kb, "commit", "-qm", "a new source")
+    busy = subprocess.run([sys.executable, "-m", "extractor", "run", "--once", "--kb", str(kb)],
+                          capture_output=True, text=True, env={**clean, **env}, timeout=120)  # fmt: skip
+    assert busy.returncode == 2 and "missing.gguf" in busy.stderr

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,49 +48,20 @@ def one_cycle(
 ) -> CycleReport:
     """Lock, start the endpoint and the workers, run one cycle, and record it. ``output``: a progress bar and
     a line per source for people, JSON log lines for cron, or nothing (``--json``, ``-q``)."""
-    from tqdm import tqdm
-
-    from extractor.cli.commands.lines import describe, summary
+    from extractor.cli.commands.lines import summary
     from extractor.kb.locks import kb_lock
     from extractor.llm.endpoint import llm_endpoint
-    from extractor.run.scheduler import Runner
-    from extractor.run.workers import WorkerPool
-    from extractor.store.state import StateStore
 
     interactive = output == "bar"
     logger = configure_json_logging(verbose=verbose) if output == "log" else None
     if verbose and output != "log":
         configure_text_logging(verbose)
-    with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
-        store = StateStore.open(kb_root)
-        pool = WorkerPool(live.workers, kb_root, live)
-        shown = interactive and sys.stderr.isatty()  # lines for people; the bar only where it can redraw
-        bar = tqdm(desc="extracting", unit="source", disable=not shown, file=sys.stderr)
-
-        def on_outcome(outcome: SourceOutcome) -> None:
-            try:
-                if logger is not None:
-                    log_outcome(logger, outcome)
-                elif interactive:
-                    bar.write(describe(outcome, worker=True), file=sys.stdout)
-            except BrokenPipeError:
-                quiet_stdout()
-            bar.update(1)
-
-        runner = Runner(kb_root, live, pool, store, on_outcome=on_outcome)
-        cycle_id = store.start_cycle(mode)
-        previous = graceful_stop(runner, logger)
-        try:
-            report = runner.cycle(force_parked=force, on_start=lambda n: bar.reset(total=n), only=only)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            bar.close()
-            pool.close()
-        store.finish_cycle(
-            cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed), note=report.budget
-        )
-        store.close()
+    with kb_lock(kb_root, "run"):
+        idle = nothing_to_ask(kb_root, settings, force, only)
+        if idle:
+            only = []  # the cycle scans, publishes and records, and takes no source: none was due a moment ago
+        with nullcontext(settings) if idle else llm_endpoint(settings) as live:
+            report = _cycle_with(kb_root, live, interactive, logger, force, mode, only)
     if logger is not None:
         for note in report.recovered:
             logger.info("recovered", extra={"note": note})
@@ -97,6 +69,71 @@ def one_cycle(
     elif interactive:
         for note in report.recovered:
             print(note)
+    return report
+
+
+def nothing_to_ask(kb_root: Path, settings: Settings, force: bool, only: list[str] | None) -> bool:
+    """No source is due and no branch waits for a reviewer: the embedded model (seconds of CPU to start) is
+    not started for a cycle with nothing to ask it. A configured endpoint costs nothing to "start"."""
+    from extractor.run.scheduler import choose_due, scan_inbox
+    from extractor.store.state import StateStore
+
+    if settings.base_url or settings.reviews:
+        return False
+    store = StateStore.open(kb_root)
+    try:
+        scan_inbox(kb_root, settings, store)
+        return not choose_due(store, 1, include_parked=force, only=only)
+    finally:
+        store.close()
+
+
+def _cycle_with(
+    kb_root: Path,
+    live: Settings,
+    interactive: bool,
+    logger: logging.Logger | None,
+    force: bool,
+    mode: str,
+    only: list[str] | None,
+) -> CycleReport:
+    """The cycle itself, on a started endpoint: the workers, the progress bar, the cycle's record."""
+    from tqdm import tqdm
+
+    from extractor.cli.commands.lines import describe
+    from extractor.run.scheduler import Runner
+    from extractor.run.workers import WorkerPool
+    from extractor.store.state import StateStore
+
+    store = StateStore.open(kb_root)
+    pool = WorkerPool(live.workers, kb_root, live)
+    shown = interactive and sys.stderr.isatty()  # lines for people; the bar only where it can redraw
+    bar = tqdm(desc="extracting", unit="source", disable=not shown, file=sys.stderr)
+
+    def on_outcome(outcome: SourceOutcome) -> None:
+        try:
+            if logger is not None:
+                log_outcome(logger, outcome)
+            elif interactive:
+                bar.write(describe(outcome, worker=True), file=sys.stdout)
+        except BrokenPipeError:
+            quiet_stdout()
+        bar.update(1)
+
+    runner = Runner(kb_root, live, pool, store, on_outcome=on_outcome)
+    cycle_id = store.start_cycle(mode)
+    previous = graceful_stop(runner, logger)
+    try:
+        report = runner.cycle(force_parked=force, on_start=lambda n: bar.reset(total=n), only=only)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        bar.close()
+        pool.close()
+    store.finish_cycle(
+        cycle_id, report.taken, len(report.outcomes) - len(report.failed), len(report.failed), note=report.budget
+    )
+    store.close()
     return report
 
 
