@@ -22,6 +22,7 @@ from extractor.review.lint import lint
 from extractor.review.reviewer import outside_territory
 from tests.conftest import commit_all, git, init_repo
 from tests.fakeopenai import FakeOpenAI, answer
+from tests.test_extract_e2e import ARROW, RLHF, SOURCE, SOURCE_REL, TITLE_1
 
 # Bidi embeddings, overrides and isolates, zero-width space and joiners, word joiner, byte order mark, soft
 # hyphen, a tag character: all invisible, all Unicode category Cf.
@@ -126,17 +127,7 @@ def test_a_domain_kept_elsewhere_is_its_agents_territory() -> None:
     assert outside_territory(changed, "vida", "inbox/archive/s.md", settings) == ["domains/health/b.md"]
 
 
-SOURCE = "2025-11-00-sahoo-rlhf-alignment-trilemma.md"
-SOURCE_REL = f"inbox/archive/{SOURCE}"
-RLHF = (
-    "RLHF and DPO both fail at preference diversity because they assume a single reward function "
-    "can capture context-dependent human values"
-)
-ARROW = (
-    "universal alignment is mathematically impossible because Arrows impossibility theorem applies "
-    "to aggregating diverse human preferences into a single coherent objective"
-)
-TITLE = "No RLHF system can be representative, tractable and robust at the same time"
+TITLE = TITLE_1
 
 
 @pytest.fixture
