@@ -329,3 +329,25 @@ def test_a_cycle_with_nothing_due_starts_no_embedded_model(tmp_path: Path, endpo
     busy = subprocess.run([sys.executable, "-m", "extractor", "run", "--once", "--kb", str(kb)],
                           capture_output=True, text=True, env={**clean, **env}, timeout=120)  # fmt: skip
     assert busy.returncode == 2 and "missing.gguf" in busy.stderr
+
+
+def test_a_damaged_rate_limit_file_is_one_line_and_doctor_sets_it_aside(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    from extractor.llm.ratelimit import LIMITS_FILE
+
+    kb = kb_with(tmp_path, 1, settings='commit_mode = "main"\nrequests_per_minute = 600\n')
+    (kb / ".extractor").mkdir(exist_ok=True)
+    (kb / ".extractor" / LIMITS_FILE).write_bytes(b"\xff" * 8192)
+    env = {"OPENAI_BASE_URL": endpoint.base_url}
+    done = cli("extract", "inbox/archive/2026-01-00-source-00.md", cwd=kb, env=env)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert LIMITS_FILE in done.stderr and "extractor doctor" in done.stderr
+    assert cli("doctor", "--kb", str(kb)).returncode == 0
+    assert cli("extract", "inbox/archive/2026-01-00-source-00.md", cwd=kb, env=env).returncode == 0
+
+
+def test_a_price_is_a_number(tmp_path: Path) -> None:
+    from extractor.core.settings import SettingsError, load_settings
+
+    (tmp_path / "extractor.toml").write_text("prices = { m = { input = true, output = 1 } }\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="prices.m.input"):
+        load_settings(tmp_path)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelPrice(BaseModel):
+    model_config = ConfigDict(strict=True)  # a price is a number: true, false or "0.5" in the settings are refused
+
     input: float = Field(ge=0, description="per million prompt tokens")
     output: float = Field(ge=0, description="per million completion tokens")
     cached_input: float | None = Field(default=None, ge=0, description="per million cached prompt tokens")

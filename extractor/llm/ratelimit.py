@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 
+from extractor.core.errors import ExtractorError
 from extractor.core.redact import scrub
 from extractor.core.settings import Settings
 from extractor.kb.statedir import BUSY_TIMEOUT_MS, ensure_state_dir, immediate_transaction
@@ -60,17 +61,28 @@ def table_name(kind: str, endpoint: str) -> str:
     return f"{kind}_{hashlib.sha256(endpoint.encode()).hexdigest()[:16]}"
 
 
+class LimitsFileError(ExtractorError):
+    """The shared rate-limit file cannot be read: one line, and what to do."""
+
+
 class SharedLimits:
     """The limits of one endpoint for every process of a KB."""
 
     def __init__(self, kb_root: Path, settings: Settings) -> None:
+        path = ensure_state_dir(kb_root) / LIMITS_FILE
+        try:
+            self._open(str(path), settings)
+        except sqlite3.DatabaseError as exc:
+            raise LimitsFileError(f"{path}: cannot read the shared rate limits: {exc}; run `extractor doctor`, "
+                                  "which sets a damaged file aside") from None  # fmt: skip
+
+    def _open(self, path: str, settings: Settings) -> None:
         # Stored in the KB's state folder: a password in the URL must not be.
         self.endpoint = scrub(settings.endpoint_id or settings.base_url or "default")
         self.default_pause = max(1.0, settings.retry_initial_wait)
         self.tokens_per_minute = settings.tokens_per_minute
         self.requests_per_minute = settings.requests_per_minute
         self.slow_down_seconds = settings.slow_down_seconds
-        path = str(ensure_state_dir(kb_root) / LIMITS_FILE)
         self.requests = self.tokens = None
         if settings.requests_per_minute:
             bucket = SQLiteBucket.init_from_file(
