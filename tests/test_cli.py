@@ -72,6 +72,8 @@ def test_usage_and_configuration_errors_exit_2_with_one_line(tmp_path: Path) -> 
     assert missing.stderr.count("\n") == 1 and "missing.gguf" in missing.stderr
     bad = cli("status", "--kb", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and bad.stderr.startswith("extractor: ") and "Traceback" not in bad.stderr
+    assert "nowhere: no such file or folder" in bad.stderr
+    assert cli("extract", "inbox/archive/no-such-source.md", cwd=kb).returncode == 2
 
 
 def test_a_missing_main_branch_is_one_line_at_start(tmp_path: Path) -> None:

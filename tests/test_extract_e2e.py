@@ -261,7 +261,7 @@ def test_console_script_exit_status_and_one_line_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "extractor", "extract", str(missing)], capture_output=True, text=True
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a path that names nothing is a usage error
     assert result.stderr.strip() == f"extractor: {missing}: no such file"
 
 

@@ -28,7 +28,7 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.worker < 1:
         return usage_error("--worker must be 1 or more")
     if not os.path.lexists(path):
-        return fail(f"{path}: no such file")
+        return usage_error(f"{path}: no such file")
     check_source_file(path)  # before anything follows a link to find the KB
     try:
         kb_root = work_tree_root(args.kb, exact=True) if args.kb else toplevel(path).resolve()
