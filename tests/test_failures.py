@@ -31,7 +31,7 @@ from extractor.review.branches import reject, show_data
 from extractor.review.decide import accept_branch, reject_branch
 from extractor.review.serve import make_server
 from extractor.run.doctor import rebuild_state
-from extractor.store.state import SourceState, StateCorruptError, StateStore
+from extractor.store.state import SourceRow, SourceState, StateCorruptError, StateStore
 from tests.conftest import git
 from tests.drafts import source_body
 from tests.fakeopenai import FakeOpenAI, Reply, answer, completion
@@ -66,6 +66,18 @@ def ran_kb(target: Path, mode: str, capsys: pytest.CaptureFixture[str]) -> Path:
     assert main(["run", "--once", "--kb", str(kb)]) == 0
     capsys.readouterr()
     return kb
+
+
+def ran_kb_and_its_record(
+    target: Path, mode: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, dict[str, SourceRow]]:
+    """ran_kb, with what its state store recorded of each source."""
+    kb = ran_kb(target, mode, capsys)
+    store = StateStore.open(kb)
+    try:
+        return kb, store.all_sources()
+    finally:
+        store.close()
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -150,10 +162,7 @@ def test_a_damaged_state_store_is_one_line_naming_the_file_and_what_to_do(
 def test_doctor_rebuilds_a_damaged_store_from_git_and_no_processed_source_is_extracted_again(
     tmp_path: Path, endpoint: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    kb = ran_kb(tmp_path / "kb", "main", capsys)
-    store = StateStore.open(kb)
-    recorded = store.all_sources()
-    store.close()
+    kb, recorded = ran_kb_and_its_record(tmp_path / "kb", "main", capsys)
     damaged = damage(kb, "pages").read_bytes()
     assert main(["run", "--once", "--kb", str(kb)]) != 0
     assert "extractor doctor" in one_line_error(capsys)
@@ -218,10 +227,7 @@ def test_a_forced_rebuild_keeps_what_still_reads_failures_and_history_included(
 def test_doctor_knows_the_branches_awaiting_review_after_a_rebuild(
     tmp_path: Path, endpoint: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    kb = ran_kb(tmp_path / "kb", "branch", capsys)
-    store = StateStore.open(kb)
-    recorded = store.all_sources()
-    store.close()
+    kb, recorded = ran_kb_and_its_record(tmp_path / "kb", "branch", capsys)
     damage(kb, "not-sqlite")
     report = rebuild_state(kb, load_settings(kb))
     assert report.sources == {"awaiting_review": 5} and report.pending_branches == 5 and report.from_commits == 5

@@ -193,6 +193,16 @@ def test_generic_environment_names_are_not_taken_for_the_endpoint(monkeypatch: p
     assert settings.base_url == "http://127.0.0.1:9/v1"
 
 
+def status_in(kb: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "extractor", "status", "--kb", str(kb)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
 def test_status_in_a_kb_with_bad_settings_says_one_line_and_exits_2(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXTRACTOR_", "OPENAI_"))}
@@ -202,25 +212,13 @@ def test_status_in_a_kb_with_bad_settings_says_one_line_and_exits_2(tmp_path: Pa
         ("nonsense = 1\n", "nonsense: unknown setting"),
     ]:
         (tmp_path / "extractor.toml").write_text(text, encoding="utf-8")
-        done = subprocess.run(
-            [sys.executable, "-m", "extractor", "status", "--kb", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        done = status_in(tmp_path, env)
         assert done.returncode == 2, done
         assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
         assert f"{tmp_path / 'extractor.toml'}: {expected}" in done.stderr
     env["EXTRACTOR_ENRICH_DIRS"] = "[core"
     (tmp_path / "extractor.toml").write_text("", encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "extractor", "status", "--kb", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = status_in(tmp_path, env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "EXTRACTOR_ENRICH_DIRS: enrich_dirs: not valid JSON" in done.stderr
 
