@@ -22,6 +22,7 @@ HANDLERS = {
     "extract": "commands.extract:run_extract",
     "run": "commands.running:run_run",
     "retry": "commands.retry:run_retry",
+    "ingest": "commands.ingest:run_ingest",
     "status": "commands.status:run_status",
     "costs": "commands.costs:run_costs",
     "batch": "commands.batch:run_batch",
@@ -112,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--failed", action="store_true", help="every failed source waiting for its retry time")
     retry.add_argument("--parked", action="store_true", help="every source parked after repeated failures")
 
+    ingest = command(commands, "ingest", "turn PDFs, web pages, feeds and text files into inbox sources, committed")
+    ingest.add_argument("items", nargs="+", metavar="ITEM",
+                        help="a file (PDF, HTML, markdown, text, RSS/Atom), an http(s) URL, a feed")  # fmt: skip
+    ingest.add_argument("--domain", help="the sources' domain (default: chosen by the configured model)")
+    ingest.add_argument("--format", help="the sources' format: paper, article, report, thread... (default: guessed)")
+    ingest.add_argument("--tags", nargs="+", default=[], metavar="TAG", help="tags for every source")
+    where = ingest.add_mutually_exclusive_group()
+    where.add_argument("--commit", dest="commit_to", action="store_const", const="main",
+                       help="commit them on the main branch (the default, see ingest_commit)")  # fmt: skip
+    where.add_argument("--branch", dest="commit_to", action="store_const", const="branch",
+                       help="commit them on a branch ingest/<slug>, for review")  # fmt: skip
+    where.add_argument("--no-commit", dest="commit_to", action="store_const", const="none",
+                       help="write the files only")  # fmt: skip
     command(commands, "status", "what the state store knows: counts, failures and their retry times, tokens")
 
     costs = command(commands, "costs", "tokens and cost of the LLM calls, by day, stage, model, agent and source")

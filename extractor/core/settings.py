@@ -123,6 +123,13 @@ def layout_problem(folders: list[tuple[str, str]], domains: list[str]) -> tuple[
     for key, folder in claims:
         if _overlap(entities, folder):
             return "entities_dir", f"{entities!r} overlaps {key.split('.')[0]} {folder!r}: keep entity notes apart"
+    if (queue := by_key.get("ingest_queue_dir")) is not None:
+        for key, folder in [("inbox_dir", inbox), *claims, ("entities_dir", entities)]:
+            if _overlap(queue, folder):
+                return (
+                    "ingest_queue_dir",
+                    f"{queue!r} overlaps {key.split('.')[0]} {folder!r}: keep the drop folder apart",
+                )
     placed: list[tuple[str, str]] = []
     for key, folder in folders:
         if not key.startswith("domain_dirs."):
@@ -303,6 +310,30 @@ class Settings(BaseSettings):
         '(e.g. { collective-intelligence = "foundations/collective-intelligence" }); '
         "unset domains use a folder of that name found in claims_dir or enrich_dirs, else claims_dir/<domain>",
     )
+    # Ingest: papers, pages and feeds into the inbox
+    ingest_commit: Literal["main", "branch", "none"] = Field(
+        default="main",
+        description="where `ingest` commits new sources: on main_branch, on a branch ingest/<slug>, or none (files "
+        "only)",
+    )
+    ingest_queue_dir: KBFolder = Field(
+        default="inbox/queue",
+        description="a drop folder ingested at the start of each run cycle; originals move to done/ or failed/",
+    )
+    default_domain: str | None = Field(
+        default=None,
+        description="the domain of an ingested source when no --domain is given and no endpoint is set to choose "
+        "one (default: the last of domains)",
+    )
+    ingest_max_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="largest file or download `ingest` reads, in bytes"
+    )
+    ingest_max_pages: int = Field(default=2000, ge=1, description="longest PDF `ingest` reads, in pages")
+    ingest_timeout: float = Field(default=30.0, gt=0, description="seconds per HTTP request of `ingest`")
+    ingest_max_redirects: int = Field(default=5, ge=0, le=20, description="redirects `ingest` follows per URL")
+    ingest_memory_mb: int = Field(
+        default=1024, ge=256, description="memory a PDF's conversion may use (a decompression bomb stops there)"
+    )
     entities: bool = Field(default=True, description="draft entity notes and updates of them, beside claims")
     prompts_dir: Path | None = Field(
         default=None,
@@ -424,6 +455,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _default_domain_is_a_domain(self) -> Settings:
+        if self.default_domain is not None and self.default_domain not in self.domains:
+            raise keyed_problem("default_domain", f"{self.default_domain!r} is not one of domains")
+        return self
+
+    def ingest_domain(self) -> str:
+        """The domain of an ingested source nobody chose one for."""
+        return self.default_domain or (self.domains[-1] if self.domains else "general")
+
+    @model_validator(mode="after")
     def _review_needs_branches(self) -> Settings:
         if self.review_model is not None and self.commit_mode != "branch":
             raise keyed_problem("review_model", 'reviews extraction branches: it needs commit_mode = "branch"')
@@ -445,6 +486,7 @@ class Settings(BaseSettings):
             ("claims_dir", self.claims_dir),
             *((f"enrich_dirs.{index}", folder) for index, folder in enumerate(self.enrich_dirs)),
             ("entities_dir", self.entities_dir),
+            ("ingest_queue_dir", self.ingest_queue_dir),
             *((f"domain_dirs.{domain}", folder) for domain, folder in self.domain_dirs.items()),
         ]
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from extractor.core.errors import ExtractorError
-from extractor.kb.yamlio import describe_yaml_error, has_frontmatter, split_document
+from extractor.kb.yamlio import describe_yaml_error, has_frontmatter, join_document, split_document
 
 SOURCE_TYPES = {"source", "evidence", "archive"}
 # Some legacy files put the format where the type belongs.
@@ -249,3 +249,29 @@ def _frontmatter_end(lines: list[str]) -> int:
     """Index of the line that closes the frontmatter (-1 without one)."""
     fences = [i for i, line in enumerate(lines) if line.strip() == "---"]
     return fences[1] if len(fences) > 1 and fences[0] == 0 else -1
+
+
+SOURCE_SCHEMA = "schemas/source.md"
+# The key order of a new source when the KB has no schemas/source.md to take it from.
+SOURCE_KEYS = ("type", "title", "author", "url", "date", "domain", "format", "status", "tags")
+_SCHEMA_BLOCK = re.compile(r"```ya?ml\s*\n(.*?)```", re.DOTALL)
+_SCHEMA_KEY = re.compile(r"^([A-Za-z_][\w-]*):", re.MULTILINE)
+
+
+def source_key_order(kb_root: Path) -> list[str]:
+    """The keys of the first YAML block of the KB's ``schemas/source.md``, in its order: new sources are
+    written the way the KB documents them. The built-in order when there is none."""
+    try:
+        text = (kb_root / SOURCE_SCHEMA).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return list(SOURCE_KEYS)
+    block = _SCHEMA_BLOCK.search(text)
+    keys = _SCHEMA_KEY.findall(block.group(1)) if block else []
+    return list(dict.fromkeys(keys)) if "title" in keys else list(SOURCE_KEYS)
+
+
+def new_source_text(metadata: dict[str, Any], body: str, key_order: list[str]) -> str:
+    """A new source file: the known keys in ``key_order``, any others after them, empty values left out."""
+    present = {key: value for key, value in metadata.items() if value not in (None, "", [])}
+    ordered = {key: present.pop(key) for key in key_order if key in present}
+    return join_document({**ordered, **present}, body)

@@ -28,6 +28,7 @@ from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, git, read_at, require_main_branch, rev_parse
 from extractor.kb.locks import kb_lock
 from extractor.kb.sources import SourceError, SourceStatus, content_hash, parse_source, read_source_text
+from extractor.run.queue import ingest_queue
 from extractor.run.service import CYCLE_RUNNER, WRITE_LOCK_WAIT, Drafted, SourceService
 from extractor.run.workers import Task, WorkerPool
 from extractor.store.state import SourceRow, SourceState, StateCorruptError, StateStore, StoreError
@@ -51,6 +52,8 @@ class CycleReport(BaseModel):
     seconds: float = 0.0
     stopped: bool = False
     budget: str | None = None  # why new sources stopped being taken, when a budget did it
+    ingested: list[str] = Field(default_factory=list)  # sources the drop folder gave this cycle
+    ingest_failed: list[str] = Field(default_factory=list)  # one line per queued item that could not be
 
     @property
     def failed(self) -> list[SourceOutcome]:
@@ -280,6 +283,9 @@ class Runner:
         self.cycles += 1
         started, started_at = time.monotonic(), time.time()
         report = CycleReport(recovered=self.recover())
+        if (ingested := ingest_queue(self.kb_root, self.settings, self.store)) is not None:
+            report.ingested = [o.path for o in ingested.added if o.path is not None]
+            report.ingest_failed = [o.error for o in ingested.failed if o.error is not None]
         report.scan = scan_inbox(self.kb_root, self.settings, self.store)
         self.retry_publishing()
         self.review_branches(started_at)

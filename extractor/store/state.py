@@ -175,6 +175,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE llm_calls ADD COLUMN stage TEXT NOT NULL DEFAULT 'extract';
     ALTER TABLE sources ADD COLUMN pull_number INTEGER;
     """,
+    """
+    CREATE TABLE feed_entries (
+        feed TEXT NOT NULL,
+        entry TEXT NOT NULL,
+        path TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (feed, entry)
+    );
+    """,
 ]
 
 
@@ -573,6 +582,18 @@ class StateStore:
                     for c in calls
                 ],
             )  # fmt: skip
+
+    # feeds: the entries already ingested, so a feed gives only its new ones
+
+    def seen_feed_entries(self, feed: str) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT entry FROM feed_entries WHERE feed = ?", (feed,))}
+
+    def remember_feed_entry(self, feed: str, entry: str, path: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO feed_entries (feed, entry, path, at) VALUES (?, ?, ?, ?)",
+                (feed, entry, path, time.time()),
+            )
 
     # reviews by the reviewer model, and the mechanical fixes made on branches
 

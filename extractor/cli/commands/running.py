@@ -75,10 +75,11 @@ def one_cycle(
 def nothing_to_ask(kb_root: Path, settings: Settings, force: bool, only: list[str] | None) -> bool:
     """No source is due and no branch waits for a reviewer: the embedded model (seconds of CPU to start) is
     not started for a cycle with nothing to ask it. A configured endpoint costs nothing to "start"."""
+    from extractor.run.queue import queued_files
     from extractor.run.scheduler import choose_due, scan_inbox
     from extractor.store.state import StateStore
 
-    if settings.base_url or settings.reviews:
+    if settings.base_url or settings.reviews or queued_files(kb_root / settings.ingest_queue_dir):
         return False
     store = StateStore.open(kb_root)
     try:

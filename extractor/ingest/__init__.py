@@ -1,0 +1,1 @@
+"""Turning papers, web pages and feeds into inbox sources."""

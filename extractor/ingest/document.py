@@ -1,0 +1,31 @@
+"""What a converter makes of one item: its text as markdown and the metadata found with it. Data only."""
+
+from __future__ import annotations
+
+from extractor.core.errors import ExtractorError
+from extractor.core.records import Record
+
+
+class IngestError(ExtractorError):
+    """One item that cannot be ingested; the message names the item and the problem."""
+
+    def __init__(self, item: str, problem: str) -> None:
+        self.item = item
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{item}: {self.problem}")
+
+
+class Document(Record):
+    """One converted item. Every field but ``text`` may be unknown; ``date`` is ``YYYY-MM-DD`` with ``00`` for
+    an unknown month or day, as the KB writes partial dates."""
+
+    text: str
+    title: str | None = None
+    authors: list[str] = []
+    date: str | None = None
+    url: str | None = None
+    doi: str | None = None
+    arxiv: str | None = None
+    site: str | None = None
+    format: str | None = None
+    kind: str = "text"  # pdf | html | markdown | text | feed-entry: how the text was obtained

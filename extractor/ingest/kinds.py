@@ -1,0 +1,62 @@
+"""What an item holds, from its bytes first and its label second: a server that calls a PDF ``text/html``
+must not have the PDF read as a web page."""
+
+from __future__ import annotations
+
+import re
+
+from extractor.ingest.document import IngestError
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+FEED_TYPES = {"application/rss+xml", "application/atom+xml", "application/rdf+xml"}
+XML_TYPES = {"application/xml", "text/xml"}
+TEXT_TYPES = {"text/plain": "text", "text/markdown": "markdown", "text/x-markdown": "markdown"}
+SUFFIXES = {
+    ".pdf": "pdf",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rss": "feed",
+    ".atom": "feed",
+}
+_FEED_ROOT = re.compile(rb"<(rss|feed|rdf:RDF)[\s>]", re.IGNORECASE)
+_HTML_ROOT = re.compile(rb"<(!doctype html|html|head|body)[\s>]", re.IGNORECASE)
+
+
+def is_pdf(data: bytes) -> bool:
+    return b"%PDF-" in data[:1024]
+
+
+def _sniffed(head: bytes) -> str | None:
+    if _FEED_ROOT.search(head):
+        return "feed"
+    if _HTML_ROOT.search(head):
+        return "html"
+    return None
+
+
+def kind_of(item: str, data: bytes, content_type: str = "", suffix: str = "") -> str:
+    """``pdf``, ``html``, ``feed``, ``markdown`` or ``text``; an :class:`IngestError` for anything else."""
+    if is_pdf(data):
+        return "pdf"
+    if content_type == "application/pdf" or suffix == ".pdf":
+        raise IngestError(item, "labelled a PDF but it is not one (no %PDF- header)")
+    known_type = content_type in HTML_TYPES | FEED_TYPES | XML_TYPES or content_type.startswith("text/")
+    if content_type and not known_type:
+        raise IngestError(item, f"unsupported content type {content_type}")
+    if b"\x00" in data[:4096]:
+        raise IngestError(item, f"binary content ({content_type or suffix or 'unknown type'}), not a document")
+    sniffed = _sniffed(data[:2048])
+    if content_type in FEED_TYPES or (content_type in XML_TYPES and sniffed == "feed"):
+        return "feed"
+    if content_type in HTML_TYPES:
+        return "feed" if sniffed == "feed" else "html"
+    if content_type in TEXT_TYPES:
+        return TEXT_TYPES[content_type]
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    return sniffed or "text"

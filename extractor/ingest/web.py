@@ -1,0 +1,154 @@
+"""Web pages, feeds, markdown and plain text into documents: the main content of a page (trafilatura) with its
+metadata, a feed's entries (feedparser), and text files as they are."""
+
+from __future__ import annotations
+
+import codecs
+import re
+import time
+from typing import Any
+
+from extractor.core.records import Record
+from extractor.ingest.document import Document, IngestError
+from extractor.kb.yamlio import has_frontmatter, split_document
+
+_HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+MIN_PAGE_CHARS = 50  # less is a menu, a cookie banner or a login wall, not an article
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?")
+
+
+def kb_date(value: str | None) -> str | None:
+    """``2024-03-05T10:00`` -> ``2024-03-05``; ``2024-03`` -> ``2024-03-00``; ``2024`` -> ``2024-00-00``."""
+    match = _DATE.match(value.strip()) if value else None
+    if match is None:
+        return None
+    year, month, day = match.group(1), match.group(2) or "00", match.group(3) or "00"
+    return f"{year}-{month}-{day}"
+
+
+def _decoded(data: bytes, charset: str | None) -> str | bytes:
+    """The page as text when its server named a charset Python knows; else the bytes, for trafilatura to read
+    the page's own ``<meta charset>`` or guess."""
+    if charset:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            return data
+        return data.decode(charset, errors="replace")
+    return data
+
+
+def _authors(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [name.strip() for name in re.split(r";|\s+and\s+|\s*&\s*", value) if name.strip()]
+
+
+def html_document(item: str, data: bytes, url: str | None = None, charset: str | None = None) -> Document:
+    """The page's main content as markdown (headings, lists, tables, links kept), with its metadata."""
+    import trafilatura
+
+    page = _decoded(data, charset)
+    text = trafilatura.extract(
+        page,
+        url=url,
+        output_format="markdown",
+        include_links=True,
+        include_tables=True,
+        include_formatting=True,
+        include_comments=False,
+        favor_recall=True,
+    )
+    if not text or len(text.strip()) < MIN_PAGE_CHARS:
+        raise IngestError(item, f"no main text found in the page (at least {MIN_PAGE_CHARS} characters)")
+    meta = trafilatura.extract_metadata(page, default_url=url)
+    title = meta.title if meta is not None else None
+    if not title and (heading := _HEADING.search(text)):
+        title = heading.group(1)
+    return Document(
+        text=text.strip(),
+        title=title,
+        authors=_authors(meta.author if meta is not None else None),
+        date=kb_date(meta.date if meta is not None else None),
+        url=(meta.url if meta is not None and meta.url else None) or url,
+        site=(meta.sitename or meta.hostname) if meta is not None else None,
+        format="article",
+        kind="html",
+    )
+
+
+def text_document(item: str, data: bytes, kind: str) -> Document:
+    """Markdown or plain text as it is; a markdown file's own frontmatter gives its metadata."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(item, f"not UTF-8 text (byte {exc.start}): convert it first") from exc
+    metadata: dict[str, Any] = {}
+    if kind == "markdown" and has_frontmatter(text):
+        try:
+            metadata, text = split_document(text)
+        except Exception as exc:  # noqa: BLE001 - any frontmatter problem is the item's, said in one line
+            raise IngestError(item, f"its frontmatter cannot be read: {exc}") from exc
+    text = text.strip()
+    if not text:
+        raise IngestError(item, "empty: no text to ingest")
+    title = metadata.get("title")
+    if not title and (heading := _HEADING.search(text)):
+        title = heading.group(1)
+    author = metadata.get("author") or metadata.get("authors")
+    authors = [str(a) for a in author] if isinstance(author, list) else _authors(str(author) if author else None)
+    return Document(
+        text=text,
+        title=str(title) if title else None,
+        authors=authors,
+        date=kb_date(str(metadata["date"])) if metadata.get("date") else None,
+        url=str(metadata["url"]) if metadata.get("url") else None,
+        format=str(metadata["format"]) if metadata.get("format") else None,
+        kind=kind,
+    )
+
+
+class FeedEntry(Record):
+    """One entry of a feed: its identity (to remember it), the page it links to, and what the feed says."""
+
+    id: str
+    link: str | None = None
+    title: str | None = None
+    authors: list[str] = []
+    date: str | None = None
+    content: str | None = None  # HTML the feed carries, used when the entry links nowhere
+
+
+def _entry_date(entry: Any) -> str | None:
+    parsed = entry.get("published_parsed") or entry.get("updated_parsed")
+    return time.strftime("%Y-%m-%d", parsed) if parsed else None
+
+
+def feed_entries(item: str, data: bytes) -> tuple[str | None, list[FeedEntry]]:
+    """The feed's title and its entries, in the feed's order. Parsed from bytes only: feedparser never fetches."""
+    import feedparser
+
+    parsed = feedparser.parse(data)
+    if not parsed.get("version"):
+        problem = parsed.get("bozo_exception")
+        raise IngestError(item, f"not an RSS or Atom feed{f' ({problem})' if problem else ''}")
+    feed_author = parsed.feed.get("author")
+    entries = []
+    for entry in parsed.entries:
+        link = entry.get("link")
+        ident = entry.get("id") or link or entry.get("title")
+        if not ident:
+            continue
+        names = [a.get("name") for a in entry.get("authors", []) if a.get("name")] or _authors(feed_author)
+        contents = [c.get("value", "") for c in entry.get("content", [])]
+        entries.append(
+            FeedEntry(
+                id=str(ident),
+                link=str(link) if link else None,
+                title=entry.get("title"),
+                authors=names,
+                date=_entry_date(entry),
+                content="\n".join(contents) or entry.get("summary"),
+            )
+        )
+    return parsed.feed.get("title"), entries

@@ -1,0 +1,71 @@
+"""The drop folder: files people put in ``inbox/queue/`` are ingested at the start of each run cycle, the
+originals moved to ``done/`` or, with a reason file, to ``failed/``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from extractor.core.settings import Settings
+from extractor.ingest.service import Ingester, IngestOptions, IngestReport
+from extractor.llm.client import StructuredClient, make_client
+from extractor.llm.ratelimit import SharedLimits
+from extractor.store.state import StateStore
+
+log = logging.getLogger(__name__)
+
+DONE, FAILED = "done", "failed"
+REASON_SUFFIX = ".reason.txt"
+
+
+def queued_files(queue: Path) -> list[Path]:
+    """The files waiting in the drop folder (not its done/ and failed/ folders, not hidden files)."""
+    if not queue.is_dir():
+        return []
+    return sorted(p for p in queue.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    target, number = folder / name, 2
+    while target.exists() or target.is_symlink():
+        stem, dot, suffix = name.partition(".")
+        target, number = folder / f"{stem}-{number}{dot}{suffix}", number + 1
+    return target
+
+
+def file_away(path: Path, folder: str, reason: str | None = None) -> Path:
+    """Move a queued file into ``done/`` or ``failed/`` (beside a one-line reason file); never over another."""
+    target = _free_name(path.parent / folder, path.name)
+    target.parent.mkdir(exist_ok=True)
+    os.replace(path, target)
+    if reason is not None:
+        target.with_name(target.name + REASON_SUFFIX).write_text(reason + "\n", encoding="utf-8")
+    return target
+
+
+def domain_chooser(kb_root: Path, settings: Settings, store: StateStore) -> StructuredClient | None:
+    """The configured endpoint chooses domains; the embedded model is too small to, so none is asked."""
+    if not settings.base_url or settings.is_embedded:
+        return None
+    return StructuredClient(make_client(settings), settings, cache=store, limits=SharedLimits(kb_root, settings))
+
+
+def ingest_queue(kb_root: Path, settings: Settings, store: StateStore) -> IngestReport | None:
+    """Ingest what waits in the drop folder; None when nothing does. A file whose sources could not be
+    committed (main moved, a full disk) stays queued for the next cycle."""
+    files = queued_files(kb_root / settings.ingest_queue_dir)
+    if not files:
+        return None
+    ingester = Ingester(kb_root, settings, store, llm=domain_chooser(kb_root, settings, store))
+    try:
+        report = ingester.ingest([str(path) for path in files], IngestOptions())
+    finally:
+        ingester.close()
+    if report.note is not None:
+        log.warning(f"{settings.ingest_queue_dir}: nothing committed, left queued: {report.note}")
+        return report
+    for path in files:
+        errors = [o.error for o in report.outcomes if o.item == str(path) and o.error is not None]
+        file_away(path, FAILED if errors else DONE, errors[0] if errors else None)
+    return report

@@ -1,0 +1,309 @@
+"""``extractor ingest`` on web pages, feeds and text files served from 127.0.0.1, and on hostile answers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from extractor.cli.demo import create_demo_kb
+from extractor.cli.main import main
+from extractor.kb.yamlio import split_document
+from tests.conftest import git
+from tests.fakeopenai import FakeOpenAI, answer
+from tests.website import Page, Website
+
+ARTICLE = """<!doctype html><html lang="en"><head>
+<meta charset="utf-8"><title>Why Columns Break PDFs | Example Blog</title>
+<meta name="author" content="Jane Doe">
+<meta property="og:title" content="Why Columns Break PDFs">
+<meta property="og:site_name" content="Example Blog">
+<meta property="article:published_time" content="2024-03-05T10:00:00Z">
+</head><body>
+<nav><a href="/">Home</a> <a href="/about">About us and our newsletter</a></nav>
+<article>
+<h1>Why Columns Break PDFs</h1>
+<p>Extracting text from two-column research papers is hard because the content stream order is not the
+reading order of the page, and every publisher lays pages out differently.</p>
+<h2>Layout analysis</h2>
+<p>Layout analysis groups characters into lines and lines into boxes, then orders the boxes by position on
+the page; no single setting suits every document a research group reads.</p>
+<p>In conclusion, test on real papers from several publishers before trusting any single configuration.</p>
+</article>
+<footer>Copyright 2024 Example Blog. Subscribe to our newsletter for weekly updates!</footer>
+</body></html>"""
+
+SENTENCES = [
+    "Extracting text from two-column research papers is hard because the content stream order",
+    "Layout analysis groups characters into lines and lines into boxes",
+    "test on real papers from several publishers before trusting any single configuration",
+]
+
+
+def page_with(title: str, paragraph: str, date: str = "2025-01-02") -> bytes:
+    return (
+        f'<html><head><meta charset="utf-8"><title>{title}</title>'
+        f'<meta property="article:published_time" content="{date}"></head><body><article><h1>{title}</h1>'
+        f"<p>{paragraph} " + "It goes on with enough words to be the main content of the page. " * 3 + "</p>"
+        "</article></body></html>"
+    ).encode()
+
+
+def atom(site: Website, entries: list[tuple[str, str, str]]) -> bytes:
+    items = "".join(
+        f'<entry><id>urn:{ident}</id><title>{title}</title><link href="{site.url(path)}"/>'
+        f"<published>2025-03-04T09:00:00Z</published><author><name>Ann Lee</name></author></entry>"
+        for ident, title, path in entries
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>Lab notes</title><id>urn:feed</id>{items}</feed>"
+    ).encode()
+
+
+@pytest.fixture
+def site() -> Iterator[Website]:
+    server = Website({"/columns": Page(ARTICLE.encode())}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> Path:
+    return create_demo_kb(tmp_path / "kb")
+
+
+def ingest(kb: Path, *args: str) -> int:
+    return main(["ingest", "--kb", str(kb), *args])
+
+
+def inbox_names(kb: Path) -> set[str]:
+    return {p.name for p in (kb / "inbox" / "archive").glob("*.md")}
+
+
+def only_new(kb: Path, before: set[str]) -> Path:
+    new = inbox_names(kb) - before
+    assert len(new) == 1, new
+    return kb / "inbox" / "archive" / new.pop()
+
+
+def test_a_web_page_becomes_one_committed_source_named_and_ordered_as_the_kb_writes_them(
+    kb: Path, site: Website, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, head = inbox_names(kb), git(kb, "rev-parse", "HEAD").strip()
+    assert ingest(kb, site.url("/columns"), "--domain", "ai-alignment", "--tags", "pdf,layout") == 0
+    path = only_new(kb, before)
+    assert path.name == "2024-03-05-doe-why-columns-break-pdfs.md"
+    metadata, body = split_document(path.read_text(encoding="utf-8"))
+    assert list(metadata)[:9] == ["type", "title", "author", "url", "date", "domain", "format", "status", "tags"]
+    assert metadata["type"] == "source" and metadata["status"] == "unprocessed"
+    assert metadata["title"] == "Why Columns Break PDFs" and metadata["author"] == "Jane Doe"
+    assert metadata["date"] == "2024-03-05" and metadata["domain"] == "ai-alignment"
+    assert metadata["url"] == site.url("/columns") and metadata["tags"] == ["pdf", "layout"]
+    assert metadata["format"] == "article" and "domain_chosen_by" not in metadata
+    positions = [body.find(sentence) for sentence in SENTENCES]
+    assert -1 not in positions and positions == sorted(positions), body
+    assert "## Layout analysis" in body and "Subscribe to our newsletter" not in body and "About us" not in body
+    # one commit on main, holding that file alone, naming where it came from
+    assert git(kb, "rev-parse", "HEAD~1").strip() == head
+    assert git(kb, "show", "--name-only", "--format=", "HEAD").split() == [f"inbox/archive/{path.name}"]
+    message = git(kb, "log", "-1", "--format=%B")
+    assert site.url("/columns") in message and "Ingested-by: extractor ingest" in message
+    assert git(kb, "status", "--porcelain").strip() == ""
+    out = capsys.readouterr().out
+    assert f"added inbox/archive/{path.name}" in out and "committed 1 source(s) on main" in out
+
+
+def test_pages_in_odd_encodings_come_through_intact(kb: Path, site: Website) -> None:
+    russian = "Съешь же ещё этих мягких французских булок, да выпей чаю"
+    japanese = "これは日本語の長い段落です。文字化けせずに抽出されるべきです"
+    site.pages["/ru"] = Page(
+        page_with("Тест", russian).decode().encode("cp1251"), content_type="text/html; charset=windows-1251"
+    )
+    jp = page_with("日本語", japanese).decode().replace('charset="utf-8"', 'charset="shift_jis"')
+    site.pages["/jp"] = Page(jp.encode("shift_jis"), content_type="text/html")  # only the page says its charset
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/ru"), site.url("/jp"), "--domain", "health") == 0
+    bodies = [(kb / "inbox" / "archive" / n).read_text(encoding="utf-8") for n in inbox_names(kb) - before]
+    assert any(russian in body for body in bodies) and any(japanese in body for body in bodies), bodies
+
+
+def test_the_same_paper_twice_is_refused_with_the_existing_files_name(
+    kb: Path, site: Website, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/columns"), "--domain", "health") == 0
+    existing = only_new(kb, before).name
+    capsys.readouterr()
+    head, hits = git(kb, "rev-parse", "HEAD"), site.hits["/columns"]
+    # the same URL (with a fragment and a trailing slash): refused before it is fetched
+    assert ingest(kb, site.url("/columns/#top"), "--domain", "health") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"extractor: {site.url('/columns/#top')}: already in the inbox as inbox/archive/{existing} (same URL)"
+    ]
+    assert site.hits["/columns"] == hits and git(kb, "rev-parse", "HEAD") == head
+    # the same text from elsewhere: a copy saved as a file
+    copy = tmp_path / "saved.md"
+    body = split_document((kb / "inbox" / "archive" / existing).read_text(encoding="utf-8"))[1]
+    copy.write_text(body.replace(". ", ".\n"), encoding="utf-8")  # its line breaks differ
+    assert ingest(kb, str(copy), "--domain", "health") == 1
+    assert f"already in the inbox as inbox/archive/{existing} (same text)" in capsys.readouterr().err
+    assert git(kb, "rev-parse", "HEAD") == head
+
+
+def test_a_feed_gives_only_its_new_entries(kb: Path, site: Website, capsys: pytest.CaptureFixture[str]) -> None:
+    site.pages["/a"] = Page(page_with("First finding", "The first finding is that queues grow without bound."))
+    site.pages["/b"] = Page(page_with("Second finding", "The second finding is that caches hide latency well."))
+    site.pages["/feed"] = Page(atom(site, [("1", "First finding", "/a"), ("2", "Second finding", "/b")]),
+                               content_type="application/atom+xml")  # fmt: skip
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/feed"), "--domain", "health") == 0
+    added = inbox_names(kb) - before
+    assert len(added) == 2 and all(name.startswith("2025-01-02-lee-") for name in added), added
+    site.pages["/c"] = Page(page_with("Third finding", "The third finding is that retries need jitter to spread."))
+    site.pages["/feed"].body = atom(site, [("3", "Third finding", "/c"), ("1", "First finding", "/a"),
+                                           ("2", "Second finding", "/b")])  # fmt: skip
+    capsys.readouterr()
+    assert ingest(kb, site.url("/feed"), "--domain", "health") == 0
+    assert inbox_names(kb) - before - added == {"2025-01-02-lee-third-finding.md"}
+    assert site.hits["/a"] == 1 and site.hits["/b"] == 1  # remembered: not fetched again
+    assert ingest(kb, site.url("/feed"), "--domain", "health") == 0  # nothing new: nothing committed
+    assert "committed" not in capsys.readouterr().out.split("committed 1")[-1]
+
+
+def test_hostile_answers_each_cost_one_line_and_the_rest_of_the_batch_goes_on(
+    kb: Path, site: Website, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXTRACTOR_INGEST_MAX_BYTES", str(200_000))
+    monkeypatch.setenv("EXTRACTOR_INGEST_TIMEOUT", "2")
+    site.pages["/loop"] = Page(status=302, headers={"Location": "/loop"})
+    site.pages["/big"] = Page(b"<html><body><p>" + b"x" * 300_000 + b"</p></body></html>")
+    site.pages["/big-chunked"] = Page(b"<html><body><p>" + b"y" * 300_000 + b"</p></body></html>", chunks=30)
+    site.pages["/bomb"] = Page(gzip.compress(b"<html><body>" + b"z" * 50_000_000), headers={"Content-Encoding": "gzip"})
+    site.pages["/image"] = Page(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, content_type="image/png")
+    site.pages["/fake-pdf"] = Page(b"<html><body>not a pdf</body></html>", content_type="application/pdf")
+    site.pages["/empty"] = Page(b"<html><body><nav>menu</nav></body></html>")
+    items = ["/missing", "/loop", "/big", "/big-chunked", "/bomb", "/image", "/fake-pdf", "/empty", "/columns"]
+    before = inbox_names(kb)
+    assert ingest(kb, *[site.url(item) for item in items], "--domain", "health") == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 8 and "Traceback" not in err, err
+    expected = {
+        "/missing": "HTTP 404",
+        "/loop": "more than 5 redirects",
+        "/big": "larger than",
+        "/big-chunked": "larger than",
+        "/bomb": "larger than",
+        "/image": "unsupported content type image/png",
+        "/fake-pdf": "labelled a PDF but it is not one",
+        "/empty": "no main text",
+    }
+    for line, (item, problem) in zip(lines, expected.items(), strict=True):
+        assert line.startswith(f"extractor: {site.url(item)}: ") and problem in line, line
+    assert len(inbox_names(kb) - before) == 1 and "committed 1 source(s)" in out
+    assert not list((kb / "inbox" / "archive").glob(".*.tmp"))
+
+
+def test_a_server_that_never_answers_is_one_line(
+    kb: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection, never answers
+    monkeypatch.setenv("EXTRACTOR_INGEST_TIMEOUT", "0.5")
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+        assert ingest(kb, url, "--domain", "health") == 1
+    finally:
+        listener.close()
+    assert capsys.readouterr().err.strip() == f"extractor: {url}: no answer within 0.5 s"
+
+
+def test_markdown_and_text_files_come_in_as_they_are(
+    kb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text(
+        "---\ntitle: Field notes on grid storage\nauthor: Sam Ortiz\ndate: 2025-06\nurl: https://example.org/n\n---\n"
+        "# Field notes\n\nBatteries smooth the evening peak in most of the sites we visited.\n",
+        encoding="utf-8",
+    )
+    plain = tmp_path / "memo.txt"
+    plain.write_text("A memo on staffing.\n\nNurses per ward fell by a tenth over two years.\n", encoding="utf-8")
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Caf\xe9 au lait".encode("latin-1"))
+    before = inbox_names(kb)
+    assert ingest(kb, str(notes), str(plain), str(latin), str(tmp_path / "nowhere.pdf"), "--domain", "health") == 1
+    err = capsys.readouterr().err
+    assert f"{latin}: not UTF-8 text" in err and f"{tmp_path / 'nowhere.pdf'}: no such file" in err
+    added = sorted(inbox_names(kb) - before)
+    assert added[0] == "2025-06-00-ortiz-field-notes-on-grid-storage.md", added
+    metadata, body = split_document((kb / "inbox" / "archive" / added[0]).read_text(encoding="utf-8"))
+    assert metadata["date"] == "2025-06-00" and metadata["url"] == "https://example.org/n"
+    assert body.startswith("# Field notes") and "Batteries smooth the evening peak" in body
+    assert len(added) == 2 and "Nurses per ward fell by a tenth" in (kb / "inbox" / "archive" / added[1]).read_text()
+
+
+def test_the_configured_model_chooses_the_domain_among_the_kbs_and_is_named(
+    kb: Path, site: Website, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.base_url)
+    monkeypatch.setenv("EXTRACTOR_RETRY_INITIAL_WAIT", "0.01")
+    fake_llm.push(answer({"domain": "not-a-domain", "reason": "?"}), answer({"domain": "health", "reason": "care"}))
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/columns"), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcomes"][0]["domain"] == "health" and report["commit"]
+    metadata, _ = split_document(only_new(kb, before).read_text(encoding="utf-8"))
+    assert metadata["domain"] == "health" and metadata["domain_chosen_by"].startswith("model ")
+    assert len(fake_llm.requests) == 2  # the answer outside the KB's domains was asked again
+    assert "Why Columns Break PDFs" in fake_llm.requests[0]["messages"][0]["content"]
+    assert "domain health chosen by model" in git(kb, "log", "-1", "--format=%B")
+
+
+def test_a_domain_the_kb_does_not_have_is_a_usage_error(
+    kb: Path, site: Website, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ingest(kb, site.url("/columns"), "--domain", "astrology") == 2
+    assert "--domain 'astrology' is not one of the KB's domains" in capsys.readouterr().err
+    assert site.hits.get("/columns") is None
+
+
+def test_on_a_branch_main_and_the_work_tree_are_untouched(kb: Path, site: Website) -> None:
+    main_before, before = git(kb, "rev-parse", "main"), inbox_names(kb)
+    assert ingest(kb, site.url("/columns"), "--domain", "health", "--branch") == 0
+    assert git(kb, "rev-parse", "main") == main_before and inbox_names(kb) == before
+    branch = "ingest/2024-03-05-doe-why-columns-break-pdfs"
+    assert git(kb, "show", "--name-only", "--format=", branch).split() == [
+        "inbox/archive/2024-03-05-doe-why-columns-break-pdfs.md"
+    ]
+
+
+def test_a_persons_work_in_progress_is_neither_committed_nor_lost(kb: Path, site: Website) -> None:
+    claim = next((kb / "claims").rglob("*.md"))
+    claim.write_text(claim.read_text(encoding="utf-8") + "\nA person's unfinished sentence\n", encoding="utf-8")
+    draft = kb / "inbox" / "archive" / "2025-01-01-me-my-draft.md"
+    draft.write_text("---\ntype: source\ntitle: My draft\n---\n\nHalf written.\n", encoding="utf-8")
+    git(kb, "add", str(draft))
+    assert ingest(kb, site.url("/columns"), "--domain", "health") == 0
+    assert git(kb, "show", "--name-only", "--format=", "HEAD").split() == [
+        "inbox/archive/2024-03-05-doe-why-columns-break-pdfs.md"
+    ]
+    assert "A person's unfinished sentence" in claim.read_text(encoding="utf-8")
+    status = git(kb, "status", "--porcelain")
+    assert f"A  inbox/archive/{draft.name}" in status and f" M {claim.relative_to(kb).as_posix()}" in status
+    assert "Test User" not in git(kb, "log", "-1", "--format=%an")
+
+
+def test_no_commit_writes_the_files_only(kb: Path, site: Website) -> None:
+    head = git(kb, "rev-parse", "HEAD")
+    assert ingest(kb, site.url("/columns"), "--domain", "health", "--no-commit") == 0
+    assert git(kb, "rev-parse", "HEAD") == head
+    assert "?? inbox/archive/2024-03-05-doe-why-columns-break-pdfs.md" in git(kb, "status", "--porcelain")
