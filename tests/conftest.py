@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakeopenai import FakeOpenAI
+from tests.website import ARTICLE, Page, Website
 
 # Headless Chromium fixtures (browser, need_chromium) for the tests of pages.
 pytest_plugins = ["tests.browser"]
@@ -23,6 +25,14 @@ def need_corpus() -> Path:
 @pytest.fixture
 def corpus() -> Path:
     return need_corpus()
+
+
+@pytest.fixture
+def site() -> Iterator[Website]:
+    """A website on 127.0.0.1 serving :data:`tests.website.ARTICLE` at ``/columns``; tests add pages."""
+    server = Website({"/columns": Page(ARTICLE.encode())}).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

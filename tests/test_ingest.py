@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,6 @@ from extractor.kb.yamlio import split_document
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, answer
 from tests.website import Page, Website
-
-ARTICLE = """<!doctype html><html lang="en"><head>
-<meta charset="utf-8"><title>Why Columns Break PDFs | Example Blog</title>
-<meta name="author" content="Jane Doe">
-<meta property="og:title" content="Why Columns Break PDFs">
-<meta property="og:site_name" content="Example Blog">
-<meta property="article:published_time" content="2024-03-05T10:00:00Z">
-</head><body>
-<nav><a href="/">Home</a> <a href="/about">About us and our newsletter</a></nav>
-<article>
-<h1>Why Columns Break PDFs</h1>
-<p>Extracting text from two-column research papers is hard because the content stream order is not the
-reading order of the page, and every publisher lays pages out differently.</p>
-<h2>Layout analysis</h2>
-<p>Layout analysis groups characters into lines and lines into boxes, then orders the boxes by position on
-the page; no single setting suits every document a research group reads.</p>
-<p>In conclusion, test on real papers from several publishers before trusting any single configuration.</p>
-</article>
-<footer>Copyright 2024 Example Blog. Subscribe to our newsletter for weekly updates!</footer>
-</body></html>"""
 
 SENTENCES = [
     "Extracting text from two-column research papers is hard because the content stream order",
@@ -62,13 +41,6 @@ def atom(site: Website, entries: list[tuple[str, str, str]]) -> bytes:
         '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
         f"<title>Lab notes</title><id>urn:feed</id>{items}</feed>"
     ).encode()
-
-
-@pytest.fixture
-def site() -> Iterator[Website]:
-    server = Website({"/columns": Page(ARTICLE.encode())}).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -307,3 +279,42 @@ def test_no_commit_writes_the_files_only(kb: Path, site: Website) -> None:
     assert ingest(kb, site.url("/columns"), "--domain", "health", "--no-commit") == 0
     assert git(kb, "rev-parse", "HEAD") == head
     assert "?? inbox/archive/2024-03-05-doe-why-columns-break-pdfs.md" in git(kb, "status", "--porcelain")
+
+
+def test_two_ingests_at_once_beside_a_persons_commits_lose_nothing(kb: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    files = []
+    for number in range(2):
+        path = tmp_path / f"memo-{number}.md"
+        path.write_text(f"# Memo {number}\n\nWard {number} reported that night shifts ran short of staff "
+                        f"on {number + 3} evenings in a row last month.\n", encoding="utf-8")  # fmt: skip
+        files.append(path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "extractor", "ingest", "--kb", str(kb), str(path), "--domain", "health"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for path in files
+    ]
+    for number in range(5):  # a person commits their own notes meanwhile
+        note = kb / "claims" / f"person-note-{number}.md"
+        note.write_text(f"note {number}\n", encoding="utf-8")
+        git(kb, "add", str(note))
+        git(kb, "commit", "-qm", f"person note {number}")
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    log = git(kb, "log", "--format=%an|%s", "--name-only")
+    assert log.count("ingest: Memo") == 2 and all(f"person-note-{n}.md" in log for n in range(5))
+    for line in git(kb, "log", "--format=%an|%s").splitlines():
+        name, subject = line.split("|", 1)
+        assert (name == "extractor") == subject.startswith("ingest:"), line
+    assert sum("-memo-" in name for name in inbox_names(kb)) == 2
+    assert git(kb, "status", "--porcelain").strip() == ""

@@ -68,3 +68,25 @@ class Website(LoopbackServer):
 
     def url(self, path: str) -> str:
         return self.root + path
+
+
+# A blog post with a menu, a footer and metadata: the page most ingest tests serve at /columns.
+ARTICLE = """<!doctype html><html lang="en"><head>
+<meta charset="utf-8"><title>Why Columns Break PDFs | Example Blog</title>
+<meta name="author" content="Jane Doe">
+<meta property="og:title" content="Why Columns Break PDFs">
+<meta property="og:site_name" content="Example Blog">
+<meta property="article:published_time" content="2024-03-05T10:00:00Z">
+</head><body>
+<nav><a href="/">Home</a> <a href="/about">About us and our newsletter</a></nav>
+<article>
+<h1>Why Columns Break PDFs</h1>
+<p>Extracting text from two-column research papers is hard because the content stream order is not the
+reading order of the page, and every publisher lays pages out differently.</p>
+<h2>Layout analysis</h2>
+<p>Layout analysis groups characters into lines and lines into boxes, then orders the boxes by position on
+the page; no single setting suits every document a research group reads.</p>
+<p>In conclusion, test on real papers from several publishers before trusting any single configuration.</p>
+</article>
+<footer>Copyright 2024 Example Blog. Subscribe to our newsletter for weekly updates!</footer>
+</body></html>"""

@@ -38,14 +38,20 @@ DOI = re.compile(r"10\.\d{4,9}/[^\s\"<>]+")
 ARXIV = re.compile(r"arXiv:\s*(\d{4}\.\d{4,5})(v\d+)?", re.IGNORECASE)
 PDF_DATE = re.compile(r"^(?:D:)?(\d{4})(\d{2})?(\d{2})?")
 PAGE_NUMBER = re.compile(
-    r"(?:page\s+)?[-\u2013\u2014]?\s*(?:\d{1,4}|[ivxlc]{1,7})\s*[-\u2013\u2014]?(?:\s*(?:of|/)\s*\d{1,4})?",
+    r"(?:page\s+)?[-\u2013\u2014]?\s*(?:\d{1,4}|(?=[ivxlc])(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3}))\s*[-\u2013\u2014]?"
+    r"(?:\s*(?:of|/)\s*\d{1,4})?",
     re.IGNORECASE,
 )
-ABSTRACT = re.compile(r"abstract\b", re.IGNORECASE)
+PLACEHOLDERS = {"untitled", "title", "unknown", "anonymous", "author", "administrator", "user"}  # tools' defaults
+ABSTRACT = re.compile(r"abstract\s*(?:$|[.:\u2014\u2013-])", re.IGNORECASE)  # "Abstract", "Abstract—We ..."
+BULLETS = set("\u2022\u25e6\u25aa\u2023\u2219\u00b7\u25cb\u25a0\u25a1*-\u2013")
 LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"})
 HYPHENS = ("-", "\u2010", "\u00ad")
 SENTENCE_END = tuple('.!?:;")]\u201d')
-CHILD_MEMORY_SIGNALS = {-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS}
+REASONS = {"PDFDocument is not initialized": "no cross-reference table", "No /Root object": "no /Root object"}
+CHILD_MEMORY_SIGNALS = {
+    -int(getattr(signal, name)) for name in ("SIGKILL", "SIGSEGV", "SIGABRT", "SIGBUS") if hasattr(signal, name)
+}
 
 
 # ---- records -------------------------------------------------------------------------------------------------
@@ -168,7 +174,10 @@ def child_result(item: str, returncode: int, stdout: bytes, stderr: bytes, memor
         if isinstance(answer.get("error"), str):
             raise IngestError(item, answer["error"])
         if isinstance(answer.get("text"), str):
-            return Document.model_validate(answer)
+            try:
+                return Document.model_validate(answer)
+            except ValueError:  # pydantic's ValidationError is one
+                pass
     if returncode in CHILD_MEMORY_SIGNALS or b"MemoryError" in stderr:
         raise IngestError(item, too_large)
     last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {returncode}"]
@@ -224,6 +233,9 @@ def _read(data: bytes, item: str, max_pages: int) -> Parsed:
 def _reason(exc: BaseException) -> str:
     """A short, one-line reason from a library exception, whose message may quote raw bytes."""
     text = " ".join(str(exc).split()).removesuffix(" - Is this really a PDF?").rstrip("!.")
+    text = REASONS.get(text, text)
+    if text[1:2].islower():
+        text = text[0].lower() + text[1:]
     return (text[:80] + "...") if len(text) > 80 else (text or type(exc).__name__)
 
 
@@ -336,9 +348,7 @@ def document_of(parsed: Parsed, item: str) -> Document:
     stamp = first_page + "\n" + parsed.pages[0].rotated
     doi = find_doi(first_page) or find_doi(" ".join(parsed.info.values()))
     arxiv = find_arxiv(stamp)
-    abstract = any(ABSTRACT.match(t) for level, t in first_page_headings) or any(
-        ABSTRACT.match(line.text) for block in pages[0].blocks for line in block.lines
-    )
+    abstract = any(ABSTRACT.match(line.text) for block in pages[0].blocks for line in block.lines)
     return Document(
         text=text,
         title=usable_title(parsed.info.get("Title")) or title_from_headings(first_page_headings),
@@ -366,11 +376,12 @@ def is_page_number(text: str) -> bool:
 
 def strip_running(pages: Sequence[Page]) -> tuple[Page, ...]:
     """The pages without running headers and footers: lines in the top or bottom band whose text, digits aside,
-    recurs on at least half the pages (rounded down, at least 2), and page numbers in those bands."""
+    recurs on half the pages (rounded down) or on three (a book's chapter titles), at least two, and page
+    numbers in those bands."""
     seen: Counter[str] = Counter()
     for page in pages:
         seen.update({_key(line.text) for block in page.blocks for line in block.lines if _in_band(line, page)})
-    need = max(2, len(pages) // 2)
+    need = max(2, min(len(pages) // 2, 3))
     running = {key for key, count in seen.items() if count >= need} if len(pages) > 1 else set()
     out = []
     for page in pages:
@@ -413,71 +424,89 @@ def heading_levels(pages: Iterable[Page], body: float) -> dict[float, int]:
     return {size: min(rank, 3) for rank, size in enumerate(sorted(sizes, reverse=True), 1)}
 
 
+Slot = tuple[int, int]  # a line's place: (block index, line index)
+
+
 def with_tables(blocks: Sequence[Block], page_width: float) -> list[Block]:
-    """The blocks with table rows gathered into table blocks. pdfminer knows no tables: a row shows as cells
-    (one-line boxes, narrow boxes of short lines, or runs split by wide gaps) on one baseline. Two or more such rows, each with two
-    or more cells and close above one another, make a table; other blocks pass through."""
-    candidates: list[tuple[int, int]] = []
-    for b, block in enumerate(blocks):
-        if block.table:
-            continue
-        multi_cell = sum(len(line.cells) > 1 for line in block.lines)
-        narrow = block.x1 - block.x0 <= NARROW * page_width
-        words = median(len(line.text.split()) for line in block.lines)
-        if len(block.lines) == 1 or (narrow and words <= CELL_WORDS) or multi_cell * 2 > len(block.lines):
-            candidates.extend((b, n) for n in range(len(block.lines)))
-    candidates.sort(key=lambda bn: (-blocks[bn[0]].lines[bn[1]].y0, blocks[bn[0]].lines[bn[1]].x0))
-    rows: list[list[tuple[int, int]]] = []
-    for b, n in candidates:
-        line = blocks[b].lines[n]
-        if rows:
-            top = blocks[rows[-1][0][0]].lines[rows[-1][0][1]]
-            if abs(top.y0 - line.y0) <= 0.3 * max(top.size, line.size):
-                rows[-1].append((b, n))
-                continue
-        rows.append([(b, n)])
-    tables: list[list[list[tuple[int, int]]]] = []
-    run: list[list[tuple[int, int]]] = []
-    for row in rows + [[]]:
-        cells = sum(len(blocks[b].lines[n].cells) for b, n in row)
-        if row and run:
-            above = blocks[run[-1][0][0]].lines[run[-1][0][1]]
-            here = blocks[row[0][0]].lines[row[0][1]]
-            close = above.y0 - here.y0 <= 3 * max(above.size, here.size)
-        else:
-            close = False
-        if not close:
-            while run and sum(len(blocks[b].lines[n].cells) for b, n in run[-1]) < 2:
-                run.pop()  # a table ends at its last row of cells
-            if sum(sum(len(blocks[b].lines[n].cells) for b, n in r) >= 2 for r in run) >= 2:
-                tables.append(run)
-            run = []
-        if row and (run or cells >= 2):  # a table starts at its first row of cells
-            run.append(row)
+    """The blocks with table rows gathered into table blocks. pdfminer knows no tables: a row shows as cells on
+    one baseline (one-line boxes, narrow boxes of short lines, runs of a line split by wide gaps). Two or more
+    such rows of two or more cells, close above one another, make a table; other lines stay where they are."""
+    lines = {
+        (b, n): line
+        for b, block in enumerate(blocks)
+        if not block.table and _may_hold_cells(block, page_width)
+        for n, line in enumerate(block.lines)
+    }
+    tables = _table_runs(_baseline_rows(lines), lines)
     if not tables:
         return list(blocks)
-    taken = {bn for table in tables for row in table for bn in row}
+    taken = {slot for table in tables for row in table for slot in row}
     out = []
     for b, block in enumerate(blocks):
         kept = tuple(line for n, line in enumerate(block.lines) if (b, n) not in taken)
         if kept:
             out.append(replace(block, lines=kept))
     for table in tables:
-        lines = []
-        for row in table:
-            parts = sorted((blocks[b].lines[n] for b, n in row), key=lambda line: line.x0)
-            lines.append(
-                Line(
-                    cells=tuple(cell for part in parts for cell in part.cells),
-                    x0=min(p.x0 for p in parts),
-                    y0=min(p.y0 for p in parts),
-                    x1=max(p.x1 for p in parts),
-                    y1=max(p.y1 for p in parts),
-                    size=max(p.size for p in parts),
-                )
-            )
-        out.append(Block(tuple(lines), table=True))
+        out.append(Block(tuple(_row_line([lines[slot] for slot in row]) for row in table), table=True))
     return out
+
+
+def _may_hold_cells(block: Block, page_width: float) -> bool:
+    if len(block.lines) == 1 or sum(len(line.cells) > 1 for line in block.lines) * 2 > len(block.lines):
+        return True
+    narrow = block.x1 - block.x0 <= NARROW * page_width
+    return narrow and median(len(line.text.split()) for line in block.lines) <= CELL_WORDS
+
+
+def _baseline_rows(lines: dict[Slot, Line]) -> list[list[Slot]]:
+    """The lines grouped by baseline, top down, each row left to right."""
+    rows: list[list[Slot]] = []
+    for slot in sorted(lines, key=lambda s: (-lines[s].y0, lines[s].x0)):
+        line = lines[slot]
+        if rows:
+            first = lines[rows[-1][0]]
+            if abs(first.y0 - line.y0) <= 0.3 * max(first.size, line.size):
+                rows[-1].append(slot)
+                continue
+        rows.append([slot])
+    return rows
+
+
+def _table_runs(rows: list[list[Slot]], lines: dict[Slot, Line]) -> list[list[list[Slot]]]:
+    """Runs of rows less than three line heights apart that begin and end with a row of two or more cells and
+    hold two such rows at least."""
+
+    def cells(row: list[Slot]) -> int:
+        return sum(len(lines[slot].cells) for slot in row)
+
+    tables: list[list[list[Slot]]] = []
+    run: list[list[Slot]] = []
+    for row in [*rows, []]:
+        close = False
+        if row and run:
+            above, here = lines[run[-1][0]], lines[row[0]]
+            close = above.y0 - here.y0 <= 3 * max(above.size, here.size)
+        if not close:
+            while run and cells(run[-1]) < 2:
+                run.pop()
+            if sum(cells(r) >= 2 for r in run) >= 2:
+                tables.append(run)
+            run = []
+        if row and (run or cells(row) >= 2):
+            run.append(row)
+    return tables
+
+
+def _row_line(parts: list[Line]) -> Line:
+    """One table row as one line whose cells are its parts' cells, left to right."""
+    return Line(
+        cells=tuple(cell for part in parts for cell in part.cells),
+        x0=min(p.x0 for p in parts),
+        y0=min(p.y0 for p in parts),
+        x1=max(p.x1 for p in parts),
+        y1=max(p.y1 for p in parts),
+        size=max(p.size for p in parts),
+    )
 
 
 def column_order(blocks: Sequence[Block], mid: float, tol: float = 4, gap_factor: float = 1.6) -> list[Block]:
@@ -487,6 +516,10 @@ def column_order(blocks: Sequence[Block], mid: float, tol: float = 4, gap_factor
     starts below everything in the band by more than ``gap_factor`` line heights (white space before a float).
     A one-column page, whose blocks cross the midline, keeps its top-down order."""
     ordered = sorted(blocks, key=lambda block: (-block.y1, block.x0))
+    for i in range(len(ordered) - 1):  # a label or bullet a little lower than its line's top still comes first
+        here, after = ordered[i], ordered[i + 1]
+        if after.x1 <= here.x0 and here.y1 - after.y1 < 0.5 * after.lines[0].size:
+            ordered[i], ordered[i + 1] = after, here
     heights = [line.y1 - line.y0 for block in ordered for line in block.lines]
     gap = gap_factor * (median(heights) if heights else 10)
     out: list[Block] = []
@@ -541,10 +574,10 @@ def join_lines(texts: Iterable[str]) -> str:
 
 
 def block_parts(block: Block, body: float, levels: dict[float, int]) -> list[tuple[int, str]]:
-    """A block as (level, text) parts: table rows (level -1, cells joined by `` | ``), headings (1-3: runs of
-    heading-size lines of one size) and paragraphs (0)."""
+    """A block as (level, text) parts: a table (level -1, a line per row, cells joined by `` | ``), headings
+    (1-3: runs of heading-size lines of one size) and paragraphs (0)."""
     if block.table:
-        return [(-1, " | ".join(line.cells)) for line in block.lines]
+        return [(-1, "\n".join(" | ".join(line.cells) for line in block.lines))]
     out: list[tuple[int, str]] = []
     for paragraph in paragraphs(block.lines):
         runs: list[tuple[int, list[str]]] = []
@@ -565,17 +598,17 @@ def block_parts(block: Block, body: float, levels: dict[float, int]) -> list[tup
 
 def render(parts: Sequence[tuple[int, str]]) -> str:
     """Markdown from (level, text) parts. A paragraph that stops mid-sentence and one that goes on in lower case
-    are one paragraph broken by a column or page; table rows are one line each, the table one block."""
+    are one paragraph broken by a column or page; a lone bullet goes with the item after it."""
     chunks: list[tuple[int, str]] = []
     for level, text in parts:
         if level == 0 and chunks and chunks[-1][0] == 0:
             prev = chunks[-1][1]
+            if prev in BULLETS:  # a bullet pdfminer boxed apart from its item
+                chunks[-1] = (0, f"{prev} {text}")
+                continue
             if text[:1].islower() and (prev.endswith(HYPHENS) or not prev.endswith(SENTENCE_END)):
                 chunks[-1] = (0, join_lines([prev, text]))
                 continue
-        if level == -1 and chunks and chunks[-1][0] == -1:
-            chunks[-1] = (-1, f"{chunks[-1][1]}\n{text}")
-            continue
         chunks.append((level, text))
     blocks = []
     for level, text in chunks:
@@ -597,7 +630,7 @@ def usable_title(title: str | None) -> str | None:
     if not title:
         return None
     title = re.sub(r"^Microsoft (Word|PowerPoint) - ", "", title).strip()
-    if not title or title.lower() in {"untitled", "title", "unknown"} or TITLE_TAIL.search(title):
+    if not title or title.lower() in PLACEHOLDERS or TITLE_TAIL.search(title):
         return None
     return title
 
@@ -612,7 +645,8 @@ def title_from_headings(headings: Sequence[tuple[int, str]]) -> str | None:
 
 
 def split_authors(value: str) -> list[str]:
-    """``A; B``, ``A and B``, and ``A B, C D`` into names; ``Lovelace, A.`` stays one name."""
+    """``A; B``, ``A and B``, and ``A B, C D`` into names; ``Lovelace, A.`` stays one name; a tool's placeholder
+    (reportlab's "anonymous") is no name."""
     value = " ".join(value.split())
     if not value:
         return []
@@ -621,7 +655,7 @@ def split_authors(value: str) -> list[str]:
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if all(len(p.split()) >= 2 for p in parts):
             names = parts
-    return [n.strip(" ,") for n in names]
+    return [n.strip(" ,") for n in names if n.strip(" ,").lower() not in PLACEHOLDERS]
 
 
 def pdf_date(value: str | None) -> str | None:
@@ -664,12 +698,16 @@ def find_arxiv(text: str) -> str | None:
 
 
 def _limit_memory(memory_mb: int) -> None:
+    """Cap this process's address space: a stream that inflates past it raises MemoryError, not the OOM killer."""
     try:
         import resource
     except ImportError:  # not POSIX: no cap, the timeout still holds
         return
     limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _child(argv: Sequence[str], data: bytes) -> str:
