@@ -13,7 +13,7 @@ from extractor.cli.main import main
 from extractor.kb.yamlio import split_document
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, answer
-from tests.website import Page, Website
+from tests.website import ARTICLE, Page, Website
 
 SENTENCES = [
     "Extracting text from two-column research papers is hard because the content stream order",
@@ -318,3 +318,44 @@ def test_two_ingests_at_once_beside_a_persons_commits_lose_nothing(kb: Path, tmp
         assert (name == "extractor") == subject.startswith("ingest:"), line
     assert sum("-memo-" in name for name in inbox_names(kb)) == 2
     assert git(kb, "status", "--porcelain").strip() == ""
+
+
+def test_hostile_pdfs_each_cost_one_line_and_a_pdf_labelled_html_is_read_as_the_pdf_it_is(
+    kb: Path, site: Website, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.pdfs import TITLE, bomb_pdf, encrypted_pdf, image_only_pdf, paper_pdf, plain_pdf
+
+    monkeypatch.setenv("EXTRACTOR_INGEST_MEMORY_MB", "300")
+    monkeypatch.setenv("EXTRACTOR_INGEST_MAX_PAGES", "5")
+    files = {
+        "locked.pdf": encrypted_pdf(),
+        "truncated.pdf": paper_pdf()[:3000],
+        "scan.pdf": image_only_pdf(),
+        "long.pdf": plain_pdf(pages=6, title="Too long"),
+        "bomb.pdf": bomb_pdf(),
+        "page.html.pdf": ARTICLE.encode(),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    site.pages["/paper"] = Page(paper_pdf(), content_type="text/html; charset=utf-8")
+    before, head = inbox_names(kb), git(kb, "rev-parse", "HEAD")
+    items = [str(tmp_path / name) for name in files]
+    assert ingest(kb, *items, site.url("/paper"), "--domain", "health") == 1
+    out, err = capsys.readouterr()
+    expected = [
+        "encrypted PDF: it needs a password",
+        "damaged PDF",
+        "no text layer",
+        "too many pages (6, at most 5)",
+        "too large when decompressed (more than 300 MB)",
+        "labelled a PDF but it is not one",
+    ]
+    lines = err.strip().splitlines()
+    assert len(lines) == len(expected) and "Traceback" not in err, err
+    for line, item, problem in zip(lines, items, expected, strict=True):
+        assert line.startswith(f"extractor: {item}: ") and problem in line, line
+    added = inbox_names(kb) - before
+    assert len(added) == 1 and "committed 1 source(s)" in out
+    metadata, body = split_document((kb / "inbox" / "archive" / added.pop()).read_text(encoding="utf-8"))
+    assert metadata["title"] == TITLE and metadata["ingested_from"] == "pdf" and metadata["url"] == site.url("/paper")
+    assert git(kb, "rev-parse", "HEAD~1") == head
