@@ -359,3 +359,22 @@ def test_hostile_pdfs_each_cost_one_line_and_a_pdf_labelled_html_is_read_as_the_
     metadata, body = split_document((kb / "inbox" / "archive" / added.pop()).read_text(encoding="utf-8"))
     assert metadata["title"] == TITLE and metadata["ingested_from"] == "pdf" and metadata["url"] == site.url("/paper")
     assert git(kb, "rev-parse", "HEAD~1") == head
+
+
+def test_a_papers_page_gives_its_doi_authors_and_date_from_the_publishers_meta_tags(kb: Path, site: Website) -> None:
+    head = (
+        '<meta name="citation_title" content="Queues in Wards: A Field Study">'
+        '<meta name="citation_author" content="Lee, Ann"><meta name="citation_author" content="Ortiz, Sam">'
+        '<meta name="citation_publication_date" content="2023/11/07">'
+        '<meta name="citation_doi" content="10.5555/wards.2023.17">'
+    )
+    page = page_with("Queues in Wards | Journal of Care", "Wards with a fixed rota saw queues grow at night.")
+    site.pages["/paper"] = Page(page.replace(b"</head>", head.encode() + b"</head>"))
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/paper"), "--domain", "health") == 0
+    path = only_new(kb, before)
+    metadata, _ = split_document(path.read_text(encoding="utf-8"))
+    assert path.name == "2023-11-07-lee-queues-in-wards-a-field-study.md"
+    assert metadata["author"] == "Lee, Ann; Ortiz, Sam"
+    assert metadata["doi"] == "10.5555/wards.2023.17" and metadata["format"] == "paper"
+    assert metadata["title"] == "Queues in Wards: A Field Study" and metadata["date"] == "2023-11-07"

@@ -80,7 +80,9 @@ def test_the_drop_folder_is_ingested_and_extracted_in_one_cycle(
     notes = "# Notes on staffing\n\nNurses per ward fell by a tenth over two years in the hospitals surveyed.\n"
     (queue / "notes.md").write_text(notes, encoding="utf-8")
     start = git(kb, "rev-parse", "HEAD").strip()
+    capsys.readouterr()
     assert main(["run", "--once", "--kb", str(kb)]) == 0
+    assert "; 2 ingested from the drop folder (1 item(s) failed: see its failed/ folder)" in capsys.readouterr().out
     new = added_sources(kb, start)
     assert len(new) == 2 and any("lovelace" in path for path in new), new
     assert sorted(p.name for p in (queue / "done").iterdir()) == ["notes.md", "paper.pdf"]

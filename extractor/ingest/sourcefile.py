@@ -58,6 +58,12 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
+def author_line(authors: list[str]) -> str | None:
+    """Names joined with commas, or with semicolons when a name has its own comma (``Lee, Ann; Ortiz, Sam``)."""
+    names = [one_line(name) for name in authors if one_line(name)]
+    return ("; " if any("," in name for name in names) else ", ").join(names) or None
+
+
 def source_metadata(
     document: Document,
     *,
@@ -72,7 +78,7 @@ def source_metadata(
     return {
         "type": "source",
         "title": one_line(document.title) if document.title else None,
-        "author": ", ".join(one_line(a) for a in document.authors) or None,
+        "author": author_line(document.authors),
         "url": document.url,
         "date": document.date or today.isoformat(),
         "domain": domain,

@@ -44,6 +44,56 @@ def _authors(value: str | None) -> list[str]:
     return [name.strip() for name in re.split(r";|\s+and\s+|\s*&\s*", value) if name.strip()]
 
 
+SCHOLAR_KEYS = {
+    "citation_title", "citation_author", "citation_publication_date", "citation_date", "citation_online_date",
+    "citation_doi", "citation_arxiv_id", "dc.identifier", "prism.doi",
+}  # fmt: skip
+_DOI = re.compile(r"10\.\d{4,9}/\S+")
+
+
+def scholar_tags(page: str | bytes) -> dict[str, list[str]]:
+    """The Highwire/Dublin Core ``<meta>`` tags publishers put on a paper's page (``citation_doi``,
+    ``citation_author``...), by lower-case name; trafilatura reads none of them."""
+    from lxml import etree
+    from lxml import html as lxml_html
+
+    raw = page.encode("utf-8") if isinstance(page, str) else page
+    try:
+        tree = lxml_html.fromstring(raw)
+    except (ValueError, etree.ParserError):
+        return {}
+    found: dict[str, list[str]] = {}
+    for meta in tree.iter("meta"):
+        name = (meta.get("name") or meta.get("property") or "").strip().lower()
+        content = " ".join((meta.get("content") or "").split())
+        if name in SCHOLAR_KEYS and content:
+            found.setdefault(name, []).append(content)
+    return found
+
+
+def paper_fields(tags: dict[str, list[str]]) -> dict[str, Any]:
+    """What the scholar tags say, as Document fields; empty when the page has none."""
+    fields: dict[str, Any] = {}
+    if title := tags.get("citation_title"):
+        fields["title"] = title[0]
+    if authors := tags.get("citation_author"):
+        fields["authors"] = authors
+    for key in ("citation_publication_date", "citation_date", "citation_online_date"):
+        if key in tags and (day := kb_date(tags[key][0].replace("/", "-"))):
+            fields["date"] = day
+            break
+    for key in ("citation_doi", "prism.doi", "dc.identifier"):
+        doi = next((_DOI.search(value) for value in tags.get(key, []) if _DOI.search(value)), None)
+        if doi is not None:
+            fields["doi"] = doi.group(0).rstrip(".,;")
+            break
+    if arxiv := tags.get("citation_arxiv_id"):
+        fields["arxiv"] = arxiv[0]
+    if any(key.startswith("citation_") for key in tags):
+        fields["format"] = "paper"
+    return fields
+
+
 def html_document(item: str, data: bytes, url: str | None = None, charset: str | None = None) -> Document:
     """The page's main content as markdown (headings, lists, tables, links kept), with its metadata."""
     import trafilatura
@@ -65,7 +115,7 @@ def html_document(item: str, data: bytes, url: str | None = None, charset: str |
     title = meta.title if meta is not None else None
     if not title and (heading := _HEADING.search(text)):
         title = heading.group(1)
-    return Document(
+    document = Document(
         text=text.strip(),
         title=title,
         authors=_authors(meta.author if meta is not None else None),
@@ -75,6 +125,7 @@ def html_document(item: str, data: bytes, url: str | None = None, charset: str |
         format="article",
         kind="html",
     )
+    return document.model_copy(update=paper_fields(scholar_tags(page)))
 
 
 def text_document(item: str, data: bytes, kind: str) -> Document:

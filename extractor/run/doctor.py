@@ -44,6 +44,8 @@ HISTORY = {
     "review_fixes": "which branch commits were checked for mechanical fixes (rebuilt from the fix commits)",
     "batches": "Batch API jobs: an open job's answers can no longer be collected; its sources are due again",
     "response_cache": "the response cache: a repeated request is paid again",
+    "feed_entries": "which feed entries were ingested: a feed's old entries are fetched again, and refused as "
+    "duplicates of the inbox's sources",
 }
 # What the old sources table adds to git's view of a source that is still due: its failures so far.
 FAILURE_COLUMNS = ("state", "attempts", "last_error", "next_retry_at", "finished_at", "duration", "worker")

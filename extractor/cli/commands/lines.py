@@ -47,6 +47,9 @@ def dry_run_text(outcome: SourceOutcome) -> str:
 def summary(report: CycleReport) -> str:
     failed = len(report.failed)
     text = f"cycle: {report.taken} source(s), {len(report.outcomes) - failed} done, {failed} failed"
+    if report.ingested or report.ingest_failed:
+        text += f"; {len(report.ingested)} ingested from the drop folder"
+        text += f" ({len(report.ingest_failed)} item(s) failed: see its failed/ folder)" if report.ingest_failed else ""
     if report.scan.changed_after_processing:
         text += f"; {len(report.scan.changed_after_processing)} changed after processing (not re-extracted)"
     if report.scan.invalid:
