@@ -378,3 +378,23 @@ def test_a_papers_page_gives_its_doi_authors_and_date_from_the_publishers_meta_t
     assert metadata["author"] == "Lee, Ann; Ortiz, Sam"
     assert metadata["doi"] == "10.5555/wards.2023.17" and metadata["format"] == "paper"
     assert metadata["title"] == "Queues in Wards: A Field Study" and metadata["date"] == "2023-11-07"
+
+
+def test_a_full_disk_leaves_no_file_of_the_batch_and_says_which_write_failed(kb: Path, tmp_path: Path) -> None:
+    from extractor.store.state import StateStore
+    from tests.test_failures import full_disk_run
+
+    small, big = tmp_path / "small.md", tmp_path / "big.md"
+    small.write_text("# Small\n\nA short note on night shifts and the queues they leave behind.\n", encoding="utf-8")
+    big.write_text("# Big\n\n" + "A long report on staffing levels across every ward. " * 4000, encoding="utf-8")
+    StateStore.open(kb).close()  # the state store exists already, as in any KB that has run
+    before = inbox_names(kb)
+    for where in ("--no-commit", "--commit"):
+        head = git(kb, "rev-parse", "HEAD")
+        done = full_disk_run(kb, ["ingest", str(small), str(big), "--domain", "health", where], 100_000)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 2 and all("not committed" in line and "File too large" in line for line in lines), lines
+        assert "inbox/archive/" in lines[0]  # the write that failed is named
+        assert inbox_names(kb) == before and git(kb, "rev-parse", "HEAD") == head
+        assert git(kb, "status", "--porcelain").strip() == ""

@@ -282,9 +282,7 @@ class Ingester:
         changes = [change for _, change in self.planned]
         try:
             if commit == "none":
-                for change in changes:
-                    assert change.text is not None
-                    atomic_write(self.kb_root / change.path, change.text)
+                self._write_all(changes)
             else:
                 report.commit, report.branch = self._commit_changes(placed, changes, commit)
         except (WriteError, OSError) as exc:
@@ -297,6 +295,19 @@ class Ingester:
             return report
         self._remember_feeds()
         return report
+
+    def _write_all(self, changes: list[FileChange]) -> None:
+        """Every file, or none: a write that fails (a full disk) takes back the ones written before it."""
+        written: list[Path] = []
+        try:
+            for change in changes:
+                assert change.text is not None
+                atomic_write(self.kb_root / change.path, change.text)
+                written.append(self.kb_root / change.path)
+        except OSError:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
 
     def _commit_changes(
         self, placed: list[Outcome], changes: list[FileChange], commit: CommitTo
