@@ -266,9 +266,6 @@ class Ingester:
                     outcomes.append(outcome)
             except IngestError as exc:
                 outcomes.append(Outcome(item=item, error=str(exc)))
-        for outcome in outcomes:
-            if outcome.error is not None:
-                log.warning(outcome.error, extra={"item": outcome.item})
         return self._commit(outcomes, options.commit or self.settings.ingest_commit)
 
     # committing

@@ -65,6 +65,11 @@ def ingest_queue(kb_root: Path, settings: Settings, store: StateStore) -> Ingest
     if report.note is not None:
         log.warning(f"{settings.ingest_queue_dir}: nothing committed, left queued: {report.note}")
         return report
+    for outcome in report.outcomes:
+        if outcome.path is not None:
+            log.info("ingested", extra={"item": outcome.item, "source": outcome.path})
+        elif outcome.error is not None:
+            log.warning(outcome.error, extra={"item": outcome.item})
     for path in files:
         errors = [o.error for o in report.outcomes if o.item == str(path) and o.error is not None]
         file_away(path, FAILED if errors else DONE, errors[0] if errors else None)
