@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from extractor.cli.demo import create_demo_kb
 from extractor.cli.main import main
+from extractor.ingest.service import IngestReport
 from extractor.kb.yamlio import split_document
+from extractor.store.state import StateStore
 from tests.conftest import git
 from tests.fakeopenai import FakeOpenAI, answer
 from tests.website import ARTICLE, Page, Website
@@ -289,7 +292,7 @@ def test_two_ingests_at_once_beside_a_persons_commits_lose_nothing(kb: Path, tmp
     files = []
     for number in range(2):
         path = tmp_path / f"memo-{number}.md"
-        path.write_text(f"# Memo {number}\n\nWard {number} reported that night shifts ran short of staff "
+        path.write_text(f"# Same name\n\nWard {number} reported that night shifts ran short of staff "
                         f"on {number + 3} evenings in a row last month.\n", encoding="utf-8")  # fmt: skip
         files.append(path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -312,11 +315,14 @@ def test_two_ingests_at_once_beside_a_persons_commits_lose_nothing(kb: Path, tmp
         out, err = run.communicate(timeout=120)
         assert run.returncode == 0, err
     log = git(kb, "log", "--format=%an|%s", "--name-only")
-    assert log.count("ingest: Memo") == 2 and all(f"person-note-{n}.md" in log for n in range(5))
+    assert log.count("ingest: Same name") == 2 and all(f"person-note-{n}.md" in log for n in range(5))
     for line in git(kb, "log", "--format=%an|%s").splitlines():
         name, subject = line.split("|", 1)
         assert (name == "extractor") == subject.startswith("ingest:"), line
-    assert sum("-memo-" in name for name in inbox_names(kb)) == 2
+    same = sorted(name for name in inbox_names(kb) if "-same-name" in name)  # one title: two names, both kept
+    assert len(same) == 2 and same[0].endswith("-same-name-2.md"), same
+    bodies = {(kb / "inbox" / "archive" / name).read_text(encoding="utf-8").split("Ward ")[1][0] for name in same}
+    assert bodies == {"0", "1"}
     assert git(kb, "status", "--porcelain").strip() == ""
 
 
@@ -398,3 +404,140 @@ def test_a_full_disk_leaves_no_file_of_the_batch_and_says_which_write_failed(kb:
         assert "inbox/archive/" in lines[0]  # the write that failed is named
         assert inbox_names(kb) == before and git(kb, "rev-parse", "HEAD") == head
         assert git(kb, "status", "--porcelain").strip() == ""
+
+
+def test_with_another_branch_checked_out_sources_go_on_main_and_never_replace_one_there(
+    kb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    note = "---\ntitle: A note on grids\nauthor: Pat O'Brien\ndate: 2024-03-05\nurl: https://example.org/grids\n---\n"
+    first = tmp_path / "first.md"
+    first.write_text(note + "\nStorage flattens the evening peak on most feeders.\n", encoding="utf-8")
+    before = inbox_names(kb)
+    assert ingest(kb, str(first), "--domain", "health") == 0
+    name = f"inbox/archive/{only_new(kb, before).name}"
+    on_main = git(kb, "show", f"main:{name}")
+    git(kb, "checkout", "-qb", "feature")
+    git(kb, "rm", "-q", name)
+    git(kb, "commit", "-qm", "not here")
+    capsys.readouterr()
+    assert ingest(kb, str(first), "--domain", "health") == 1  # main has it: a duplicate, though this tree lacks it
+    assert f"already in the inbox as {name} (same URL)" in capsys.readouterr().err
+    other = tmp_path / "other.md"  # the same title, author and date: a name main already uses
+    other.write_text(note.replace("/grids", "/grids-2") + "\nA different finding on feeders.\n", encoding="utf-8")
+    assert ingest(kb, str(other), "--domain", "health") == 0
+    assert git(kb, "show", f"main:{name}") == on_main
+    assert "A different finding" in git(kb, "show", f"main:{name.replace('.md', '-2.md')}")
+    assert not (kb / name).exists() and git(kb, "status", "--porcelain").strip() == ""
+    assert git(kb, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feature"
+
+
+def test_malformed_urls_and_odd_schemes_are_one_line_each(
+    kb: Path, site: Website, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = kb / "inbox" / "archive" / "2020-01-01-x-broken-url.md"
+    broken.write_text("---\ntitle: Broken\nurl: 'http://[fe80::1'\n---\n\nBody.\n", encoding="utf-8")
+    items = ["http://[::1", "file:///etc/passwd", "ftp://example.org/x.pdf", site.url("/columns")]
+    assert ingest(kb, *items, "--domain", "health") == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in err, err
+    assert lines[0].startswith("extractor: http://[::1: not a URL that can be fetched")
+    assert all("only http and https" in line for line in lines[1:]), lines
+    assert "committed 1 source(s)" in out
+
+
+def test_a_server_dripping_its_answer_is_cut_off_at_the_timeout(
+    kb: Path, site: Website, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    monkeypatch.setenv("EXTRACTOR_INGEST_TIMEOUT", "1")
+    site.pages["/drip"] = Page(b"<html><body>" + b"y" * 200 + b"</body></html>", chunks=200)
+    site.delay = 0.05  # between chunks: 10 s in all, each read well within the timeout
+    started = time.monotonic()
+    assert ingest(kb, site.url("/drip"), "--domain", "health") == 1
+    assert time.monotonic() - started < 5
+    assert capsys.readouterr().err.strip() == f"extractor: {site.url('/drip')}: not answered in full within 1 s"
+
+
+def test_feed_entries_with_relative_links_and_a_failing_entry_in_the_drop_folder(
+    kb: Path, site: Website, tmp_path: Path
+) -> None:
+    from extractor.core.settings import load_settings
+    from extractor.run.queue import ingest_queue
+
+    site.pages["/a"] = Page(page_with("First finding", "The first finding is that queues grow without bound."))
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Lab</title><link>' + site.url("/") + "</link>"
+        "<item><guid>1</guid><title>First finding</title><link>/a</link></item>"
+        "<item><guid>2</guid><title>Gone</title><link>/gone</link></item></channel></rss>"
+    )
+    site.pages["/feed.rss"] = Page(feed.encode(), content_type="application/rss+xml")
+    store = StateStore.open(kb)
+    try:
+        report = ingest_with_service(kb, store, [site.url("/feed.rss")])
+        assert [o.path is not None for o in report.outcomes] == [True, False], report
+        assert "HTTP 404" in (report.outcomes[1].error or "")
+        queue = kb / "inbox" / "queue"
+        queue.mkdir()
+        (queue / "lab.rss").write_bytes(feed.encode().replace(b"<link>/", b"<link>" + site.url("/").encode()))
+        site.pages["/b"] = Page(page_with("Third", "The third finding is that retries need jitter to spread."))
+        ingest_queue(kb, load_settings(kb), store)
+    finally:
+        store.close()
+    assert (queue / "failed" / "lab.rss").is_file(), list(queue.rglob("*"))
+    assert "/gone" in (queue / "failed" / "lab.rss.reason.txt").read_text(encoding="utf-8")
+
+
+def ingest_with_service(kb: Path, store: StateStore, items: list[str]) -> IngestReport:
+    from extractor.core.settings import load_settings
+    from extractor.ingest.service import Ingester, IngestOptions
+
+    ingester = Ingester(kb, load_settings(kb), store)
+    try:
+        return ingester.ingest(items, IngestOptions(domain="health"))
+    finally:
+        ingester.close()
+
+
+def test_what_a_page_or_file_says_of_itself_is_kept_and_cleaned(
+    kb: Path, site: Website, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = page_with("Second post", "The second post says that batteries age faster when they are kept hot.")
+    site.pages["/blog/two"] = Page(home.replace(b"</head>", b'<link rel="canonical" href="/"></head>'))
+    own = tmp_path / "own.md"
+    own.write_text(
+        '---\ntitle: "Grid \\u202enotes\\x07 on \\x1b[31mstorage"\ndoi: 10.5555/own.1\ndomain: health\n'
+        "tags: [grid]\ndate: 2024-13-45\n---\n\r\nStorage flattens the evening peak.\r\n",
+        encoding="utf-8",
+    )
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/blog/two"), str(own), "--tags", "a\nb", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    added = sorted(inbox_names(kb) - before)
+    assert len(added) == 2, report
+    texts = {name: (kb / "inbox" / "archive" / name).read_text(encoding="utf-8") for name in added}
+    page_meta = split_document(next(t for n, t in texts.items() if "second-post" in n))[0]
+    assert page_meta["url"] == site.url("/blog/two")  # where it was fetched, not the canonical home page
+    own_name = next(n for n in texts if "grid" in n)
+    own_meta, own_body = split_document(texts[own_name])
+    assert own_meta["title"] == "Grid notes on [31mstorage" and own_meta["doi"] == "10.5555/own.1"
+    assert own_meta["domain"] == "health" and own_meta["tags"] == ["grid", "a b"] and "\r" not in own_body
+    assert own_name.startswith(datetime.date.today().isoformat())  # 2024-13-45 is no date
+    message = git(kb, "log", "-1", "--format=%B")
+    assert "\u202e" not in message and "\x1b" not in message and "\x07" not in message
+    assert all("\u202e" not in (o["title"] or "") for o in report["outcomes"])
+
+
+def test_a_page_far_larger_than_any_source_is_refused_unread(
+    kb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    monkeypatch.setenv("EXTRACTOR_MAX_SOURCE_BYTES", str(100_000))
+    page = tmp_path / "huge.html"
+    page.write_bytes(b"<html><body>" + b"<p>A paragraph of an enormous page.</p>" * 20_000 + b"</body></html>")
+    started = time.monotonic()
+    assert ingest(kb, str(page), "--domain", "health") == 1
+    assert time.monotonic() - started < 10
+    assert "more than 400000: save its text instead" in capsys.readouterr().err

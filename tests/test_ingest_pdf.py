@@ -225,6 +225,10 @@ def test_identifiers() -> None:
     assert find_doi("see https://doi.org/10.1000/xyz.123.") == "10.1000/xyz.123"
     assert find_doi("(doi:10.1016/S0140-6736(20)30183-5)") == "10.1016/S0140-6736(20)30183-5"
     assert find_doi("no identifier here") is None
+    # the paper's own DOI beside a cited dataset's: which is which would be a guess, and a wrong guess refuses
+    # another paper that cites the same dataset as a duplicate
+    assert find_doi("doi:10.1000/own.1 ... data at https://doi.org/10.5061/dryad.x") is None
+    assert find_doi("doi:10.1000/own.1, again doi:10.1000/own.1.") == "10.1000/own.1"
     assert find_arxiv("arXiv:2401.00001v3 [cs.CL]") == "2401.00001"
     assert find_arxiv("arXiv: 2312.12345") == "2312.12345"
     assert usable_title("Microsoft Word - draft7.docx") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -24,6 +25,7 @@ class Website(LoopbackServer):
     def __init__(self, pages: dict[str, Page] | None = None) -> None:
         self.pages: dict[str, Page] = dict(pages or {})
         self.hits: dict[str, int] = {}
+        self.delay = 0.0  # seconds between the chunks of a chunked answer
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +56,8 @@ class Website(LoopbackServer):
                 for start in range(0, len(body), step):
                     piece = body[start : start + step]
                     self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(site.delay)
                 self.wfile.write(b"0\r\n\r\n")
 
             def log_message(self, *args: object) -> None:

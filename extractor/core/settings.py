@@ -329,7 +329,7 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, ge=1024, description="largest file or download `ingest` reads, in bytes"
     )
     ingest_max_pages: int = Field(default=2000, ge=1, description="longest PDF `ingest` reads, in pages")
-    ingest_timeout: float = Field(default=30.0, gt=0, description="seconds per HTTP request of `ingest`")
+    ingest_timeout: float = Field(default=30.0, gt=0, description="seconds `ingest` waits for one URL's whole answer")
     ingest_max_redirects: int = Field(default=5, ge=0, le=20, description="redirects `ingest` follows per URL")
     ingest_memory_mb: int = Field(
         default=1024, ge=256, description="memory a PDF's conversion may use (a decompression bomb stops there)"

@@ -28,4 +28,6 @@ class Document(Record):
     arxiv: str | None = None
     site: str | None = None
     format: str | None = None
+    domain: str | None = None  # a markdown file's own, used when it is one of the KB's
+    tags: list[str] = []
     kind: str = "text"  # pdf | html | markdown | text | feed-entry: how the text was obtained

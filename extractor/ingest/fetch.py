@@ -3,6 +3,8 @@ line, never a hung run or a full disk."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from extractor import __version__
@@ -49,6 +51,7 @@ def fetch(
         timeout=timeout,
         headers={"User-Agent": USER_AGENT},
     )
+    deadline = time.monotonic() + timeout  # the whole answer, not each read: a server may drip a byte a second
     try:
         with http.stream("GET", url) as response:
             if response.status_code >= 400:
@@ -60,6 +63,8 @@ def fetch(
             size = 0
             for chunk in response.iter_bytes():  # decoded: a compressed bomb is counted as it inflates
                 size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise IngestError(url, f"not answered in full within {timeout:g} s")
                 if size > max_bytes:
                     raise IngestError(url, f"larger than {_megabytes(max_bytes)}")
                 chunks.append(chunk)
@@ -69,7 +74,7 @@ def fetch(
         raise IngestError(url, f"more than {max_redirects} redirects") from exc
     except httpx.TimeoutException as exc:
         raise IngestError(url, f"no answer within {timeout:g} s") from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL, ValueError) as exc:
         raise IngestError(url, f"not a URL that can be fetched ({exc})") from exc
     except httpx.DecodingError as exc:
         raise IngestError(url, f"the answer could not be decoded ({exc})") from exc

@@ -1,4 +1,8 @@
-"""The sources an inbox already holds, by URL, DOI and text, so the same paper is not ingested twice."""
+"""The sources a KB already holds, by URL, DOI and text, so the same paper is not ingested twice.
+
+Read from the main branch (where a committed source lands, whatever is checked out), from branches of
+sources still awaiting review (``ingest/``), and from the work tree (sources written but not committed).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from pathlib import Path
 
 from extractor.ingest.document import Document
 from extractor.ingest.sourcefile import canonical_url, text_hash
+from extractor.kb.gitrepo import local_branches, texts_at
 from extractor.kb.yamlio import split_document
+
+PENDING_PREFIX = "ingest/"
 
 
 @dataclass
@@ -18,19 +25,36 @@ class KnownSources:
     names: set[str] = field(default_factory=set)  # file names, case-folded, as unique_name keeps them
 
     @classmethod
-    def scan(cls, inbox: Path, inbox_dir: str) -> KnownSources:
-        """Every readable source under ``inbox``; unreadable ones still take their name."""
+    def scan(cls, kb_root: Path, inbox_dir: str, main_branch: str) -> KnownSources:
+        """Main's inbox first (its names win), then pending ``ingest/`` branches, then the work tree."""
         known = cls()
-        for path in sorted(inbox.glob("*.md")) if inbox.is_dir() else []:
-            known.names.add(path.name.casefold())
-            try:
-                metadata, body = split_document(path.read_text(encoding="utf-8"))
-            except Exception:  # noqa: BLE001, S112 - a damaged source is the pipeline's to report, not ingest's
-                continue
-            relative = f"{inbox_dir}/{path.name}"
-            url, doi = metadata.get("url"), metadata.get("doi")
-            known._remember(str(url) if url else None, str(doi) if doi else None, body, relative)
+        revs = [f"refs/heads/{main_branch}"] + [
+            f"refs/heads/{name}" for name in sorted(local_branches(kb_root)) if name.startswith(PENDING_PREFIX)
+        ]
+        for rev in revs:
+            for name, text in texts_at(kb_root, rev, inbox_dir).items():
+                known.take(f"{inbox_dir}/{name}", text)
+        folder = kb_root / inbox_dir
+        for path in sorted(folder.glob("*.md")) if folder.is_dir() else []:
+            if path.name.casefold() not in known.names:
+                try:
+                    found: str | None = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    found = None
+                known.take(f"{inbox_dir}/{path.name}", found)
         return known
+
+    def take(self, path: str, text: str | None) -> None:
+        """One existing source; an unreadable one still takes its name."""
+        self.names.add(path.rsplit("/", 1)[-1].casefold())
+        if text is None:
+            return
+        try:
+            metadata, body = split_document(text)
+        except Exception:  # noqa: BLE001 - a damaged source is the pipeline's to report, not ingest's
+            return
+        url, doi = metadata.get("url"), metadata.get("doi")
+        self._remember(str(url) if url else None, str(doi) if doi else None, body, path)
 
     def _remember(self, url: str | None, doi: str | None, body: str, path: str) -> None:
         if url:
@@ -43,12 +67,12 @@ class KnownSources:
     def add(self, document: Document, path: str) -> None:
         self._remember(document.url, document.doi, document.text, path)
 
-    def duplicate_of(self, document: Document) -> str | None:
-        """The inbox source with the same URL, DOI or text as ``document``, and how it matched."""
+    def duplicate_of(self, document: Document) -> tuple[str, str] | None:
+        """The source with the same URL, DOI or text as ``document``, and which of them matched."""
         if document.url and (path := self.by_url.get(canonical_url(document.url))):
-            return f"{path} (same URL)"
+            return path, "same URL"
         if document.doi and (path := self.by_doi.get(document.doi.strip().lower())):
-            return f"{path} (same DOI)"
+            return path, "same DOI"
         if path := self.by_text.get(text_hash(document.text)):
-            return f"{path} (same text)"
+            return path, "same text"
         return None

@@ -672,11 +672,14 @@ def pdf_date(value: str | None) -> str | None:
 
 
 def find_doi(text: str) -> str | None:
-    """The first DOI in the text, without the punctuation that ends the sentence around it."""
-    match = DOI.search(text)
-    if match is None:
-        return None
-    doi = match.group(0)
+    """The one DOI the text names, without the punctuation that ends the sentence around it; None when it names
+    several (a paper's own beside a cited dataset's: which is which is a guess, and a wrong one would refuse
+    another paper as a duplicate)."""
+    found = {_trimmed_doi(match.group(0)) for match in DOI.finditer(text)} - {None}
+    return found.pop() if len(found) == 1 else None
+
+
+def _trimmed_doi(doi: str) -> str | None:
     while True:
         trimmed = doi.rstrip(".,;:'")
         for close, open_ in ((")", "("), ("]", "[")):

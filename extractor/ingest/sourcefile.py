@@ -32,7 +32,10 @@ def who_slug(document: Document) -> str:
     if document.site:
         return bounded(slugify(document.site.removeprefix("www.")), WHO_SLUG_MAX) or "unknown"
     if document.url:
-        host = urlsplit(document.url).hostname or ""
+        try:
+            host = urlsplit(document.url).hostname or ""
+        except ValueError:
+            host = ""
         return bounded(slugify(host.removeprefix("www.")), WHO_SLUG_MAX) or "unknown"
     return "unknown"
 
@@ -47,7 +50,10 @@ def source_name(document: Document, today: datetime.date) -> str:
 
 def canonical_url(url: str) -> str:
     """The URL two ingests of one page share: no fragment, lower-case host, no trailing slash."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # "http://[::1": not a URL anything can fetch; compared as written
+        return url.strip()
     path = parts.path.rstrip("/") or ""
     return urlunsplit((parts.scheme.lower(), (parts.netloc or "").lower(), path, parts.query, ""))
 

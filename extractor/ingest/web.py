@@ -7,6 +7,7 @@ import codecs
 import re
 import time
 from typing import Any
+from urllib.parse import urljoin
 
 from extractor.core.records import Record
 from extractor.ingest.document import Document, IngestError
@@ -23,6 +24,8 @@ def kb_date(value: str | None) -> str | None:
     if match is None:
         return None
     year, month, day = match.group(1), match.group(2) or "00", match.group(3) or "00"
+    if year == "0000" or int(month) > 12 or int(day) > 31 or (month == "00" and day != "00"):
+        return None  # not a date: 2024-13-45 would name a file and pass for one
     return f"{year}-{month}-{day}"
 
 
@@ -94,10 +97,14 @@ def paper_fields(tags: dict[str, list[str]]) -> dict[str, Any]:
     return fields
 
 
-def html_document(item: str, data: bytes, url: str | None = None, charset: str | None = None) -> Document:
+def html_document(
+    item: str, data: bytes, url: str | None = None, charset: str | None = None, max_bytes: int | None = None
+) -> Document:
     """The page's main content as markdown (headings, lists, tables, links kept), with its metadata."""
     import trafilatura
 
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IngestError(item, f"a page of {len(data)} bytes of HTML, more than {max_bytes}: save its text instead")
     page = _decoded(data, charset)
     text = trafilatura.extract(
         page,
@@ -120,7 +127,7 @@ def html_document(item: str, data: bytes, url: str | None = None, charset: str |
         title=title,
         authors=_authors(meta.author if meta is not None else None),
         date=kb_date(meta.date if meta is not None else None),
-        url=(meta.url if meta is not None and meta.url else None) or url,
+        url=url,  # where it was fetched from: a page's canonical link may name its site's home page
         site=(meta.sitename or meta.hostname) if meta is not None else None,
         format="article",
         kind="html",
@@ -131,7 +138,7 @@ def html_document(item: str, data: bytes, url: str | None = None, charset: str |
 def text_document(item: str, data: bytes, kind: str) -> Document:
     """Markdown or plain text as it is; a markdown file's own frontmatter gives its metadata."""
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig").replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
         raise IngestError(item, f"not UTF-8 text (byte {exc.start}): convert it first") from exc
     metadata: dict[str, Any] = {}
@@ -148,13 +155,22 @@ def text_document(item: str, data: bytes, kind: str) -> Document:
         title = heading.group(1)
     author = metadata.get("author") or metadata.get("authors")
     authors = [str(a) for a in author] if isinstance(author, list) else _authors(str(author) if author else None)
+    tags = metadata.get("tags")
+
+    def field(key: str) -> str | None:
+        return str(metadata[key]) if metadata.get(key) not in (None, "", []) else None
+
     return Document(
         text=text,
         title=str(title) if title else None,
         authors=authors,
-        date=kb_date(str(metadata["date"])) if metadata.get("date") else None,
-        url=str(metadata["url"]) if metadata.get("url") else None,
-        format=str(metadata["format"]) if metadata.get("format") else None,
+        date=kb_date(field("date")),
+        url=field("url"),
+        doi=field("doi"),
+        arxiv=field("arxiv"),
+        format=field("format"),
+        domain=field("domain"),
+        tags=[str(tag) for tag in tags] if isinstance(tags, list) else [],
         kind=kind,
     )
 
@@ -175,11 +191,12 @@ def _entry_date(entry: Any) -> str | None:
     return time.strftime("%Y-%m-%d", parsed) if parsed else None
 
 
-def feed_entries(item: str, data: bytes) -> tuple[str | None, list[FeedEntry]]:
-    """The feed's title and its entries, in the feed's order. Parsed from bytes only: feedparser never fetches."""
+def feed_entries(item: str, data: bytes, base_url: str | None = None) -> tuple[str | None, list[FeedEntry]]:
+    """The feed's title and its entries, in the feed's order, links made absolute against ``base_url``. Parsed
+    from bytes only: feedparser never fetches."""
     import feedparser
 
-    parsed = feedparser.parse(data)
+    parsed = feedparser.parse(data, response_headers={"content-location": base_url} if base_url else None)
     if not parsed.get("version"):
         problem = parsed.get("bozo_exception")
         raise IngestError(item, f"not an RSS or Atom feed{f' ({problem})' if problem else ''}")
@@ -187,6 +204,8 @@ def feed_entries(item: str, data: bytes) -> tuple[str | None, list[FeedEntry]]:
     entries = []
     for entry in parsed.entries:
         link = entry.get("link")
+        if link and base_url:
+            link = urljoin(base_url, link)
         ident = entry.get("id") or link or entry.get("title")
         if not ident:
             continue

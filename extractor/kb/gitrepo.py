@@ -293,6 +293,27 @@ def names_at(repo: Path, rev: str, folder: str) -> frozenset[str]:
     return _tree_names(repo, str(entry.id)) if entry.filemode == FileMode.TREE else frozenset()
 
 
+def texts_at(repo: Path, rev: str, folder: str, suffix: str = ".md") -> dict[str, str | None]:
+    """Every file directly inside ``folder`` at a revision whose name ends in ``suffix``, by name, with its
+    text (None for one that is not UTF-8). Empty when the revision or the folder does not exist."""
+    repository = open_repository(repo)
+    commit = _commit_at(repository, rev)
+    try:
+        entry = commit.tree[folder.strip("/")] if commit is not None else None
+    except (KeyError, ValueError):
+        return {}
+    if entry is None or entry.filemode != FileMode.TREE:
+        return {}
+    texts: dict[str, str | None] = {}
+    for child in repository[entry.id].peel(pygit2.Tree):
+        if child.name and child.name.endswith(suffix) and child.filemode in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+            try:
+                texts[child.name] = repository[child.id].peel(pygit2.Blob).data.decode("utf-8")
+            except UnicodeDecodeError:
+                texts[child.name] = None
+    return texts
+
+
 @functools.lru_cache(maxsize=16)
 def _tree_names(repo: Path, tree: str) -> frozenset[str]:
     # A tree's id is its content: every source planned against the same main reuses the listing.

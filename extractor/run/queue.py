@@ -70,7 +70,7 @@ def ingest_queue(kb_root: Path, settings: Settings, store: StateStore) -> Ingest
             log.info("ingested", extra={"item": outcome.item, "source": outcome.path})
         elif outcome.error is not None:
             log.warning(outcome.error, extra={"item": outcome.item})
-    for path in files:
+    for path in files:  # a feed's entries share its item: one failed entry sends the feed to failed/, to retry
         errors = [o.error for o in report.outcomes if o.item == str(path) and o.error is not None]
         file_away(path, FAILED if errors else DONE, errors[0] if errors else None)
     return report

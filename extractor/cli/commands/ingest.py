@@ -31,9 +31,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     for outcome in report.outcomes:
         if outcome.path is not None:
             chosen = f", chosen by {outcome.domain_chosen_by}" if outcome.domain_chosen_by else ""
-            print(f"added {outcome.path}  ({outcome.domain}{chosen}; from {outcome.item})")
+            print(f"added {outcome.path}  ({outcome.domain}{chosen}; from {outcome.label})")
         elif outcome.duplicate_of is not None and outcome.error is None:
-            print(f"skipped {outcome.item}: already in the inbox as {outcome.duplicate_of}")
+            print(f"skipped {outcome.label}: already in the inbox as {outcome.duplicate_of}")
         elif outcome.error is not None:
             print(f"extractor: {outcome.error}", file=sys.stderr)
     if report.commit:
