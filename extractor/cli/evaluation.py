@@ -17,6 +17,7 @@ from extractor.evaluate.report import Evaluation, as_json, comparison, text_repo
 from extractor.evaluate.runs import RecordedRun, load_runs
 from extractor.kb.index import KBIndex
 from extractor.llm.client import StructuredClient, make_client
+from extractor.llm.connect import endpoint_pool
 from extractor.llm.endpoint import llm_endpoint
 
 JUDGE_PROMPT = (
@@ -46,7 +47,7 @@ def evaluate(
     needs_model = not args.replay or args.judge
     reports = []
     with llm_endpoint(settings) if needs_model else nullcontext(settings) as live:
-        llm = StructuredClient(make_client(live), live) if needs_model else None
+        llm = StructuredClient(make_client(live), live, pool=endpoint_pool(None, live)) if needs_model else None
         judge = model_judge(llm) if llm is not None and args.judge else None
         for number, run in enumerate(runs, start=1):
             reports.append(evaluate_run(run, live, run_index(full, run), None if args.replay else llm, judge))

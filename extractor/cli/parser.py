@@ -14,7 +14,7 @@ from typing import Any
 from extractor import __version__
 
 KB_HELP = "KB root: the top of its git work tree (default: the work tree holding the current folder)"
-COST_GROUPS = ("day", "stage", "model", "agent", "source")
+COST_GROUPS = ("day", "stage", "model", "endpoint", "agent", "source")
 
 # command -> "module:function" under extractor.cli, imported when the command runs
 HANDLERS = {

@@ -32,6 +32,7 @@ class CallRecord(Record):
     raw_reply: str | None = None
     cached_tokens: int = 0
     cost: float | None = None
+    endpoint: str | None = None  # which of several endpoints answered (``endpoints``); None with one
 
 
 class Usage(Record):

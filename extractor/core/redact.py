@@ -89,6 +89,8 @@ def register_settings(settings: Any) -> None:
     register(settings.api_key)
     for url in (settings.base_url, settings.remote, settings.forge_url):
         register(*url_secrets(url))
+    for endpoint in getattr(settings, "endpoints", []):
+        register(endpoint.api_key, *url_secrets(endpoint.base_url))
 
 
 def known_secrets() -> set[str]:

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -149,6 +151,31 @@ def layout_problem(folders: list[tuple[str, str]], domains: list[str]) -> tuple[
 EMBEDDED_PREFIX = "embedded:"
 
 
+def http_url(value: str) -> str:
+    """``value`` when it is an http(s) URL with a host; the reason it is not, as a ValueError."""
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+class EndpointSpec(BaseModel):
+    """One of several endpoints serving the same work (``endpoints``): requests go to the least busy of those
+    not set aside, within each one's own limits."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    base_url: Annotated[str, AfterValidator(http_url)] = Field(description="its OpenAI-compatible URL")
+    model: str | None = Field(default=None, description="the model it serves (default: model)")
+    api_key: SecretStr | None = Field(default=None, description="its key (default: api_key)")
+    weight: float = Field(default=1.0, gt=0, description="its share of the requests, relative to the others")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="its own request limit")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="its own token limit")
+
+
 def keyed_problem(key: str, message: str) -> PydanticCustomError:
     """A problem found across settings, carrying the key it is reported under (its location is empty)."""
     return PydanticCustomError("settings", "{message}", {"key": key, "message": message})
@@ -178,6 +205,17 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("OPENAI_BASE_URL"),
         description="the OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (unset: the embedded model)",
+    )
+    endpoints: list[EndpointSpec] = Field(
+        default_factory=list,
+        description="several endpoints of one model: [{base_url, model, weight, requests_per_minute, "
+        "tokens_per_minute}, ...]; requests go to the least busy, a failing one is set aside (base_url unused)",
+    )
+    endpoint_failures: int = Field(
+        default=3, ge=1, description="failures in a row that set one of endpoints aside for endpoint_cooldown"
+    )
+    endpoint_cooldown: float = Field(
+        default=60.0, gt=0, description="seconds a failing one of endpoints is set aside before it is tried again"
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -444,15 +482,7 @@ class Settings(BaseSettings):
     @field_validator("base_url", "forge_url", "review_base_url")
     @classmethod
     def _an_http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        try:
-            parts = urlsplit(value)
-        except ValueError as exc:
-            raise ValueError(f"not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return value
+        return http_url(value) if value is not None else None
 
     @model_validator(mode="after")
     def _default_domain_is_a_domain(self) -> Settings:
@@ -463,6 +493,12 @@ class Settings(BaseSettings):
     def ingest_domain(self) -> str:
         """The domain of an ingested source nobody chose one for."""
         return self.default_domain or (self.domains[-1] if self.domains else "general")
+
+    @model_validator(mode="after")
+    def _reviewer_has_an_endpoint(self) -> Settings:
+        if self.review_model is not None and self.endpoints and self.review_base_url is None:
+            raise keyed_problem("review_base_url", "the reviewer needs its own endpoint when endpoints are set")
+        return self
 
     @model_validator(mode="after")
     def _review_needs_branches(self) -> Settings:
@@ -501,6 +537,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The settings file arrives as init values; the environment overrides it.
         return (env_settings, init_settings)
+
+    @property
+    def has_endpoint(self) -> bool:
+        """An endpoint is configured (``base_url`` or ``endpoints``): the embedded model is not started."""
+        return bool(self.base_url or self.endpoints)
 
     @property
     def is_embedded(self) -> bool:

@@ -35,6 +35,7 @@ from extractor.core.records import CallRecord, Usage, cached_tokens, token_count
 from extractor.core.redact import scrub
 from extractor.core.settings import Settings, StructuredMode
 from extractor.llm.contextsize import fits
+from extractor.llm.pool import Endpoint, EndpointPool
 from extractor.llm.ratelimit import estimated_tokens
 
 T = TypeVar("T", bound=BaseModel)
@@ -265,26 +266,36 @@ class StructuredClient:
         settings: Settings,
         cache: AnswerCache | None = None,
         limits: RequestGate | None = None,
+        pool: EndpointPool | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.cache = cache if settings.cache else None
         self.limits = limits
+        self.pool = pool  # several endpoints: each request goes to the least busy (client and limits unused)
 
     def _record(
-        self, request_hash: str, started: float, outcome: str, error: str | None = None, usage: Any = None
+        self,
+        request_hash: str,
+        started: float,
+        outcome: str,
+        error: str | None = None,
+        usage: Any = None,
+        endpoint: Endpoint | None = None,
     ) -> CallRecord:
+        settings = endpoint.settings if endpoint is not None else self.settings
         return CallRecord(
             at=time.time(),
-            model=self.settings.model,
+            model=settings.model,
             request_hash=request_hash,
             prompt_tokens=token_count(usage, "prompt_tokens"),
             completion_tokens=token_count(usage, "completion_tokens"),
             cached_tokens=cached_tokens(usage),
-            cost=call_cost(self.settings, usage),
+            cost=call_cost(settings, usage),
             latency=time.monotonic() - started,
             outcome=outcome,
             error=error,
+            endpoint=endpoint.name if endpoint is not None else None,
         )
 
     def _from_cache(self, key: str, shape: type[T]) -> StructuredReply[T] | None:
@@ -356,25 +367,37 @@ class StructuredClient:
                     with attempt:
                         if attempt.retry_state.attempt_number > 1:
                             retries += 1
-                        if self.limits is not None:
-                            self.limits.wait(estimated_tokens(conversation, settings.max_tokens))
-                        started = time.monotonic()
+                        pool = self.pool
+                        endpoint = pool.acquire() if pool is not None else None
+                        client = endpoint.client if endpoint is not None else self.client
+                        limits = endpoint.limits if endpoint is not None else self.limits
+                        failed = False
                         try:
-                            completion = self.client.chat.completions.create(  # type: ignore[call-overload]
-                                model=settings.model,
-                                messages=conversation,
-                                response_format=fmt,
-                                temperature=settings.temperature,
-                                max_tokens=settings.max_tokens,
-                                **({"seed": settings.seed} if settings.seed is not None else {}),
-                            )
-                        except Exception as exc:
-                            usage.requests += 1
-                            calls.append(self._record(request_hash, started, "error", _describe(exc)))
-                            if self.limits is not None and getattr(exc, "status_code", None) == 429:
-                                self.limits.pause(retry_after_seconds(exc))
-                            raise
-                        calls.append(self._record(request_hash, started, "ok", usage=completion.usage))
+                            if limits is not None:
+                                limits.wait(estimated_tokens(conversation, settings.max_tokens))
+                            started = time.monotonic()
+                            try:
+                                completion = client.chat.completions.create(  # type: ignore[call-overload]
+                                    model=endpoint.settings.model if endpoint is not None else settings.model,
+                                    messages=conversation,
+                                    response_format=fmt,
+                                    temperature=settings.temperature,
+                                    max_tokens=settings.max_tokens,
+                                    **({"seed": settings.seed} if settings.seed is not None else {}),
+                                )
+                            except Exception as exc:
+                                failed = is_transient(exc)
+                                usage.requests += 1
+                                calls.append(self._record(request_hash, started, "error", _describe(exc),
+                                                          endpoint=endpoint))  # fmt: skip
+                                if limits is not None and getattr(exc, "status_code", None) == 429:
+                                    limits.pause(retry_after_seconds(exc))
+                                raise
+                        finally:
+                            if pool is not None and endpoint is not None:
+                                pool.release(endpoint, failed)
+                        calls.append(self._record(request_hash, started, "ok", usage=completion.usage,
+                                                  endpoint=endpoint))  # fmt: skip
                         usage.add(completion.usage, calls[-1].cost)
                         if not completion.choices:
                             calls[-1].outcome, calls[-1].error = "error", "reply had no choices"

@@ -17,7 +17,7 @@ def llm_endpoint(settings: Settings) -> Iterator[Settings]:
     Otherwise the embedded model's server runs until the block ends; it takes
     ``json_object`` with a ``schema`` field, so that mode is chosen for it.
     """
-    if settings.base_url:
+    if settings.has_endpoint:
         yield settings
         return
     model = settings.local_model or default_model_path()

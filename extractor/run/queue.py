@@ -9,8 +9,8 @@ from pathlib import Path
 
 from extractor.core.settings import Settings
 from extractor.ingest.service import Ingester, IngestOptions, IngestReport
-from extractor.llm.client import StructuredClient, make_client
-from extractor.llm.ratelimit import SharedLimits
+from extractor.llm.client import StructuredClient
+from extractor.llm.connect import structured_client
 from extractor.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def file_away(path: Path, folder: str, reason: str | None = None) -> Path:
 
 def domain_chooser(kb_root: Path, settings: Settings, store: StateStore) -> StructuredClient | None:
     """The configured endpoint chooses domains; the embedded model is too small to, so none is asked."""
-    if not settings.base_url or settings.is_embedded:
+    if not settings.has_endpoint or settings.is_embedded:
         return None
-    return StructuredClient(make_client(settings), settings, cache=store, limits=SharedLimits(kb_root, settings))
+    return structured_client(kb_root, settings, cache=store)
 
 
 def ingest_queue(kb_root: Path, settings: Settings, store: StateStore) -> IngestReport | None:

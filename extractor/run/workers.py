@@ -26,8 +26,8 @@ from extractor.core.redact import register_settings, scrub
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import head
 from extractor.kb.index import KBIndex
-from extractor.llm.client import StructuredClient, make_client
-from extractor.llm.ratelimit import SharedLimits
+from extractor.llm.client import StructuredClient
+from extractor.llm.connect import structured_client
 from extractor.run.service import Drafted, draft
 from extractor.store.state import StateStore
 
@@ -119,9 +119,7 @@ def _work(number: int, kb_root: Path, settings: Settings, tasks: Any, results: A
         _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    llm = StructuredClient(
-        make_client(settings), settings, cache=StateStore.open(kb_root), limits=SharedLimits(kb_root, settings)
-    )
+    llm = structured_client(kb_root, settings, cache=StateStore.open(kb_root))
     indexes = IndexCache(kb_root, settings)
     results.put(Ready(worker=number))
     while True:

@@ -184,6 +184,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (feed, entry)
     );
     """,
+    """
+    ALTER TABLE llm_calls ADD COLUMN endpoint TEXT;
+    """,
 ]
 
 
@@ -542,13 +545,14 @@ class StateStore:
         return float(row[0] or 0.0)
 
     def cost_report(self, by: str, since: float | None = None) -> list[dict[str, Any]]:
-        """Calls, cache hits, tokens and cost grouped by day (local), model, agent or source."""
+        """Calls, cache hits, tokens and cost grouped by day (local), model, agent, source, stage or endpoint."""
         group = {
             "day": "date(at, 'unixepoch', 'localtime')",
             "model": "COALESCE(model, '?')",
             "agent": "COALESCE(agent, '?')",
             "source": "COALESCE(source_path, '?')",
             "stage": "stage",
+            "endpoint": "COALESCE(endpoint, '(the one endpoint)')",
         }[by]
         rows = self.db.execute(
             f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(outcome = 'cached') AS cache_hits, "
@@ -573,12 +577,12 @@ class StateStore:
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO llm_calls (at, source_path, worker, model, request_hash, prompt_tokens, "
-                "completion_tokens, latency, outcome, error, raw_reply, cached_tokens, cost, agent, stage) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "completion_tokens, latency, outcome, error, raw_reply, cached_tokens, cost, agent, stage, endpoint) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (c.at, source_path, worker, c.model, c.request_hash, c.prompt_tokens, c.completion_tokens,
                      c.latency, c.outcome, c.error and scrub(c.error), c.raw_reply and scrub(c.raw_reply),
-                     c.cached_tokens, c.cost, agent, stage)
+                     c.cached_tokens, c.cost, agent, stage, c.endpoint)
                     for c in calls
                 ],
             )  # fmt: skip

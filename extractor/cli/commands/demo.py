@@ -53,7 +53,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(report(kb_root, start))
     print(summary(report_))
-    embedded = not settings.base_url
+    embedded = not settings.has_endpoint
     model = "the embedded model" if embedded else settings.model
     strategy = settings.strategy_for(embedded=embedded)
     print()

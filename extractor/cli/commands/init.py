@@ -215,7 +215,7 @@ def next_steps(kb_root: Path, target: Path, found: Discovery, settings: Settings
     )
     drafts = "each on a branch extract/<source>" if settings.commit_mode == "branch" else "onto the branch checked out"
     steps = [("check the KB's notes against the gates (it changes nothing)", f"{program} validate")]
-    if settings.base_url is None:
+    if not settings.has_endpoint:
         steps.append(("point it at an endpoint (or set base_url in the file; unset, the embedded model runs)",
                       "export OPENAI_BASE_URL=https://... OPENAI_API_KEY=..."))  # fmt: skip
     steps.append((f"draft claims from {waiting}, {drafts}", f"{program} run --once"))

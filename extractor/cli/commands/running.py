@@ -25,10 +25,9 @@ Output = Literal["bar", "log", "none"]
 
 
 def client_for(kb_root: Path, settings: Settings, cache: StateStore | None = None) -> StructuredClient:
-    from extractor.llm.client import StructuredClient, make_client
-    from extractor.llm.ratelimit import SharedLimits
+    from extractor.llm.connect import structured_client
 
-    return StructuredClient(make_client(settings), settings, cache=cache, limits=SharedLimits(kb_root, settings))
+    return structured_client(kb_root, settings, cache=cache)
 
 
 def quiet_stdout() -> None:
@@ -79,7 +78,7 @@ def nothing_to_ask(kb_root: Path, settings: Settings, force: bool, only: list[st
     from extractor.run.scheduler import choose_due, scan_inbox
     from extractor.store.state import StateStore
 
-    if settings.base_url or settings.reviews or queued_files(kb_root / settings.ingest_queue_dir):
+    if settings.has_endpoint or settings.reviews or queued_files(kb_root / settings.ingest_queue_dir):
         return False
     store = StateStore.open(kb_root)
     try:
