@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import gzip
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -480,7 +482,8 @@ def test_feed_entries_with_relative_links_and_a_failing_entry_in_the_drop_folder
         assert "HTTP 404" in (report.outcomes[1].error or "")
         queue = kb / "inbox" / "queue"
         queue.mkdir()
-        (queue / "lab.rss").write_bytes(feed.encode().replace(b"<link>/", b"<link>" + site.url("/").encode()))
+        (queue / "lab.rss").write_bytes(feed.encode())  # relative links: the channel's own link is their base
+        os.utime(queue / "lab.rss", (time.time() - 60, time.time() - 60))
         site.pages["/b"] = Page(page_with("Third", "The third finding is that retries need jitter to spread."))
         ingest_queue(kb, load_settings(kb), store)
     finally:
@@ -507,8 +510,8 @@ def test_what_a_page_or_file_says_of_itself_is_kept_and_cleaned(
     site.pages["/blog/two"] = Page(home.replace(b"</head>", b'<link rel="canonical" href="/"></head>'))
     own = tmp_path / "own.md"
     own.write_text(
-        '---\ntitle: "Grid \\u202enotes\\x07 on \\x1b[31mstorage"\ndoi: 10.5555/own.1\ndomain: health\n'
-        "tags: [grid]\ndate: 2024-13-45\n---\n\r\nStorage flattens the evening peak.\r\n",
+        '---\ntitle: "Grid \\u202enotes\\x07 on \\x1b[31mstorage"\ndoi: https://doi.org/10.5555/own.1\ndomain: health\n'
+        "tags: [grid]\ndate: 2024-02-30\n---\n\r\nStorage flattens the evening peak.\r\n",
         encoding="utf-8",
     )
     before = inbox_names(kb)
@@ -523,7 +526,7 @@ def test_what_a_page_or_file_says_of_itself_is_kept_and_cleaned(
     own_meta, own_body = split_document(texts[own_name])
     assert own_meta["title"] == "Grid notes on [31mstorage" and own_meta["doi"] == "10.5555/own.1"
     assert own_meta["domain"] == "health" and own_meta["tags"] == ["grid", "a b"] and "\r" not in own_body
-    assert own_name.startswith(datetime.date.today().isoformat())  # 2024-13-45 is no date
+    assert own_name.startswith(datetime.date.today().isoformat())  # 2024-02-30 is no date
     message = git(kb, "log", "-1", "--format=%B")
     assert "\u202e" not in message and "\x1b" not in message and "\x07" not in message
     assert all("\u202e" not in (o["title"] or "") for o in report["outcomes"])
@@ -541,3 +544,49 @@ def test_a_page_far_larger_than_any_source_is_refused_unread(
     assert ingest(kb, str(page), "--domain", "health") == 1
     assert time.monotonic() - started < 10
     assert "more than 400000: save its text instead" in capsys.readouterr().err
+
+
+def test_a_feed_entry_without_a_link_comes_in_from_its_own_text(kb: Path, site: Website) -> None:
+    text = "Nurses on night shifts reported longer handovers in every ward we visited this winter. " * 8
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Ward notes</title><link>http://example.org/</link>'
+        f'<item><guid isPermaLink="false">t1</guid><title>Night handovers</title><description>&lt;p&gt;{text}'
+        "&lt;/p&gt;</description></item></channel></rss>"
+    )
+    site.pages["/notes.rss"] = Page(feed.encode(), content_type="application/rss+xml")
+    before = inbox_names(kb)
+    assert ingest(kb, site.url("/notes.rss"), "--domain", "health") == 0
+    path = only_new(kb, before)
+    assert "night-handovers" in path.name and "longer handovers in every ward" in path.read_text(encoding="utf-8")
+
+
+def test_options_between_items_and_dates_only_from_the_pages_markup(kb: Path, site: Website) -> None:
+    undated = (
+        "<html><head><title>Storage notes</title></head><body><article><h1>Storage notes</h1><p>Back in 2009 the "
+        "first grid batteries were small; today they smooth the evening peak on most feeders we measured.</p>"
+        "</article></body></html>"
+    )
+    site.pages["/undated"] = Page(undated.encode())
+    before = inbox_names(kb)
+    assert ingest(kb, "--tags", "grid", site.url("/undated"), site.url("/columns"), "--domain", "health") == 0
+    added = sorted(inbox_names(kb) - before)
+    assert len(added) == 2, added  # --tags takes one value: the items after it are items, not tags
+    undated_name = next(name for name in added if "storage-notes" in name)
+    assert undated_name.startswith(datetime.date.today().isoformat())  # "Back in 2009" is not its date
+    tags = [split_document((kb / "inbox" / "archive" / n).read_text(encoding="utf-8"))[0]["tags"] for n in added]
+    assert tags == [["grid"], ["grid"]]
+
+
+def test_a_missing_main_branch_is_a_setting_to_fix_before_anything_is_fetched(
+    kb: Path, site: Website, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (kb / "extractor.toml").write_text('main_branch = "trunk"\n', encoding="utf-8")
+    assert ingest(kb, site.url("/columns"), "--domain", "health") == 2
+    assert "branch 'trunk' does not exist" in capsys.readouterr().err and "/columns" not in site.hits
+
+
+def test_a_servers_words_reach_the_terminal_without_escape_sequences() -> None:
+    from extractor.ingest.document import IngestError
+
+    error = IngestError("http://x/\x1b[31mred", "the server answered HTTP 404 Not\x1b[2J Found")
+    assert "\x1b" not in str(error) and str(error).endswith("HTTP 404 Not [2J Found")

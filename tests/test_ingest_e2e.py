@@ -3,6 +3,8 @@ other; the drop folder is ingested at the start of a cycle."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,11 @@ def test_the_drop_folder_is_ingested_and_extracted_in_one_cycle(
     (queue / "broken.pdf").write_bytes(paper_pdf(pages=2)[:3000])
     notes = "# Notes on staffing\n\nNurses per ward fell by a tenth over two years in the hospitals surveyed.\n"
     (queue / "notes.md").write_text(notes, encoding="utf-8")
+    (queue / "copying.pdf.part").write_bytes(b"%PDF-1.4 half")  # a download in progress: left alone
+    (queue / "still-writing.md").write_text("# Half of a note", encoding="utf-8")
+    for path in queue.iterdir():
+        if path.name != "still-writing.md":  # changed just now: may still be being written
+            os.utime(path, (time.time() - 60, time.time() - 60))
     start = git(kb, "rev-parse", "HEAD").strip()
     capsys.readouterr()
     assert main(["run", "--once", "--kb", str(kb)]) == 0
@@ -89,7 +96,7 @@ def test_the_drop_folder_is_ingested_and_extracted_in_one_cycle(
     assert sorted(p.name for p in (queue / "failed").iterdir()) == ["broken.pdf", "broken.pdf.reason.txt"]
     reason = (queue / "failed" / "broken.pdf.reason.txt").read_text(encoding="utf-8")
     assert "damaged PDF" in reason and reason.count("\n") == 1
-    assert not [p for p in queue.iterdir() if p.is_file()]
+    assert sorted(p.name for p in queue.iterdir() if p.is_file()) == ["copying.pdf.part", "still-writing.md"]
     store = StateStore.open(kb)
     try:
         assert all(store.get(path).state is SourceState.DONE for path in new)  # type: ignore[union-attr]

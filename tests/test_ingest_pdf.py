@@ -295,3 +295,17 @@ def test_render_joins_broken_paragraphs_and_lone_bullets() -> None:
     assert render(parts) == "# Title\n\nA sentence broken by the column break goes on.\n\n\u2022 Item"
     assert render([(0, "Ends here."), (0, "lower case after a full stop")]).count("\n\n") == 1
     assert render([(0, "# not a heading")]) == "\\# not a heading"
+
+
+def test_a_hyphen_the_word_owns_is_kept_across_a_line_break() -> None:
+    words = frozenset({"well-known", "extraction"})
+    assert join_lines(["a well-", "known result"], words) == "a well-known result"
+    assert join_lines(["the extrac-", "tion step"], words) == "the extraction step"
+    assert join_lines(["state-of-the-", "art model"]) == "state-of-the-art model"  # hyphens already: its own
+    assert join_lines(["long-", "duration"]) == "longduration"  # nothing to tell by: a soft hyphen
+
+
+def test_impossible_calendar_days_are_no_date() -> None:
+    assert pdf_date("D:20230230120000Z") == "2023-02-00"
+    assert pdf_date("D:20240431") == "2024-04-00"
+    assert pdf_date("D:20240229") == "2024-02-29"

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a file (PDF, HTML, markdown, text, RSS/Atom), an http(s) URL, a feed")  # fmt: skip
     ingest.add_argument("--domain", help="the sources' domain (default: chosen by the configured model)")
     ingest.add_argument("--format", help="the sources' format: paper, article, report, thread... (default: guessed)")
-    ingest.add_argument("--tags", nargs="+", default=[], metavar="TAG", help="tags for every source")
+    ingest.add_argument("--tags", action="append", default=[], metavar="TAG,...",
+                        help="tags for every source, comma-separated (repeatable)")  # fmt: skip
     where = ingest.add_mutually_exclusive_group()
     where.add_argument("--commit", dest="commit_to", action="store_const", const="main",
                        help="commit them on the main branch (the default, see ingest_commit)")  # fmt: skip

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from extractor.core.errors import ExtractorError
 from extractor.core.records import Record
+from extractor.core.text import one_line
 
 
 class IngestError(ExtractorError):
     """One item that cannot be ingested; the message names the item and the problem."""
 
     def __init__(self, item: str, problem: str) -> None:
-        self.item = item
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{item}: {self.problem}")
+        # Both may carry a server's words (a reason phrase, a content type): no escape sequence reaches a terminal.
+        self.item = one_line(item)
+        self.problem = one_line(str(problem))
+        super().__init__(f"{self.item}: {self.problem}")
 
 
 class Document(Record):

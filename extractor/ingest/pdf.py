@@ -10,6 +10,7 @@ FlateDecode stream can inflate to gigabytes, and pdfminer inflates a stream whol
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -331,12 +332,13 @@ def document_of(parsed: Parsed, item: str) -> Document:
     pages = strip_running(parsed.pages)
     body = body_size(pages)
     levels = heading_levels(pages, body)
+    words = document_words(pages)
     parts: list[tuple[int, str]] = []  # (heading level, text); level 0 is a paragraph, -1 a table
     first_page_headings: list[tuple[int, str]] = []
     for number, page in enumerate(pages):
         start = len(parts)
         for block in column_order(with_tables(page.blocks, page.width), page.x0 + page.width / 2):
-            parts.extend(block_parts(block, body, levels))
+            parts.extend(block_parts(block, body, levels, words))
         if number == 0:
             first_page_headings = [(level, text) for level, text in parts[start:] if level > 0]
     text = render(parts)
@@ -558,22 +560,50 @@ def paragraphs(lines: Sequence[Line]) -> list[list[Line]]:
     return out
 
 
-def join_lines(texts: Iterable[str]) -> str:
-    """Lines into one run of text: a word hyphenated at a line's end is joined when the next line goes on in
-    lower case (``extrac-`` + ``tion``); otherwise lines are joined with a space."""
+def join_lines(texts: Iterable[str], words: frozenset[str] = frozenset()) -> str:
+    """Lines into one run of text. A word hyphenated at a line's end, the next line going on in lower case, is
+    joined (``extrac-`` + ``tion``) unless the hyphen is the word's own: the document spells the word with it
+    elsewhere (``words``), or not without it and the word has hyphens already (``state-of-the-`` + ``art``)."""
     out = ""
     for text in texts:
         text = text.strip()
         if not text:
             continue
         if out.endswith(HYPHENS) and len(out) > 1 and out[-2].isalpha() and text[0].islower():
-            out = out[:-1] + text
+            out = out[:-1] + ("-" if _hard_hyphen(out[:-1], text, words) else "") + text
         else:
             out = f"{out} {text}" if out else text
     return out
 
 
-def block_parts(block: Block, body: float, levels: dict[float, int]) -> list[tuple[int, str]]:
+_WORD_EDGE = ".,;:!?()[]{}\"'“”‘’"
+
+
+def _hard_hyphen(before: str, after: str, words: frozenset[str]) -> bool:
+    head = before.rsplit(maxsplit=1)[-1].strip(_WORD_EDGE).lower()
+    tail = after.split(maxsplit=1)[0].strip(_WORD_EDGE).lower()
+    if f"{head}-{tail}" in words:
+        return True
+    if f"{head}{tail}" in words:
+        return False
+    return "-" in head
+
+
+def document_words(pages: Sequence[Page]) -> frozenset[str]:
+    """Every word the document spells whole inside a line (lower case, hyphens kept): what tells a word's
+    own hyphen from one that only breaks it across lines."""
+    found: set[str] = set()
+    for page in pages:
+        for block in page.blocks:
+            for line in block.lines:
+                for word in line.text.split()[:-1]:  # a line's last word may be half of one
+                    found.add(word.strip(_WORD_EDGE).lower())
+    return frozenset(found)
+
+
+def block_parts(
+    block: Block, body: float, levels: dict[float, int], words: frozenset[str] = frozenset()
+) -> list[tuple[int, str]]:
     """A block as (level, text) parts: a table (level -1, a line per row, cells joined by `` | ``), headings
     (1-3: runs of heading-size lines of one size) and paragraphs (0)."""
     if block.table:
@@ -589,7 +619,7 @@ def block_parts(block: Block, body: float, levels: dict[float, int]) -> list[tup
             else:
                 runs.append((level, [line.text]))
         for level, texts in runs:
-            text = join_lines(texts)
+            text = join_lines(texts, words)
             if level and len(text.split()) > HEADING_MAX_WORDS:
                 level = 0
             out.append((level, text))
@@ -667,8 +697,16 @@ def pdf_date(value: str | None) -> str | None:
     if not 1000 <= int(year) <= 2999:
         return None
     month = month if month and 1 <= int(month) <= 12 else "00"
-    day = day if day and month != "00" and 1 <= int(day) <= 31 else "00"
+    day = day if day and month != "00" and _real_day(int(year), int(month), int(day)) else "00"
     return f"{year}-{month}-{day}"
+
+
+def _real_day(year: int, month: int, day: int) -> bool:
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return False
+    return True
 
 
 def find_doi(text: str) -> str | None:

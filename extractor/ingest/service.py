@@ -32,7 +32,7 @@ from extractor.ingest.known import KnownSources
 from extractor.ingest.sourcefile import canonical_url, source_metadata, source_name
 from extractor.ingest.web import FeedEntry, feed_entries, html_document, text_document
 from extractor.kb.files import atomic_write
-from extractor.kb.gitrepo import Identity, read_at, rev_parse
+from extractor.kb.gitrepo import Identity, read_at, require_main_branch, rev_parse
 from extractor.kb.locks import kb_lock
 from extractor.kb.names import bounded, unique_name
 from extractor.kb.sources import new_source_text, source_key_order
@@ -115,7 +115,7 @@ def cleaned(document: Document) -> Document:
             "title": line(document.title),
             "authors": [name for name in (one_line(a) for a in document.authors) if name],
             "url": line(document.url),
-            "doi": line(document.doi),
+            "doi": bare_doi(document.doi),
             "arxiv": line(document.arxiv),
             "site": line(document.site),
             "format": line(document.format),
@@ -123,6 +123,16 @@ def cleaned(document: Document) -> Document:
             "tags": [tag for tag in (one_line(t) for t in document.tags) if tag],
         }
     )
+
+
+_DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
+
+
+def bare_doi(value: str | None) -> str | None:
+    """``https://doi.org/10.1/x`` and ``doi:10.1/x`` as ``10.1/x``: one spelling, for the file and for duplicates."""
+    if value is None:
+        return None
+    return _DOI_PREFIX.sub("", one_line(value)) or None
 
 
 def commit_message(outcomes: list[Outcome]) -> str:
@@ -217,7 +227,9 @@ class Ingester:
         label = one_line(item)
         if is_url(item):
             if known := self.known.by_url.get(canonical_url(item)):
-                raise IngestError(label, f"already in the inbox as {known} (same URL)")
+                error = f"{label}: already in the inbox as {known} (same URL)"
+                yield Converted(item=item, label=label, error=error, duplicate_of=known)
+                return
             url, data, charset, kind = self._fetch(item)
         else:
             data, kind = self._read(item)
@@ -251,14 +263,15 @@ class Ingester:
             if kind == "feed":
                 raise IngestError(label, "the entry links to another feed")
             document = self._convert(label, data, kind, url, charset)
-        elif entry.content:
-            document = cleaned(html_document(label, entry.content.encode("utf-8"), charset="utf-8"))
+        elif entry.content:  # a fragment: trafilatura reads only whole pages
+            page = f"<html><body><article>{entry.content}</article></body></html>"
+            document = cleaned(html_document(label, page.encode("utf-8"), charset="utf-8"))
         else:
             raise IngestError(label, "the entry has no link and no text")
         return cleaned(
             document.model_copy(
                 update={
-                    "title": entry.title or document.title,
+                    "title": document.title or entry.title,
                     "authors": document.authors or entry.authors,
                     "date": document.date or entry.date,
                     "format": document.format or "article",
@@ -329,8 +342,10 @@ class Ingester:
             update={"format": one_line(options.format) if options.format else None,
                     "tags": [tag for tag in (one_line(t) for t in options.tags) if tag]}
         )  # fmt: skip
-        converted = self.convert(items)
         commit = options.commit or self.settings.ingest_commit
+        if commit != "none":  # before any download: a KB whose main branch is missing is a setting to fix
+            require_main_branch(self.kb_root, self.settings.main_branch)
+        converted = self.convert([item.strip() for item in items])
         with kb_lock(self.kb_root, "write", wait=WRITE_LOCK_WAIT):
             known = self._scan()  # main as it is now, under the lock every writer of the KB takes
             placed = [self._place(done, options, known) for done in converted]

@@ -4,6 +4,7 @@ metadata, a feed's entries (feedparser), and text files as they are."""
 from __future__ import annotations
 
 import codecs
+import datetime
 import re
 import time
 from typing import Any
@@ -24,8 +25,13 @@ def kb_date(value: str | None) -> str | None:
     if match is None:
         return None
     year, month, day = match.group(1), match.group(2) or "00", match.group(3) or "00"
-    if year == "0000" or int(month) > 12 or int(day) > 31 or (month == "00" and day != "00"):
+    if year == "0000" or int(month) > 12 or (month == "00" and day != "00"):
         return None  # not a date: 2024-13-45 would name a file and pass for one
+    if day != "00":
+        try:
+            datetime.date(int(year), int(month), int(day))
+        except ValueError:
+            return None  # 2024-02-30
     return f"{year}-{month}-{day}"
 
 
@@ -118,7 +124,8 @@ def html_document(
     )
     if not text or len(text.strip()) < MIN_PAGE_CHARS:
         raise IngestError(item, f"no main text found in the page (at least {MIN_PAGE_CHARS} characters)")
-    meta = trafilatura.extract_metadata(page, default_url=url)
+    # extensive=False: dates from the page's markup only; its text ("back in 2009...") is no date of it
+    meta = trafilatura.extract_metadata(page, default_url=url, extensive=False)
     title = meta.title if meta is not None else None
     if not title and (heading := _HEADING.search(text)):
         title = heading.group(1)
@@ -156,6 +163,8 @@ def text_document(item: str, data: bytes, kind: str) -> Document:
     author = metadata.get("author") or metadata.get("authors")
     authors = [str(a) for a in author] if isinstance(author, list) else _authors(str(author) if author else None)
     tags = metadata.get("tags")
+    if isinstance(tags, str):
+        tags = tags.split(",")
 
     def field(key: str) -> str | None:
         return str(metadata[key]) if metadata.get(key) not in (None, "", []) else None
@@ -200,6 +209,7 @@ def feed_entries(item: str, data: bytes, base_url: str | None = None) -> tuple[s
     if not parsed.get("version"):
         problem = parsed.get("bozo_exception")
         raise IngestError(item, f"not an RSS or Atom feed{f' ({problem})' if problem else ''}")
+    base_url = base_url or parsed.feed.get("link")  # a feed saved as a file: its own link is the base
     feed_author = parsed.feed.get("author")
     entries = []
     for entry in parsed.entries:

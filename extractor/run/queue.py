@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
+from extractor.core.errors import ConfigurationError
 from extractor.core.settings import Settings
 from extractor.ingest.service import Ingester, IngestOptions, IngestReport
 from extractor.llm.client import StructuredClient
@@ -19,11 +21,26 @@ DONE, FAILED = "done", "failed"
 REASON_SUFFIX = ".reason.txt"
 
 
-def queued_files(queue: Path) -> list[Path]:
-    """The files waiting in the drop folder (not its done/ and failed/ folders, not hidden files)."""
+SETTLE_SECONDS = 10.0  # a file changed more recently may still be being written or copied
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download")
+
+
+def queued_files(queue: Path, now: float | None = None) -> list[Path]:
+    """The files waiting in the drop folder that have stopped changing: not its done/ and failed/ folders, not
+    hidden files or downloads in progress, none modified in the last :data:`SETTLE_SECONDS`."""
     if not queue.is_dir():
         return []
-    return sorted(p for p in queue.iterdir() if p.is_file() and not p.name.startswith("."))
+    settled_before = (now if now is not None else time.time()) - SETTLE_SECONDS
+    found = []
+    for path in queue.iterdir():
+        try:
+            if not path.is_file() or path.name.startswith(".") or path.name.endswith(PARTIAL_SUFFIXES):
+                continue
+            if path.stat().st_mtime <= settled_before:
+                found.append(path)
+        except OSError:
+            continue  # gone meanwhile
+    return sorted(found)
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -60,6 +77,9 @@ def ingest_queue(kb_root: Path, settings: Settings, store: StateStore) -> Ingest
     ingester = Ingester(kb_root, settings, store, llm=domain_chooser(kb_root, settings, store))
     try:
         report = ingester.ingest([str(path) for path in files], IngestOptions())
+    except ConfigurationError as exc:  # no main branch to commit onto: the cycle goes on, the files wait
+        log.warning(f"{settings.ingest_queue_dir}: nothing ingested, left queued: {exc}")
+        return None
     finally:
         ingester.close()
     if report.note is not None:

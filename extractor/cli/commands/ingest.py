@@ -36,6 +36,8 @@ def run_ingest(args: argparse.Namespace) -> int:
             print(f"skipped {outcome.label}: already in the inbox as {outcome.duplicate_of}")
         elif outcome.error is not None:
             print(f"extractor: {outcome.error}", file=sys.stderr)
+    if not report.outcomes:
+        print("nothing new: every entry of the feed(s) was ingested before")
     if report.commit:
         where = report.branch or settings.main_branch
         print(f"committed {len(report.added)} source(s) on {where} ({report.commit[:10]})")
