@@ -5,6 +5,7 @@ the broken ones a converter must refuse cleanly (encrypted, scanned, a decompres
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from collections.abc import Sequence
@@ -272,3 +273,34 @@ def form_pdf() -> bytes:
     c.showPage()
     c.save()
     return buffer.getvalue()
+
+
+def justified_paragraphs(count: int = 12) -> list[str]:
+    """Paragraphs of varied length from a small vocabulary: set justified, their lines get wide word gaps."""
+    chooser = random.Random(3)
+    words = ("energy storage grid battery capacity demand utility market price frequency regulation lithium cells "
+             "degradation cycle revenue arbitrage dispatch forecast").split()  # fmt: skip
+    return [
+        f"Paragraph {n} begins here. "
+        + " ".join(chooser.choice(words) for _ in range(chooser.randint(40, 120)))
+        + ". It ends with a full stop."
+        for n in range(count)
+    ]
+
+
+def justified_pdf(paragraphs: list[str]) -> bytes:
+    """Two justified columns (18 pt apart) of ``paragraphs``, as most journals set a paper."""
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Paragraph
+
+    out = io.BytesIO()
+    body = ParagraphStyle("body", fontName="Times-Roman", fontSize=10, leading=12, alignment=4, firstLineIndent=12)
+    doc = BaseDocTemplate(out, pagesize=A4, title="Merchant Storage Revenues", author="John Smith")
+    column = (WIDTH - 144 - 18) / 2
+    frames = [
+        Frame(72, 60, column, HEIGHT - 120, id="left"),
+        Frame(72 + column + 18, 60, column, HEIGHT - 120, id="right"),
+    ]
+    doc.addPageTemplates([PageTemplate(id="page", frames=frames)])
+    doc.build([Paragraph(text, body) for text in paragraphs])
+    return out.getvalue()

@@ -309,3 +309,15 @@ def test_impossible_calendar_days_are_no_date() -> None:
     assert pdf_date("D:20230230120000Z") == "2023-02-00"
     assert pdf_date("D:20240431") == "2024-04-00"
     assert pdf_date("D:20240229") == "2024-02-29"
+
+
+def test_justified_columns_keep_every_paragraph_whole_and_in_order() -> None:
+    """Justified lines have wide word gaps: read as gaps between boxes, they scattered words into stray lines
+    and fake table rows."""
+    from tests.pdfs import justified_paragraphs, justified_pdf
+
+    paragraphs = justified_paragraphs()
+    text = pdf_document(justified_pdf(paragraphs), "justified.pdf").text
+    positions = [text.find(paragraph) for paragraph in paragraphs]
+    assert -1 not in positions, [n for n, p in enumerate(positions) if p == -1]
+    assert positions == sorted(positions) and " | " not in text
