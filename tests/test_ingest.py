@@ -102,10 +102,15 @@ def test_pages_in_odd_encodings_come_through_intact(kb: Path, site: Website) -> 
     )
     jp = page_with("日本語", japanese).decode().replace('charset="utf-8"', 'charset="shift_jis"')
     site.pages["/jp"] = Page(jp.encode("shift_jis"), content_type="text/html")  # only the page says its charset
+    greek = "Η αποθήκευση ενέργειας εξομαλύνει την βραδινή αιχμή στα περισσότερα δίκτυα που μετρήσαμε"
+    site.pages["/el"] = Page(
+        page_with("Δοκιμή", greek).decode().encode("utf-16"), content_type="text/html; charset=utf-16"
+    )
     before = inbox_names(kb)
-    assert ingest(kb, site.url("/ru"), site.url("/jp"), "--domain", "health") == 0
+    assert ingest(kb, site.url("/ru"), site.url("/jp"), site.url("/el"), "--domain", "health") == 0
     bodies = [(kb / "inbox" / "archive" / n).read_text(encoding="utf-8") for n in inbox_names(kb) - before]
     assert any(russian in body for body in bodies) and any(japanese in body for body in bodies), bodies
+    assert any(greek in body for body in bodies), bodies
 
 
 def test_the_same_paper_twice_is_refused_with_the_existing_files_name(

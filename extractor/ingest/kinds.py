@@ -39,8 +39,9 @@ def _sniffed(head: bytes) -> str | None:
     return None
 
 
-def kind_of(item: str, data: bytes, content_type: str = "", suffix: str = "") -> str:
-    """``pdf``, ``html``, ``feed``, ``markdown`` or ``text``; an :class:`IngestError` for anything else."""
+def kind_of(item: str, data: bytes, content_type: str = "", suffix: str = "", charset: str | None = None) -> str:
+    """``pdf``, ``html``, ``feed``, ``markdown`` or ``text``; an :class:`IngestError` for anything else. Text in
+    UTF-16 or UTF-32 (named by its charset or its byte-order mark) has NUL bytes and is still text."""
     if is_pdf(data):
         return "pdf"
     if content_type == "application/pdf" or suffix == ".pdf":
@@ -48,7 +49,8 @@ def kind_of(item: str, data: bytes, content_type: str = "", suffix: str = "") ->
     known_type = content_type in HTML_TYPES | FEED_TYPES | XML_TYPES or content_type.startswith("text/")
     if content_type and not known_type:
         raise IngestError(item, f"unsupported content type {content_type}")
-    if b"\x00" in data[:4096]:
+    wide = (charset or "").lower().startswith(("utf-16", "utf-32")) or data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    if b"\x00" in data[:4096] and not wide:
         raise IngestError(item, f"binary content ({content_type or suffix or 'unknown type'}), not a document")
     sniffed = _sniffed(data[:2048])
     if content_type in FEED_TYPES or (content_type in XML_TYPES and sniffed == "feed"):

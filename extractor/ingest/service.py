@@ -189,7 +189,7 @@ class Ingester:
             url, timeout=s.ingest_timeout, max_bytes=s.ingest_max_bytes, max_redirects=s.ingest_max_redirects,
             client=self.http,
         )  # fmt: skip
-        return got.url, got.data, got.charset, kind_of(url, got.data, got.content_type)
+        return got.url, got.data, got.charset, kind_of(url, got.data, got.content_type, charset=got.charset)
 
     def _read(self, item: str) -> tuple[bytes, str]:
         if _SCHEME.match(item):
