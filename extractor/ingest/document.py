@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+
 from extractor.core.errors import ExtractorError
 from extractor.core.records import Record
 from extractor.core.text import one_line
+
+
+def calendar_day(year: int, month: int, day: int) -> bool:
+    """A day the calendar has: 2024-02-29 is, 2023-02-30 is not."""
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return False
+    return True
 
 
 class IngestError(ExtractorError):

@@ -10,7 +10,6 @@ FlateDecode stream can inflate to gigabytes, and pdfminer inflates a stream whol
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from extractor.ingest.document import Document, IngestError
+from extractor.ingest.document import Document, IngestError, calendar_day
 from extractor.ingest.kinds import is_pdf
 
 BAND = 0.08  # the top and bottom share of a page where running headers, footers and page numbers live
@@ -702,16 +701,8 @@ def pdf_date(value: str | None) -> str | None:
     if not 1000 <= int(year) <= 2999:
         return None
     month = month if month and 1 <= int(month) <= 12 else "00"
-    day = day if day and month != "00" and _real_day(int(year), int(month), int(day)) else "00"
+    day = day if day and month != "00" and calendar_day(int(year), int(month), int(day)) else "00"
     return f"{year}-{month}-{day}"
-
-
-def _real_day(year: int, month: int, day: int) -> bool:
-    try:
-        datetime.date(year, month, day)
-    except ValueError:
-        return False
-    return True
 
 
 def find_doi(text: str) -> str | None:

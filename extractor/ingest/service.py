@@ -33,7 +33,7 @@ from extractor.ingest.sourcefile import canonical_url, source_metadata, source_n
 from extractor.ingest.web import FeedEntry, feed_entries, html_document, text_document
 from extractor.kb.files import atomic_write
 from extractor.kb.gitrepo import Identity, read_at, require_main_branch, rev_parse
-from extractor.kb.locks import kb_lock
+from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.names import bounded, unique_name
 from extractor.kb.sources import new_source_text, source_key_order
 from extractor.llm.client import LLMError, StructuredClient
@@ -41,7 +41,6 @@ from extractor.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
-WRITE_LOCK_WAIT = 120.0
 INGEST_STAGE = "ingest"
 TRAILER = "Ingested-by: extractor ingest"
 CommitTo = Literal["main", "branch", "none"]

@@ -4,14 +4,13 @@ metadata, a feed's entries (feedparser), and text files as they are."""
 from __future__ import annotations
 
 import codecs
-import datetime
 import re
 import time
 from typing import Any
 from urllib.parse import urljoin
 
 from extractor.core.records import Record
-from extractor.ingest.document import Document, IngestError
+from extractor.ingest.document import Document, IngestError, calendar_day
 from extractor.kb.yamlio import has_frontmatter, split_document
 
 _HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
@@ -27,11 +26,8 @@ def kb_date(value: str | None) -> str | None:
     year, month, day = match.group(1), match.group(2) or "00", match.group(3) or "00"
     if year == "0000" or int(month) > 12 or (month == "00" and day != "00"):
         return None  # not a date: 2024-13-45 would name a file and pass for one
-    if day != "00":
-        try:
-            datetime.date(int(year), int(month), int(day))
-        except ValueError:
-            return None  # 2024-02-30
+    if day != "00" and not calendar_day(int(year), int(month), int(day)):
+        return None  # 2024-02-30
     return f"{year}-{month}-{day}"
 
 

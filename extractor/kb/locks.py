@@ -17,6 +17,8 @@ from filelock import FileLock, Timeout
 from extractor.core.errors import ConfigurationError
 from extractor.kb.statedir import ensure_state_dir
 
+WRITE_LOCK_WAIT = 120.0  # seconds a writer waits for another's commit before giving up
+
 
 class LockHeldError(ConfigurationError):
     """Another process holds the lock."""

@@ -8,11 +8,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from extractor.core.settings import Settings
-from extractor.kb.locks import kb_lock
+from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.review.branches import accept, branch_for, describe_branch, record_decision, reject
 from extractor.store.state import SourceState
-
-WRITE_LOCK_WAIT = 120.0
 
 
 class Decision(BaseModel):

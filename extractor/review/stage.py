@@ -30,12 +30,12 @@ from extractor.extraction.extract import prompts_dir
 from extractor.extraction.prompts import Candidate, prompt_hash, template_text
 from extractor.kb.gitrepo import GitError, Identity, checked_out_branches, commit_tree_on, git, move_ref, rev_parse
 from extractor.kb.index import KBIndex
-from extractor.kb.locks import kb_lock
+from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.sources import SourceError, parse_source
 from extractor.llm.client import LLMError, StructuredClient, make_client, response_format
 from extractor.llm.ratelimit import SharedLimits, estimated_tokens
 from extractor.review.branches import PendingReview, describe_branch, text_at
-from extractor.review.decide import WRITE_LOCK_WAIT, Decision, accept_branch
+from extractor.review.decide import Decision, accept_branch
 from extractor.review.fixes import fix_file, folder_domain
 from extractor.review.reviewer import (
     REVIEW_PROMPT,

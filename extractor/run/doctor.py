@@ -24,13 +24,12 @@ from pydantic import BaseModel, Field
 from extractor.commit.message import FIX_TRAILER, CommitInfo, extraction_branch, parse_message, trailers
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, git, read_at, rev_parse
-from extractor.kb.locks import kb_lock
+from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.sources import content_hash
 from extractor.kb.statedir import STATE_DIR, ensure_state_dir
 from extractor.llm.ratelimit import LIMITS_FILE
 from extractor.review.branches import extraction_commit
 from extractor.run.scheduler import scan_inbox
-from extractor.run.service import WRITE_LOCK_WAIT
 from extractor.store.state import SourceState, StateCorruptError, StateStore, StoreError, state_path
 
 # The store's tables that git cannot give back, and what losing each one means.

@@ -26,10 +26,10 @@ from extractor.core.errors import ExtractorError
 from extractor.core.records import OutcomeKind, SourceOutcome
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, git, read_at, require_main_branch, rev_parse
-from extractor.kb.locks import kb_lock
+from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.sources import SourceError, SourceStatus, content_hash, parse_source, read_source_text
 from extractor.run.queue import ingest_queue
-from extractor.run.service import CYCLE_RUNNER, WRITE_LOCK_WAIT, Drafted, SourceService
+from extractor.run.service import CYCLE_RUNNER, Drafted, SourceService
 from extractor.run.workers import Task, WorkerPool
 from extractor.store.state import SourceRow, SourceState, StateCorruptError, StateStore, StoreError
 

@@ -35,7 +35,7 @@ from extractor.extraction.extract import ExtractionResult
 from extractor.extraction.strategy import extract_source
 from extractor.kb.gitrepo import read_at
 from extractor.kb.index import KBIndex
-from extractor.kb.locks import kb_lock
+from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.sources import Source, SourceError, check_source_file, content_hash, load_source, parse_source
 from extractor.llm.client import LLMError, StructuredClient
 from extractor.review.publish import publish
@@ -45,7 +45,6 @@ from extractor.store.state import SourceRow, SourceState, StateCorruptError, Sta
 MANUAL_RUNNER = "manual extraction"
 CYCLE_RUNNER = "headless extraction cron"
 BATCH_RUNNER = "batch extraction"
-WRITE_LOCK_WAIT = 120.0
 log = logging.getLogger("extractor")
 
 
