@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakeopenai import FakeOpenAI
+from tests.postgres import PostgresServer
+from tests.postgres import postgres_server as start_postgres
 from tests.website import ARTICLE, Page, Website
 
 # Headless Chromium fixtures (browser, need_chromium) for the tests of pages.
@@ -98,3 +101,33 @@ def corpus_kb(tmp_path: Path, corpus: Path) -> Path:
     (kb / "extractor.toml").write_text('claims_dir = "domains"\ncommit_mode = "main"\n', encoding="utf-8")
     commit_all(kb)
     return kb
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole session (tests.postgres); skipped without its binaries,
+    failed under CI=true."""
+    with start_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL (with its password) of a fresh database of its own for each test, dropped after it."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+def started_together(target: Callable[..., None], *args: object, processes: int = 6) -> list[int | None]:
+    """Exit codes of ``processes`` spawned processes running ``target(*args, start)``, released at one moment
+    (each waits on the ``start`` event it is given)."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    started = [context.Process(target=target, args=(*args, start)) for _ in range(processes)]
+    for process in started:
+        process.start()
+    start.set()
+    for process in started:
+        process.join(timeout=60)
+    return [process.exitcode for process in started]

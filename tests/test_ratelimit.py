@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from extractor.cli.main import main
 from extractor.core.settings import Settings
-from extractor.llm.ratelimit import SharedLimits, estimated_tokens
+from extractor.llm.ratelimit import LIMITS_FILE, SharedLimits, estimated_tokens
 from tests.drafts import NULL
 from tests.fakeopenai import FakeOpenAI, Reply, answer, error
 from tests.kbfactory import make_inbox_kb
@@ -126,3 +129,81 @@ def test_after_a_429_every_worker_goes_slower_for_a_while(tmp_path: Path, endpoi
     print(f"\nafter a 429: {len(after)} requests, gaps {', '.join(f'{g:.2f}' for g in gaps)} s")
     # Unslowed, three workers send three requests within a few milliseconds; slowed, one a second between them.
     assert len(times) == 8 and len(after) >= 4 and min(gaps) >= 0.8
+
+
+# --- the same limits in Postgres (state_url) ---------------------------------------------------------------
+
+
+def _draw(kb: str, url: str, count: int, start: Any, times: Any) -> None:
+    limits = SharedLimits(Path(kb), Settings(base_url="http://127.0.0.1:9/v1", requests_per_minute=120, state_url=url))
+    start.wait()
+    for _ in range(count):
+        limits.wait(10)
+        times.put(time.time())
+    limits.close()
+
+
+def test_processes_on_one_postgres_database_share_one_requests_per_minute_limit(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two processes (machines, as far as the database knows) drawing from one budget of 120 a minute: together
+    they keep to 2 a second, as the workers of one KB do with the SQLite file."""
+    context = mp.get_context("spawn")
+    start, times = context.Event(), context.Queue()
+    processes = [context.Process(target=_draw, args=(str(tmp_path / f"kb{n}"), postgres_url, 6, start, times))
+                 for n in range(2)]  # fmt: skip
+    for process in processes:
+        process.start()
+    start.set()
+    sent = sorted(times.get(timeout=60) for _ in range(12))
+    for process in processes:
+        process.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0, 0]
+    span = sent[-1] - sent[0]
+    print(f"\n2 processes, 12 requests limited to 120/min in Postgres: {most_in_window(sent, 0.95)} in the busiest "
+          f"0.95 s, {span:.1f} s in all")  # fmt: skip
+    assert most_in_window(sent, 0.5) <= 2 and most_in_window(sent, 2.5) <= 6 and span >= 5.0
+    assert not (tmp_path / "kb0" / ".extractor" / LIMITS_FILE).exists()
+
+
+@pytest.fixture
+def postgres_limits(tmp_path: Path, postgres_url: str) -> Iterator[Callable[..., SharedLimits]]:
+    """Makes the limits of the endpoint on a port of 127.0.0.1, kept in Postgres; all closed at the end."""
+    made: list[SharedLimits] = []
+
+    def limits(port: int, **values: Any) -> SharedLimits:
+        settings = Settings(base_url=f"http://127.0.0.1:{port}/v1", state_url=postgres_url, **values)
+        made.append(SharedLimits(tmp_path, settings))
+        return made[-1]
+
+    yield limits
+    for each in made:
+        each.close()
+
+
+def test_postgres_limits_share_tokens_pauses_and_slow_downs(postgres_limits: Callable[..., SharedLimits]) -> None:
+    limits = postgres_limits
+
+    tokens, other_process = limits(9, tokens_per_minute=3000), limits(9, tokens_per_minute=3000)
+    assert tokens.wait(2000) < 0.5
+    assert other_process.tokens is not None
+    assert not other_process.tokens.try_acquire(tokens.endpoint, 2000, timeout=0.5)  # 1,000 are left
+    assert other_process.tokens.try_acquire(tokens.endpoint, 1000, timeout=0.5)
+
+    first, second = limits(10, requests_per_minute=600), limits(10, requests_per_minute=600)
+    assert first.spacing() == 0.0 and first.paused_until() == 0.0
+    first.pause(0.6)
+    assert second.paused_until() == pytest.approx(time.time() + 0.6, abs=0.2)
+    started = time.monotonic()
+    second.wait(10)
+    assert time.monotonic() - started >= 0.5
+    assert second.spacing() == pytest.approx(0.2)
+    second.pause(0.0)
+    assert first.spacing() == pytest.approx(0.4)  # a 429 in a row widens it, for every process
+    assert limits(11).paused_until() == 0.0  # limits are per endpoint
+
+    one, elsewhere = limits(12, requests_per_minute=1), limits(13, requests_per_minute=1)
+    assert one.requests is not None and elsewhere.requests is not None
+    assert one.requests.try_acquire(one.endpoint, 1, timeout=0.5)
+    assert not one.requests.try_acquire(one.endpoint, 1, timeout=0.5)
+    assert elsewhere.requests.try_acquire(elsewhere.endpoint, 1, timeout=0.5)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from extractor.store.state import MIGRATIONS, StateStore, StoreError
+from tests.conftest import started_together
 
 
 def _open(kb: str, start: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
@@ -19,18 +20,10 @@ def _open(kb: str, start: mp.synchronize.Event) -> None:  # type: ignore[name-de
 def test_processes_that_open_a_new_store_together_all_get_a_migrated_store(tmp_path: Path) -> None:
     """Two `extract` commands started together on a fresh KB each open the store; neither may crash on a
     migration the other already applied ("table sources already exists")."""
-    context = mp.get_context("spawn")
     for trial in range(8):
         kb = tmp_path / f"kb{trial}"
         kb.mkdir()
-        start = context.Event()
-        processes = [context.Process(target=_open, args=(str(kb), start)) for _ in range(6)]
-        for process in processes:
-            process.start()
-        start.set()
-        for process in processes:
-            process.join(timeout=60)
-        assert [p.exitcode for p in processes] == [0] * 6
+        assert started_together(_open, str(kb)) == [0] * 6
         store = StateStore.open(kb)
         try:
             assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

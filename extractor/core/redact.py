@@ -2,7 +2,8 @@
 
 What counts as a secret: the values of the API key and the forge token, the
 credentials after ``Bearer``/``Basic``/``token`` and in ``Authorization``/``api-key``
-fields, and the password in a URL's userinfo (``https://user:pass@host``). Each is
+fields, and the password in a URL's userinfo (``https://user:pass@host``, the state
+database's ``postgresql://user:pass@host/name``) or ``password=`` parameter. Each is
 replaced by :data:`PLACEHOLDER`. The functions here are pure, apart from
 :func:`known_secrets`, which reads the environment and what :func:`register` was told.
 """
@@ -21,7 +22,7 @@ from pydantic import SecretStr
 PLACEHOLDER = "[REDACTED]"
 MIN_SECRET_LENGTH = 8  # shorter values ("x", "none") are placeholders for local endpoints, not secrets
 SECRET_ENV = ("OPENAI_API_KEY", "EXTRACTOR_API_KEY", "EXTRACTOR_FORGE_TOKEN")
-URL_ENV = ("OPENAI_BASE_URL", "EXTRACTOR_BASE_URL", "EXTRACTOR_REMOTE", "EXTRACTOR_FORGE_URL")
+URL_ENV = ("OPENAI_BASE_URL", "EXTRACTOR_BASE_URL", "EXTRACTOR_REMOTE", "EXTRACTOR_FORGE_URL", "EXTRACTOR_STATE_URL")
 
 _CHARS = r"[^\s\"',;}()<>\[\]]"  # what a credential is made of, up to the next quote, separator or space
 # A credential-looking word: 8+ characters with a digit, one of =+/_ or a case change, so prose
@@ -30,6 +31,7 @@ _CREDENTIAL = rf"(?={_CHARS}*?(?:[\d=+/_]|(?-i:[a-z][A-Z]))){_CHARS}{{8,}}"
 _SCHEME_CREDENTIAL = re.compile(rf"(?i)\b(bearer|basic|token)(\s+){_CREDENTIAL}")
 _HEADER_VALUE = re.compile(rf"""(?i)\b((?:x-)?api[-_]?key|authorization)(["']?\s*[:=]\s*["']?){_CREDENTIAL}""")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#\s@]+)@")
+_URL_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#\s\"'<>]+")  # a database URL's password parameter
 _registered: set[str] = set()
 
 
@@ -60,12 +62,15 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = redact_values(text, secrets)
     text = _SCHEME_CREDENTIAL.sub(rf"\1\2{PLACEHOLDER}", text)
     text = _HEADER_VALUE.sub(rf"\1\2{PLACEHOLDER}", text)
+    text = _URL_PASSWORD.sub(rf"\1{PLACEHOLDER}", text)
     return _URL_USERINFO.sub(_userinfo, text)
 
 
 def url_secrets(url: str | None) -> list[str]:
-    """The secrets in a URL's userinfo: the password, or a lone http(s) userinfo (a token)."""
-    found = []
+    """The secrets in a URL: its userinfo's password, a lone http(s) userinfo (a token), a ``password=``
+    parameter (a database URL's)."""
+    found = [match.group(0).split("=", 1)[1] for match in _URL_PASSWORD.finditer(url or "")]
+    found += [unquote(value) for value in found]
     for match in _URL_USERINFO.finditer(url or ""):
         user, _, password = match.group(2).partition(":")
         if password:
@@ -85,9 +90,9 @@ def register(*values: SecretStr | str | None) -> None:
 
 
 def register_settings(settings: Any) -> None:
-    """The API key and the passwords in the endpoint, remote and forge URLs of loaded settings."""
+    """The API key and the passwords in the endpoint, remote, forge and state database URLs of loaded settings."""
     register(settings.api_key)
-    for url in (settings.base_url, settings.remote, settings.forge_url):
+    for url in (settings.base_url, settings.remote, settings.forge_url, getattr(settings, "state_url", None)):
         register(*url_secrets(url))
     for endpoint in getattr(settings, "endpoints", []):
         register(endpoint.api_key, *url_secrets(endpoint.base_url))

@@ -162,6 +162,21 @@ def http_url(value: str) -> str:
     return value
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def postgres_url(value: str) -> str:
+    """``value`` when it is a ``postgresql://`` or ``postgres://`` URL; why it is not, as a ValueError (naming
+    no part of it: it may hold a password)."""
+    try:
+        scheme = urlsplit(value).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme not in POSTGRES_SCHEMES:
+        raise ValueError("must be a postgresql:// or postgres:// URL (postgresql://user:password@host:5432/name)")
+    return value
+
+
 class EndpointSpec(BaseModel):
     """One of several endpoints serving the same work (``endpoints``): requests go to the least busy of those
     not set aside, within each one's own limits."""
@@ -329,6 +344,12 @@ class Settings(BaseSettings):
         description="first backoff after a source fails, doubled per failure up to retry_cap_seconds",
     )
     retry_cap_seconds: float = Field(default=86_400.0, ge=0, description="longest backoff between a source's attempts")
+    state_url: str | None = Field(
+        default=None,
+        description="a PostgreSQL database (postgresql://user:password@host:5432/name) that keeps the state store, "
+        "the LLM call log, the response cache and the shared rate limits of the KB, for processes on several "
+        "machines (unset: SQLite files under .extractor/); its password is redacted from every output",
+    )
 
     # Knowledge base layout
     inbox_dir: KBFolder = Field(default="inbox/archive", description="the folder of sources, relative to the KB root")
@@ -483,6 +504,11 @@ class Settings(BaseSettings):
     @classmethod
     def _an_http_url(cls, value: str | None) -> str | None:
         return http_url(value) if value is not None else None
+
+    @field_validator("state_url")
+    @classmethod
+    def _a_postgres_url(cls, value: str | None) -> str | None:
+        return postgres_url(value) if value is not None else None
 
     @model_validator(mode="after")
     def _default_domain_is_a_domain(self) -> Settings:

@@ -41,7 +41,7 @@ from extractor.kb.gitrepo import (
 )
 from extractor.kb.yamlio import replace_frontmatter_keys, split_document
 from extractor.review.entitychanges import EntityChange, entity_change
-from extractor.store.state import SourceState, StateStore
+from extractor.store.state import SourceState, open_store
 
 
 class ReviewError(ExtractorError):
@@ -217,7 +217,7 @@ def verdicts_for(path: str, reviews: list[BranchReview]) -> list[ItemVerdict]:
 
 def verdicts_of(kb: Path, items: list[PendingReview], settings: Settings) -> dict[str, str]:
     """Each branch's verdict (:func:`branch_verdict`) on its tip, by branch name."""
-    store = StateStore.open(kb)
+    store = open_store(kb, settings)
     try:
         return {item.branch: branch_verdict(store.reviews_for(item.commit), settings.review_agents) for item in items}
     finally:
@@ -251,7 +251,7 @@ class ReviewShow(Record):
 
 def flags_of(kb: Path, item: PendingReview, settings: Settings) -> ReviewShow:
     """Each claim's flags from the state store's report of the branch's commit, and the entity notes changed."""
-    store = StateStore.open(kb)
+    store = open_store(kb, settings)
     try:
         report = store.extraction_for(item.extraction_commit or item.commit)
         reviews = store.reviews_for(item.commit)
@@ -430,9 +430,9 @@ def reject(kb: Path, slug: str, settings: Settings, reason: str | None, retry: b
     return commit
 
 
-def record_decision(kb: Path, source_path: str, state: SourceState) -> None:
+def record_decision(kb: Path, source_path: str, state: SourceState, settings: Settings | None = None) -> None:
     """Tell the state store what review decided, so runs and ``status`` agree with git."""
-    store = StateStore.open(kb)
+    store = open_store(kb, settings)
     try:
         store.update_or_insert(source_path, state=state, attempts=0, next_retry_at=None, last_error=None)
     finally:

@@ -28,7 +28,7 @@ def accept_branch(kb: Path, slug: str, settings: Settings, expected_tip: str | N
     item = describe_branch(kb, branch_for(slug), settings)
     with kb_lock(kb, "write", wait=WRITE_LOCK_WAIT):
         commit = accept(kb, slug, settings, expected_tip)
-    record_decision(kb, item.source, SourceState.DONE)
+    record_decision(kb, item.source, SourceState.DONE, settings)
     return Decision(branch=item.branch, source=item.source, action="accepted", commit=commit)
 
 
@@ -37,5 +37,5 @@ def reject_branch(kb: Path, slug: str, settings: Settings, reason: str | None, r
     item = describe_branch(kb, branch_for(slug), settings)
     with kb_lock(kb, "write", wait=WRITE_LOCK_WAIT):
         commit = reject(kb, slug, settings, reason, retry)
-    record_decision(kb, item.source, SourceState.DUE if retry else SourceState.DONE)
+    record_decision(kb, item.source, SourceState.DUE if retry else SourceState.DONE, settings)
     return Decision(branch=item.branch, source=item.source, action="retry" if retry else "rejected", commit=commit)

@@ -50,7 +50,7 @@ from extractor.review.branches import (
 )
 from extractor.review.entitychanges import EntityChange, entity_change
 from extractor.review.markdown import Segment, render_markdown, render_source
-from extractor.store.state import StateStore
+from extractor.store.state import open_store
 
 # The written page: no script, no form. The served pages run one script of their own and post to themselves.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -222,7 +222,7 @@ def read_input(kb: Path, slug: str, settings: Settings) -> PageInput:
     """Read what the page of ``extract/<slug>`` shows; raises :class:`ReviewError` for an unknown branch."""
     item = describe_branch(kb, branch_for(slug), settings)
     base = item.base
-    store = StateStore.open(kb)
+    store = open_store(kb, settings)
     try:
         report = store.extraction_for(item.extraction_commit or item.commit)
         reviews = store.reviews_for(item.commit)
@@ -257,7 +257,7 @@ def review_href(slug: str) -> str:
 def index_entries(kb: Path, settings: Settings) -> list[IndexEntry]:
     """The pending branches with what the state store knows of each: verdict, flags and cost."""
     items = pending(kb, settings)
-    store = StateStore.open(kb)
+    store = open_store(kb, settings)
     try:
         known = {
             item.commit: (store.extraction_for(item.extraction_commit or item.commit), store.reviews_for(item.commit))

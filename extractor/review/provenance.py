@@ -18,7 +18,7 @@ from extractor.core.errors import ExtractorError
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, git, is_ancestor, lines_added_to, read_at, rev_parse
 from extractor.kb.statedir import STATE_DIR
-from extractor.store.state import STATE_FILE, StateStore
+from extractor.store.state import STATE_FILE, open_store
 
 
 class ProvenanceError(ExtractorError):
@@ -109,8 +109,8 @@ def claim_provenance(kb: Path, path: str, settings: Settings) -> Provenance:
     )
     if info is None:
         return record
-    if (kb / STATE_DIR / STATE_FILE).exists():
-        store = StateStore.open(kb)
+    if settings.state_url or (kb / STATE_DIR / STATE_FILE).exists():
+        store = open_store(kb, settings)
         try:
             row = store.get(record.source)
             reviews = store.latest_reviews(record.source)

@@ -11,6 +11,9 @@ reviews, the gates' reports, open Batch API jobs): a table of the damaged file
 that still reads whole is copied over, and the report names what is lost.
 The damaged file is kept beside the new one, named with the time it was set
 aside.
+
+A state store in Postgres (``state_url``) is no file of the KB: doctor checks that
+it opens (reached, logged in, migrated) and leaves its repair to Postgres's tools.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from extractor.commit.message import FIX_TRAILER, CommitInfo, extraction_branch, parse_message, trailers
+from extractor.core.errors import ConfigurationError
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import GitError, git, read_at, rev_parse
 from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
@@ -30,7 +34,7 @@ from extractor.kb.statedir import STATE_DIR, ensure_state_dir
 from extractor.llm.ratelimit import LIMITS_FILE
 from extractor.review.branches import extraction_commit
 from extractor.run.scheduler import scan_inbox
-from extractor.store.state import SourceState, StateCorruptError, StateStore, StoreError, state_path
+from extractor.store.state import SourceState, StateCorruptError, StateStore, StoreError, open_store, state_path
 
 # The store's tables that git cannot give back, and what losing each one means.
 HISTORY = {
@@ -63,9 +67,15 @@ class DoctorReport(BaseModel):
     kept: dict[str, int] = Field(default_factory=dict)  # table -> rows copied from the damaged file
     lost: list[str] = Field(default_factory=list)  # what no longer exists, in words
     notes: list[str] = Field(default_factory=list)
+    postgres: bool = False  # the store is the Postgres database of state_url (path: its URL, redacted)
 
     def lines(self) -> list[str]:
         """The report as ``doctor`` prints it."""
+        if self.postgres:
+            return [
+                f"{self.path}: the state store is a Postgres database (state_url), not a file doctor rebuilds: it "
+                "opens and its schema is up to date; back it up and repair it with Postgres's own tools"
+            ]
         if self.healthy:
             return [f"{self.path}: the state store is fine (integrity check: ok)", *self.notes]
         counts = ", ".join(f"{n} {state}" for state, n in sorted(self.sources.items())) or "no sources"
@@ -108,8 +118,10 @@ def rebuild_state(kb_root: Path, settings: Settings, force: bool = False) -> Doc
     """Check the KB's state store; rebuild it from git when it is damaged, missing, or ``force``.
 
     Holds the run lock (a running cycle or daemon is refused with :class:`LockHeldError`) and the write lock,
-    so no extraction records into the file being replaced.
+    so no extraction records into the file being replaced. A store in Postgres (``state_url``) is only opened.
     """
+    if settings.state_url:
+        return check_postgres(kb_root, settings, force)
     path = state_path(kb_root)
     ensure_state_dir(kb_root)
     with kb_lock(kb_root, "run"), kb_lock(kb_root, "write", wait=WRITE_LOCK_WAIT):
@@ -131,6 +143,19 @@ def rebuild_state(kb_root: Path, settings: Settings, force: bool = False) -> Doc
         finally:
             store.close()
     return report
+
+
+def check_postgres(kb_root: Path, settings: Settings, force: bool) -> DoctorReport:
+    """The Postgres state store opens (reached, logged in, migrated); it is not rebuilt, even when asked."""
+    store = open_store(kb_root, settings)
+    where = store.where
+    store.close()
+    if force:
+        raise ConfigurationError(
+            f"{where}: doctor --rebuild rebuilds the SQLite file under {STATE_DIR}/; the state store is a Postgres "
+            "database (state_url): repair it with Postgres's own tools"
+        )
+    return DoctorReport(path=where, healthy=True, postgres=True)
 
 
 def set_aside(path: Path) -> Path:

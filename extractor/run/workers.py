@@ -29,7 +29,7 @@ from extractor.kb.index import KBIndex
 from extractor.llm.client import StructuredClient
 from extractor.llm.connect import structured_client
 from extractor.run.service import Drafted, draft
-from extractor.store.state import StateStore
+from extractor.store.state import open_store
 
 
 class Task(BaseModel):
@@ -119,7 +119,7 @@ def _work(number: int, kb_root: Path, settings: Settings, tasks: Any, results: A
         _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    llm = structured_client(kb_root, settings, cache=StateStore.open(kb_root))
+    llm = structured_client(kb_root, settings, cache=open_store(kb_root, settings))
     indexes = IndexCache(kb_root, settings)
     results.put(Ready(worker=number))
     while True:

@@ -1,4 +1,4 @@
-"""The state store: an embedded SQLite database under the KB (``.extractor/state.db``).
+"""The state store: an embedded SQLite database under the KB (``.extractor/state.db``), or a Postgres database.
 
 It remembers, per source, where it is in its life (due, running, done, failed,
 parked, awaiting review, invalid), what each attempt cost and produced, and
@@ -7,6 +7,11 @@ command read while a run writes. Schema changes are numbered migrations,
 applied in order and recorded in ``PRAGMA user_version``. Error text and raw
 replies are redacted (``extractor.redact``) before they are written, so no
 secret reaches the file.
+
+With ``state_url`` set (:func:`open_store`), the same tables live in that Postgres database: the migrations
+are the same scripts, their types translated (:meth:`PostgresDialect.schema`), the version kept in a
+``schema_version`` table and the migrating serialised by an advisory lock. Each method's SQL is written once,
+in SQLite's spelling; ``extractor.kb.statedb`` carries it to Postgres.
 """
 
 from __future__ import annotations
@@ -19,13 +24,23 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from filelock import FileLock
 
-from extractor.core.errors import ExtractorError
 from extractor.core.records import BranchReview, CallRecord, ExtractionReport, Record
 from extractor.core.redact import scrub
+from extractor.core.settings import Settings
+from extractor.kb.statedb import (
+    POSTGRES,
+    SQLITE,
+    Database,
+    Dialect,
+    PostgresDatabase,
+    StoreError,
+    upsert,
+)
+from extractor.kb.statedb import StateConnectionError as StateConnectionError  # the store's errors, all here
 from extractor.kb.statedir import BUSY_TIMEOUT_MS, STATE_DIR, ensure_state_dir, immediate_transaction
 
 STATE_FILE = "state.db"
@@ -190,6 +205,10 @@ MIGRATIONS: list[str] = [
 ]
 
 
+BATCH_COLUMNS = ("id", "created_at", "status", "input_file_id", "output_file_id", "error_file_id", "items",
+                 "collected_at", "estimated_cost")  # fmt: skip
+CACHE_COLUMNS = ("key", "created_at", "model", "content", "prompt_tokens", "completion_tokens", "cost")
+
 # Columns holding text from outside (errors, the forge's answers): redacted before they are written.
 FREE_TEXT = ("last_error", "publish_error", "pull_request")
 
@@ -253,8 +272,29 @@ def migrate(db: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
-class StoreError(ExtractorError):
-    """The state database cannot be opened (locked past the busy timeout, not a database, unreadable)."""
+def migrate_postgres(db: PostgresDatabase) -> int:
+    """The same migrations in a Postgres database, each in a transaction with its version, under the store's
+    advisory lock: processes opening a new database together apply each migration once."""
+    with db.transaction():
+        db.executescript("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        version = int(row[0]) if row else 0
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.transaction():
+            if db.execute("SELECT version FROM schema_version").fetchone()[0] >= number:
+                continue  # another process applied it meanwhile
+            db.executescript(POSTGRES.schema(script))
+            db.execute("UPDATE schema_version SET version = ?", (number,))
+    return len(MIGRATIONS)
+
+
+def schema_version(store: StateStore) -> int:
+    """The number of migrations applied to the store's database."""
+    if store.dialect is POSTGRES:
+        return int(store.db.execute("SELECT version FROM schema_version").fetchone()[0])
+    return int(store.db.execute("PRAGMA user_version").fetchone()[0])
 
 
 DOCTOR_HINT = "run `extractor doctor` to rebuild it from git"
@@ -367,14 +407,27 @@ class _Connection(sqlite3.Connection):
 
 
 class StateStore:
-    """Typed access to the state database; one connection per process."""
+    """Typed access to the state database; one connection per process (SQLite), or a pool (Postgres)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    db: Database
+    dialect: Dialect
+    path: Path | None  # the SQLite file (None in Postgres)
+    where: str  # the file, or the database's URL with its password redacted: what messages name
+
+    def __init__(self, path: Path | None = None, *, url: str | None = None) -> None:
+        """The SQLite file at ``path``, or the Postgres database at ``url``."""
         # Shared by threads: the daemon polls in a scheduler thread, and the parts of a long source are asked
         # from threads that read and fill the response cache. Transactions hold the lock, so one thread's
         # statements never land inside another's transaction.
         self.lock = threading.RLock()
+        if url is not None:
+            self._open_postgres(url)
+            return
+        if path is None:
+            raise ValueError("a state store needs the path of its file or the URL of its database")
+        self.path = path
+        self.where = str(path)
+        self.dialect = SQLITE
         try:
             self.db = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
@@ -401,16 +454,32 @@ class StateStore:
                 f"{path}: cannot open the state store: {cause}"
             ) from cause
 
+    def _open_postgres(self, url: str) -> None:
+        self.path = None
+        self.dialect = POSTGRES
+        database = PostgresDatabase(url, lock_name="extractor.state")
+        self.db, self.where = database, database.where
+        try:
+            migrate_postgres(database)
+        except BaseException:
+            database.close()
+            raise
+
     @classmethod
     def open(cls, kb_root: Path) -> StateStore:
+        """The KB's SQLite file under ``.extractor/`` (:func:`open_store` picks the backend from the settings)."""
         ensure_state_dir(kb_root)
         return cls(state_path(kb_root))
 
     def close(self) -> None:
         self.db.close()
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate_transaction(self.db, self.lock)
+    def transaction(self) -> AbstractContextManager[Any]:
+        """An exclusive transaction: no other process writes until it ends (SQLite's BEGIN IMMEDIATE, or the
+        store's advisory lock in Postgres)."""
+        if isinstance(self.db, PostgresDatabase):
+            return self.db.transaction()
+        return immediate_transaction(cast(sqlite3.Connection, self.db), self.lock)
 
     # sources
 
@@ -539,7 +608,7 @@ class StateStore:
         """The average cost of the last ``recent`` sources whose cost is known: the estimate for the next one."""
         row = self.db.execute(
             "SELECT AVG(cost) FROM (SELECT cost FROM sources WHERE cost IS NOT NULL AND finished_at IS NOT NULL "
-            "ORDER BY finished_at DESC LIMIT ?)",
+            "ORDER BY finished_at DESC LIMIT ?) AS recent",
             (recent,),
         ).fetchone()
         return float(row[0] or 0.0)
@@ -547,7 +616,7 @@ class StateStore:
     def cost_report(self, by: str, since: float | None = None) -> list[dict[str, Any]]:
         """Calls, cache hits, tokens and cost grouped by day (local), model, agent, source, stage or endpoint."""
         group = {
-            "day": "date(at, 'unixepoch', 'localtime')",
+            "day": self.dialect.local_day("at"),
             "model": "COALESCE(model, '?')",
             "agent": "COALESCE(agent, '?')",
             "source": "COALESCE(source_path, '?')",
@@ -555,11 +624,11 @@ class StateStore:
             "endpoint": "COALESCE(endpoint, '(the one endpoint)')",
         }[by]
         rows = self.db.execute(
-            f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(outcome = 'cached') AS cache_hits, "
-            "SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
+            f"SELECT {group} AS {by}, COUNT(*) AS calls, SUM(CASE WHEN outcome = 'cached' THEN 1 ELSE 0 END) "
+            "AS cache_hits, SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
             "SUM(completion_tokens) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost, "
-            "SUM(cost IS NULL AND outcome != 'cached' "
-            "AND COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) > 0) AS unpriced_calls "
+            "SUM(CASE WHEN cost IS NULL AND outcome != 'cached' "
+            "AND COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) > 0 THEN 1 ELSE 0 END) AS unpriced_calls "
             f"FROM llm_calls WHERE at >= ? GROUP BY 1 ORDER BY {'1' if by == 'day' else 'cost DESC, 1'}",
             (since or 0,),
         ).fetchall()
@@ -595,7 +664,7 @@ class StateStore:
     def remember_feed_entry(self, feed: str, entry: str, path: str | None) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO feed_entries (feed, entry, path, at) VALUES (?, ?, ?, ?)",
+                upsert("feed_entries", ("feed", "entry", "path", "at"), key=("feed", "entry")),
                 (feed, entry, path, time.time()),
             )
 
@@ -640,7 +709,8 @@ class StateStore:
     def record_review_failure(self, branch: str, commit: str, error: str) -> None:
         self.db.execute(
             "INSERT INTO review_failures (branch, commit_sha, failures, last_error, at) VALUES (?, ?, 1, ?, ?) "
-            "ON CONFLICT(branch, commit_sha) DO UPDATE SET failures = failures + 1, last_error = excluded.last_error, "
+            "ON CONFLICT(branch, commit_sha) DO UPDATE SET failures = review_failures.failures + 1, "
+            "last_error = excluded.last_error, "
             "at = excluded.at",
             (branch, commit, scrub(error), time.time()),
         )
@@ -655,7 +725,7 @@ class StateStore:
 
     def record_fix(self, branch: str, for_commit: str, fix_commit: str | None) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO review_fixes (branch, for_commit, fix_commit, at) VALUES (?, ?, ?, ?)",
+            upsert("review_fixes", ("branch", "for_commit", "fix_commit", "at"), key=("branch", "for_commit")),
             (branch, for_commit, fix_commit, time.time()),
         )
 
@@ -663,12 +733,7 @@ class StateStore:
 
     def save_batch(self, batch: dict[str, Any]) -> None:
         with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO batches (id, created_at, status, input_file_id, output_file_id, "
-                "error_file_id, items, collected_at, estimated_cost) VALUES (:id, :created_at, :status, "
-                ":input_file_id, :output_file_id, :error_file_id, :items, :collected_at, :estimated_cost)",
-                batch,
-            )
+            db.execute(upsert("batches", BATCH_COLUMNS, key=("id",)), [batch[column] for column in BATCH_COLUMNS])
 
     def pending_batch_cost(self) -> float:
         """What the batches not yet collected are expected to cost: spent, as far as budgets go."""
@@ -690,14 +755,13 @@ class StateStore:
                      cost: float | None) -> None:  # fmt: skip
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO response_cache (key, created_at, model, content, prompt_tokens, "
-                "completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                upsert("response_cache", CACHE_COLUMNS, key=("key",)),
                 (key, time.time(), model, scrub(content), prompt_tokens, completion_tokens, cost),
             )
 
     def start_cycle(self, mode: str) -> int:
-        cursor = self.db.execute("INSERT INTO cycles (started_at, mode) VALUES (?, ?)", (time.time(), mode))
-        return int(cursor.lastrowid or 0)
+        sql = "INSERT INTO cycles (started_at, mode) VALUES (?, ?)"
+        return self.dialect.insert_id(self.db, sql, (time.time(), mode))
 
     def finish_cycle(self, cycle: int, taken: int, done: int, failed: int, note: str | None = None) -> None:
         self.db.execute(
@@ -776,3 +840,15 @@ def process_start(pid: int) -> float | None:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def open_store(kb_root: Path, settings: Settings | None = None) -> StateStore:
+    """The KB's state store where its settings keep it: the Postgres database of ``state_url``, else the SQLite
+    file under ``.extractor/``. Without ``settings``, the KB's own are read (its file and the environment)."""
+    if settings is None:
+        from extractor.core.settings import load_settings
+
+        settings = load_settings(kb_root)
+    if settings.state_url:
+        return StateStore(url=settings.state_url)
+    return StateStore.open(kb_root)

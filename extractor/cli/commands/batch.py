@@ -15,7 +15,7 @@ def run_batch(args: argparse.Namespace) -> int:
     from extractor.run.batch import collect, refresh, submit
     from extractor.run.scheduler import scan_inbox
     from extractor.run.service import BATCH_RUNNER, SourceService
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     kb_root, settings = start_kb(args)
     if not settings.base_url:
@@ -24,7 +24,7 @@ def run_batch(args: argparse.Namespace) -> int:
         return usage_error(why)
     check_repository(kb_root, settings)
     client = make_client(settings)
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     try:
         if args.batch_command == "submit":
             with kb_lock(kb_root, "run"):

@@ -6,7 +6,7 @@ import argparse
 import datetime
 from typing import Any
 
-from extractor.cli.common import EXIT_OK, kb_root_of, print_json
+from extractor.cli.common import EXIT_OK, kb_root_of, print_json, settings_for
 from extractor.cli.parser import COST_GROUPS
 
 TOP_SOURCES = 10
@@ -28,14 +28,14 @@ def cost_table(by: str, rows: list[dict[str, Any]], label: str | None = None) ->
 def run_costs(args: argparse.Namespace) -> int:
     from extractor.core.errors import ConfigurationError
     from extractor.kb.worktree import GitError
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     try:
         kb_root = kb_root_of(args)
     except GitError as exc:
         raise ConfigurationError(str(exc)) from None
     since = datetime.datetime.combine(args.since, datetime.time()).timestamp() if args.since else None
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings_for(kb_root, args.config))
     try:
         groups = {by: store.cost_report(by, since) for by in ([args.by] if args.by else COST_GROUPS)}
         totals = store.cost_report("day", since)

@@ -21,7 +21,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from extractor.cli.demo import closing_summary, create_demo_kb, report, sample_summary
     from extractor.core.errors import ConfigurationError, ExtractorError
     from extractor.kb.gitrepo import head
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     target = args.dir.resolve()
     try:
@@ -37,7 +37,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"demo knowledge base: {kb_root}", flush=True)
     output: Output = "none" if args.quiet or args.json else "bar"
     report_ = one_cycle(kb_root, settings.model_copy(update={"max_per_cycle": 100}), output, verbose=args.verbose)
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     try:
         samples = [
             sample_summary(outcome, store.extraction_for(outcome.commit) if outcome.commit else None)

@@ -22,7 +22,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from extractor.kb.worktree import GitError, toplevel, work_tree_root
     from extractor.llm.endpoint import llm_endpoint
     from extractor.run.service import MANUAL_RUNNER, SourceService
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     path: Path = args.path
     if args.worker < 1:
@@ -37,7 +37,7 @@ def run_extract(args: argparse.Namespace) -> int:
         raise ConfigurationError(str(exc)) from None
     check_repository(kb_root, settings)
     check_source_file(path, settings.max_source_bytes)
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     try:
         shown = is_interactive() and not args.quiet and not args.json
         bar = tqdm(total=1, desc=f"extracting {path.name}", disable=not shown, file=sys.stderr)

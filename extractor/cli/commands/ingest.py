@@ -11,12 +11,12 @@ from extractor.cli.common import EXIT_FAILED, EXIT_OK, print_json, start_kb
 def run_ingest(args: argparse.Namespace) -> int:
     from extractor.ingest.service import Ingester, IngestOptions
     from extractor.run.queue import domain_chooser
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     kb_root, settings = start_kb(args)
     tags = [tag.strip() for value in args.tags for tag in value.split(",") if tag.strip()]
     options = IngestOptions(domain=args.domain, format=args.format, tags=tags, commit=args.commit_to)
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     chooser = None if args.domain else domain_chooser(kb_root, settings, store)
     ingester = Ingester(kb_root, settings, store, llm=chooser)
     try:

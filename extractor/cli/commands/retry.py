@@ -11,16 +11,16 @@ from extractor.cli.common import EXIT_FAILED, EXIT_OK, print_json, start_kb, usa
 def run_retry(args: argparse.Namespace) -> int:
     from extractor.cli.commands.selection import source_patterns
     from extractor.run.scheduler import matches_any
-    from extractor.store.state import SourceState, StateStore
+    from extractor.store.state import SourceState, open_store
 
     if not (args.sources or args.failed or args.parked):
         return usage_error("name the sources to retry, or --failed, or --parked")
-    kb_root, _ = start_kb(args)
+    kb_root, settings = start_kb(args)
     patterns = source_patterns(kb_root, args.sources) if args.sources else None
     states = {SourceState.FAILED, SourceState.PARKED} if patterns else set()
     states |= {SourceState.FAILED} if args.failed else set()
     states |= {SourceState.PARKED} if args.parked else set()
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     try:
         rows = [
             row

@@ -97,7 +97,7 @@ def review_accept(args: argparse.Namespace, kb_root: Path, settings: Settings) -
 
     if bool(args.slugs) == args.null:
         return usage_error("name the branches to accept, or --null for every pending null result")
-    state_store_readable(kb_root)
+    state_store_readable(kb_root, settings)
     slugs = args.slugs or [item.slug for item in review.pending(kb_root, settings) if item.null_result]
     for slug in slugs:
         review.pending_branch(kb_root, slug)
@@ -116,11 +116,11 @@ def review_accept(args: argparse.Namespace, kb_root: Path, settings: Settings) -
     return EXIT_OK
 
 
-def state_store_readable(kb_root: Path) -> None:
+def state_store_readable(kb_root: Path, settings: Settings) -> None:
     """Opens and closes the state store: a damaged one stops a decision before git is touched, not after."""
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
-    StateStore.open(kb_root).close()
+    open_store(kb_root, settings).close()
 
 
 def review_reject(args: argparse.Namespace, kb_root: Path, settings: Settings) -> int:
@@ -128,7 +128,7 @@ def review_reject(args: argparse.Namespace, kb_root: Path, settings: Settings) -
 
     if args.reason is not None and not args.reason.strip():
         return usage_error("--reason needs a text: why the drafts are rejected")
-    state_store_readable(kb_root)
+    state_store_readable(kb_root, settings)
     decision = decide.reject_branch(kb_root, args.slug, settings, args.reason, args.retry)
     if args.json:
         print_json(decision.model_dump(mode="json"))

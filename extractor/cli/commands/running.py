@@ -76,11 +76,11 @@ def nothing_to_ask(kb_root: Path, settings: Settings, force: bool, only: list[st
     not started for a cycle with nothing to ask it. A configured endpoint costs nothing to "start"."""
     from extractor.run.queue import queued_files
     from extractor.run.scheduler import choose_due, scan_inbox
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     if settings.has_endpoint or settings.reviews or queued_files(kb_root / settings.ingest_queue_dir):
         return False
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     try:
         scan_inbox(kb_root, settings, store)
         return not choose_due(store, 1, include_parked=force, only=only)
@@ -103,9 +103,9 @@ def _cycle_with(
     from extractor.cli.commands.lines import describe
     from extractor.run.scheduler import Runner
     from extractor.run.workers import WorkerPool
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, live)
     pool = WorkerPool(live.workers, kb_root, live)
     shown = interactive and sys.stderr.isatty()  # lines for people; the bar only where it can redraw
     bar = tqdm(desc="extracting", unit="source", disable=not shown, file=sys.stderr)
@@ -206,11 +206,11 @@ def daemon(kb_root: Path, settings: Settings, verbose: bool) -> int:
     from extractor.llm.endpoint import llm_endpoint
     from extractor.run.scheduler import Runner, run_daemon
     from extractor.run.workers import WorkerPool
-    from extractor.store.state import StateStore
+    from extractor.store.state import open_store
 
     logger = configure_json_logging(verbose=verbose)
     with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
-        store = StateStore.open(kb_root)
+        store = open_store(kb_root, live)
         pool = WorkerPool(live.workers, kb_root, live)
         runner = Runner(kb_root, live, pool, store, on_outcome=lambda outcome: log_outcome(logger, outcome))
 

@@ -26,10 +26,10 @@ def retry_note(failure: dict[str, Any], now: float) -> str:
 def run_status(args: argparse.Namespace) -> int:
     from extractor.core.budget import start_of_today
     from extractor.core.redact import scrub_data
-    from extractor.store.state import SourceState, StateStore
+    from extractor.store.state import SourceState, open_store
 
     kb_root, settings = start_kb(args)
-    store = StateStore.open(kb_root)
+    store = open_store(kb_root, settings)
     try:
         last_cycle = store.last_cycle()
         data = {
