@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 CORPUS = ROOT.parent / "shared" / "corpus" / "teleo-codex"
 KB_FOLDERS = ("domains", "core", "foundations", "entities", "schemas")
 SETTINGS = 'claims_dir = "domains"\nenrich_dirs = ["core", "foundations"]\n'
-HEAVY = ("openai", "bm25s", "pygit2", "jinja2", "apscheduler", "tqdm", "numpy")
+HEAVY = ("openai", "tantivy", "pygit2", "jinja2", "apscheduler", "tqdm", "numpy")
 TARGET_CPU = 0.3
 BUILT = ".extractor/startup-benchmark"  # marks a KB this script finished building
 IDENTITY = ["-c", "user.name=Benchmark", "-c", "user.email=benchmark@example.com"]

@@ -64,6 +64,12 @@ class RunView:
         names = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
         return frozenset(names - {Path(p).name for p in self.added if str(Path(p).parent) == folder})
 
+    def is_folder(self, folder: str) -> bool:
+        return (self.kb / folder).is_dir()
+
+    def folded_names(self, folder: str) -> frozenset[str]:
+        return frozenset(name.casefold() for name in self.names(folder))
+
     def message_that_added(self, path: str) -> str | None:
         return None
 

@@ -27,6 +27,7 @@ from extractor.cli.main import main
 from extractor.core.errors import ExtractorError
 from extractor.core.settings import load_settings
 from extractor.kb.gitrepo import GitError, require_main_branch
+from extractor.kb.index import KBIndex
 from extractor.review.branches import reject, show_data
 from extractor.review.decide import accept_branch, reject_branch
 from extractor.review.serve import make_server
@@ -303,8 +304,9 @@ LIMIT = 150_000
 BIG = "inbox/archive/2099-01-00-big-report.md"
 
 
-def big_kb(target: Path) -> Path:
-    """A main-mode KB with a source larger than ``LIMIT``: its write journal cannot be written."""
+def big_kb(target: Path, indexed: bool = True) -> Path:
+    """A main-mode KB with a source larger than ``LIMIT``: its write journal cannot be written. ``indexed``:
+    its KB index was built before (as a KB's is once it has run)."""
     kb = create_demo_kb(target)
     (kb / "extractor.toml").write_text('commit_mode = "main"\ncache = false\n', encoding="utf-8")
     (kb / BIG).write_text(
@@ -315,7 +317,22 @@ def big_kb(target: Path) -> Path:
     git(kb, "add", "-A")
     git(kb, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "a big source")
     StateStore.open(kb).close()  # made before the limit, as a KB's store is
+    if indexed:
+        settings = load_settings(kb)
+        KBIndex.load(kb, exclude=[settings.inbox_dir], at=settings.main_branch)
     return kb
+
+
+def test_on_a_full_disk_the_kb_index_that_cannot_be_written_is_one_line(tmp_path: Path, endpoint: FakeOpenAI) -> None:
+    kb = big_kb(tmp_path / "kb", indexed=False)
+    head = git(kb, "rev-parse", "HEAD")
+    done = full_disk_run(kb, ["extract", BIG], LIMIT)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    expected = r"^extractor: .*/\.extractor/index: cannot bring the KB index to [0-9a-f]{12}: "
+    assert len(lines) == 1 and re.match(expected, lines[0]), done.stderr
+    assert git(kb, "rev-parse", "HEAD") == head and git(kb, "status", "--porcelain") == ""
+    assert SourceState.RUNNING.value not in raw_states(kb).values()
 
 
 def raw_states(kb: Path) -> dict[str, str]:

@@ -36,7 +36,7 @@ def test_help_imports_neither_the_sdk_nor_the_index_nor_git(tmp_path: Path) -> N
     names, done = imported_by(["--help"], tmp_path)
     assert done.returncode == 0 and "usage: extractor" in done.stdout
     assert "extractor.cli.main" in names  # the import log was read
-    assert names & {"openai", "bm25s", "pygit2"} == set()
+    assert names & {"openai", "tantivy", "pygit2"} == set()
 
 
 @pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["costs"], ["review", "list"]], ids=" ".join)
@@ -45,7 +45,7 @@ def test_reading_commands_do_not_import_the_sdk_or_the_index(tmp_path: Path, com
     names, done = imported_by(command, kb)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "extractor.cli.main" in names
-    assert names & {"openai", "bm25s"} == set()
+    assert names & {"openai", "tantivy"} == set()
 
 
 def need_entry_point() -> Path:

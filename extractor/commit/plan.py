@@ -8,9 +8,9 @@ writes the plan.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from slugify import slugify
@@ -160,7 +160,7 @@ def plan_changes(
     """
     view = view or WorktreeView(kb_root)
     domain = domain_name(result.domain)
-    folder = PurePosixPath(folder_for(domain, settings, lambda path: bool(view.names(path))))
+    folder = PurePosixPath(folder_for(domain, settings, view.is_folder))
     texts: dict[str, str | None] = {}
 
     def current(path: str) -> str | None:
@@ -183,12 +183,11 @@ def plan_changes(
                 texts[ref.path] = remove_enrichment_blocks(text, source.slug)
         texts.update(take_back(source.metadata, result.source_path, view, current, settings.agent_trailer_key).texts)
 
-    existing = view.names(str(folder))
-    taken = set(_casefolded_claim_names(frozenset(existing)))
-    taken -= {
+    freed = {
         PurePosixPath(p).name.casefold() for p, t in texts.items() if t is None and PurePosixPath(p).parent == folder
     }
-    topics = ["[[_map]]"] if "_map.md" in existing else []
+    taken = TakenNames(view.folded_names(str(folder)), freed)
+    topics = ["[[_map]]"] if view.read(str(folder / "_map.md")) is not None else []
     claim_titles, claim_paths = [], []
     for resolved in result.claims:
         path = str(folder / unique_name(slug_for(resolved.draft.title), taken))
@@ -276,10 +275,20 @@ def plan_changes(
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _casefolded_claim_names(names: frozenset[str]) -> frozenset[str]:
-    # Kept: a folder of 10,000 claims is the same listing for every source planned against one main.
-    return frozenset(name.casefold() for name in names if name.endswith(".md"))
+class TakenNames:
+    """The case-folded names a new claim file must not take: the folder's (never copied: it may hold 100,000),
+    less the files this plan deletes, plus the names it has given."""
+
+    def __init__(self, existing: Collection[str], freed: set[str]) -> None:
+        self.existing = existing
+        self.freed = freed
+        self.given: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.given or (name not in self.freed and name in self.existing)
+
+    def add(self, name: str) -> None:
+        self.given.add(name)
 
 
 def _check_inside(kb_root: Path, path: str, settings: Settings, source_path: str) -> None:

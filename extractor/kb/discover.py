@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, Field
 from slugify import slugify
 
-from extractor.kb.index import markdown_files
+from extractor.kb.notes import markdown_files
 from extractor.kb.sources import FORMAT_LIKE_TYPES, SOURCE_TYPES, SourceStatus, normalise_status
 from extractor.kb.yamlio import split_document
 

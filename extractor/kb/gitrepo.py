@@ -9,9 +9,14 @@ itself, a ref with a compare-and-swap on its old value.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import hashlib
 import os
 import subprocess
+import tempfile
+import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -129,6 +134,11 @@ def _tree_with(
     Only the trees on the changed paths are rebuilt, so a commit costs the same
     whether the KB holds a hundred claims or a hundred thousand elsewhere.
     """
+    if (
+        tree is not None and where and all("/" not in path for path in files)
+        and len(tree.id.raw) == 20 and len(tree) >= LARGE_FOLDER
+    ):  # fmt: skip
+        return _large_folder_with(repository, tree, files, where)
     builder = repository.TreeBuilder(tree) if tree is not None else repository.TreeBuilder()
     below: dict[str, dict[str, pygit2.Oid | None]] = {}
     for path, blob in files.items():
@@ -155,6 +165,119 @@ def _tree_with(
         else:
             builder.insert(name, new, FileMode.TREE)
     return builder.write() if len(builder) else None
+
+
+LARGE_FOLDER = 5000  # entries from which a folder's tree is written from its kept listing, not by libgit2
+_MODES = {FileMode.BLOB: b"100644", FileMode.BLOB_EXECUTABLE: b"100755", FileMode.LINK: b"120000",
+          FileMode.TREE: b"40000", FileMode.COMMIT: b"160000"}  # fmt: skip
+# Per (repository, folder): the trees last written or read there (main's, and the one written on it), by id,
+# as their entries' sort keys and bytes; the most recent last.
+_folders: dict[tuple[str, str], dict[str, tuple[list[bytes], list[bytes]]]] = {}
+KEPT_LISTINGS = 2
+
+
+def _keep(key: tuple[str, str], tree: str, keys: list[bytes], entries: list[bytes]) -> None:
+    kept = _folders.setdefault(key, {})
+    kept.pop(tree, None)
+    kept[tree] = (keys, entries)
+    while len(kept) > KEPT_LISTINGS:
+        del kept[next(iter(kept))]
+
+
+def _folder_entries(repository: pygit2.Repository, where: str, tree: pygit2.Tree) -> tuple[list[bytes], list[bytes]]:
+    """The entries of ``tree`` (the folder ``where``), in git's order: each one's sort key (a folder's name
+    ends in "/") and its bytes. Carried from the folder's last tree by their difference when only files
+    directly inside it changed (a commit on main between two sources), else read from the object."""
+    key = (repository.path, where)
+    kept = _folders.get(key, {})
+    if str(tree.id) in kept:
+        keys, entries = kept[str(tree.id)]
+        _keep(key, str(tree.id), keys, entries)  # the most recent again: main's listing stays while branches pass
+        return keys, entries
+    if kept:
+        last = next(reversed(kept))
+        deltas = list(repository[last].peel(pygit2.Tree).diff_to_tree(tree).deltas)
+        if all("/" not in d.old_file.path and "/" not in d.new_file.path for d in deltas):
+            keys, entries = list(kept[last][0]), list(kept[last][1])
+            for delta in deltas:
+                _place(keys, entries, delta.old_file.path.encode(), None)
+                if delta.status != pygit2.enums.DeltaStatus.DELETED:
+                    _place(keys, entries, delta.new_file.path.encode(), _entry(delta.new_file.path.encode(),
+                                                                                delta.new_file.mode,
+                                                                                delta.new_file.id))  # fmt: skip
+            _keep(key, str(tree.id), keys, entries)
+            return keys, entries
+    raw, keys, entries, at = tree.read_raw(), [], [], 0
+    width = len(tree.id.raw)
+    while at < len(raw):
+        space = raw.index(b" ", at)
+        nul = raw.index(b"\0", space)
+        entries.append(raw[at : nul + 1 + width])
+        keys.append(raw[space + 1 : nul] + (b"/" if raw[at:space] == b"40000" else b""))
+        at = nul + 1 + width
+    _keep(key, str(tree.id), keys, entries)
+    return keys, entries
+
+
+def _entry(name: bytes, mode: int, oid: pygit2.Oid) -> bytes:
+    return _MODES[FileMode(mode)] + b" " + name + b"\0" + oid.raw
+
+
+def _place(keys: list[bytes], entries: list[bytes], name: bytes, entry: bytes | None) -> None:
+    """Put ``entry`` (a file's) at its place among ``keys``, replacing the file of that name; None removes it."""
+    at = bisect.bisect_left(keys, name)
+    if at < len(keys) and keys[at] == name:
+        del keys[at], entries[at]
+    if entry is not None:
+        keys.insert(at, name)
+        entries.insert(at, entry)
+
+
+def _large_folder_with(
+    repository: pygit2.Repository, tree: pygit2.Tree, files: dict[str, pygit2.Oid | None], where: str
+) -> pygit2.Oid | None:
+    """:func:`_tree_with` for files directly inside a folder of thousands: libgit2 would parse, sort and
+    deflate the whole listing for each commit (about 100 ms at 100,000 files). Here the listing is kept,
+    the changed entries are put in their place, and the tree is stored uncompressed, as git does with
+    ``core.looseCompression = 0`` (a later ``git gc`` packs it): the same tree object, byte for byte."""
+    keys, entries = _folder_entries(repository, where, tree)
+    keys, entries = list(keys), list(entries)
+    for path, blob in files.items():
+        name = path.encode()
+        at = bisect.bisect_left(keys, name)
+        old = entries[at] if at < len(keys) and keys[at] == name else None
+        if blob is None:
+            _place(keys, entries, name, None)
+            _place(keys, entries, name + b"/", None)
+            continue
+        folder = bisect.bisect_left(keys, name + b"/")
+        if folder < len(keys) and keys[folder] == name + b"/":
+            raise GitError(f"cannot write {where}{path}: a folder or link of that name exists")
+        mode = FileMode.BLOB if old is None else FileMode(int(old[: old.index(b" ")], 8))
+        if mode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+            raise GitError(f"cannot write {where}{path}: a folder or link of that name exists")
+        _place(keys, entries, name, _entry(name, mode, blob))
+    if not entries:
+        return None
+    oid = _store(repository, b"tree", b"".join(entries))
+    _keep((repository.path, where), str(oid), keys, entries)
+    return oid
+
+
+def _store(repository: pygit2.Repository, kind: bytes, data: bytes) -> pygit2.Oid:
+    """Store an object as a loose file, uncompressed (a deflate stream of stored blocks), as git does with
+    ``core.looseCompression = 0``; written to a temporary file and renamed, read-only, like git's own."""
+    framed = kind + b" %d\0" % len(data) + data
+    oid = pygit2.Oid(hex=hashlib.sha1(framed).hexdigest())
+    if oid in repository.odb:
+        return oid
+    folder = Path(repository.path) / "objects" / str(oid)[:2]
+    folder.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="tmp_obj_", delete=False) as handle:
+        handle.write(zlib.compress(framed, 0))
+    os.chmod(handle.name, 0o444)
+    os.replace(handle.name, folder / str(oid)[2:])
+    return oid
 
 
 def _commit_onto(
@@ -280,17 +403,22 @@ def lines_added_to(repo: Path, rev: str, path: str) -> list[FileEdit]:
     return edits
 
 
-def names_at(repo: Path, rev: str, folder: str) -> frozenset[str]:
-    """Names of every entry directly inside ``folder`` at a revision."""
-    repository = open_repository(repo)
+def _folder_at(repository: pygit2.Repository, rev: str, folder: str) -> pygit2.Object | None:
+    """The tree entry of ``folder`` at a revision; None when there is no folder of that name."""
     commit = _commit_at(repository, rev)
     if commit is None:
         raise GitError(f"no commit {rev!r}")
     try:
         entry = commit.tree[folder.strip("/")]
     except (KeyError, ValueError):
-        return frozenset()
-    return _tree_names(repo, str(entry.id)) if entry.filemode == FileMode.TREE else frozenset()
+        return None
+    return entry if entry.filemode == FileMode.TREE else None
+
+
+def names_at(repo: Path, rev: str, folder: str) -> frozenset[str]:
+    """Names of every entry directly inside ``folder`` at a revision."""
+    entry = _folder_at(open_repository(repo), rev, folder)
+    return _tree_names(repo, str(entry.id)) if entry is not None else frozenset()
 
 
 def texts_at(repo: Path, rev: str, folder: str, suffix: str = ".md") -> dict[str, str | None]:
@@ -473,3 +601,89 @@ def checked_out_branches(repo: Path) -> set[str]:
     except GitError:
         return set()
     return {line.removeprefix("branch refs/heads/") for line in listing.splitlines() if line.startswith("branch ")}
+
+
+# A KB's claim folder of 100,000 files is one tree object of megabytes; libgit2 caches trees of up to 4 KB by
+# default, so every diff and every commit parsed it again.
+pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, 64 * 1024 * 1024)
+
+
+def markdown_changes(repo: Path, old: str | None, new: str) -> list[tuple[str, str | None]]:
+    """The ``.md`` files that differ between commits ``old`` and ``new`` (all of ``new``'s when ``old`` is
+    None), each with its blob in ``new``, or None where it is gone (or became a link). A rename is a removal
+    and an addition; folders equal on both sides are not opened."""
+    repository = open_repository(repo)
+    new_tree = repository.revparse_single(new).peel(pygit2.Tree)
+    if old is None:
+        diff = new_tree.diff_to_tree(swap=True)
+    else:
+        diff = repository.revparse_single(old).peel(pygit2.Tree).diff_to_tree(new_tree)
+    changes: list[tuple[str, str | None]] = []
+    for delta in diff.deltas:
+        path = delta.new_file.path if delta.status != pygit2.enums.DeltaStatus.DELETED else delta.old_file.path
+        if not path.endswith(".md"):
+            continue
+        gone = delta.status == pygit2.enums.DeltaStatus.DELETED or delta.new_file.mode != FileMode.BLOB
+        changes.append((path, None if gone else str(delta.new_file.id)))
+    return changes
+
+
+def blob_text(repo: Path, blob: str) -> str:
+    """A blob's text; "" when it is not UTF-8."""
+    try:
+        return open_repository(repo)[blob].peel(pygit2.Blob).data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+def descends_from(repo: Path, commit: str, ancestor: str) -> bool:
+    """``commit`` has ``ancestor`` in its history (or is it)."""
+    if commit == ancestor:
+        return True
+    try:
+        return bool(open_repository(repo).descendant_of(commit, ancestor))
+    except (KeyError, ValueError, pygit2.GitError):
+        return False
+
+
+# Per (repository, folder): the tree last listed and its names, case-folded, with how many entries fold to each.
+_folded: dict[tuple[str, str], tuple[str, Counter[str]]] = {}
+
+
+def folded_names_at(repo: Path, rev: str, folder: str) -> Counter[str]:
+    """The names directly inside ``folder`` at a revision, case-folded and counted (read only: it is kept).
+
+    A folder of 100,000 claims changes by a few files from one main to the next: the listing is carried
+    from the tree it was last taken of by the difference between the two trees, not taken again.
+    """
+    repository = open_repository(repo)
+    entry = _folder_at(repository, rev, folder)
+    if entry is None:
+        return Counter()
+    key, tree = (str(repo), folder.strip("/")), str(entry.id)
+    kept = _folded.get(key)
+    if kept is not None and kept[0] == tree:
+        return kept[1]
+    counts: Counter[str] | None = None
+    if kept is not None:
+        before, after = (repository[oid].peel(pygit2.Tree) for oid in (kept[0], tree))
+        deltas = list(before.diff_to_tree(after).deltas)
+        if all("/" not in delta.old_file.path and "/" not in delta.new_file.path for delta in deltas):
+            counts = kept[1]
+            for delta in deltas:
+                if delta.status == pygit2.enums.DeltaStatus.DELETED:
+                    name = delta.old_file.path.casefold()
+                    counts[name] -= 1
+                    if counts[name] <= 0:
+                        del counts[name]
+                elif delta.status == pygit2.enums.DeltaStatus.ADDED:
+                    counts[delta.new_file.path.casefold()] += 1
+    if counts is None:  # the first listing, or a subfolder came or went
+        counts = Counter((child.name or "").casefold() for child in repository[entry.id].peel(pygit2.Tree))
+    _folded[key] = (tree, counts)
+    return counts
+
+
+def is_folder_at(repo: Path, rev: str, folder: str) -> bool:
+    """``folder`` is a folder at a revision."""
+    return _folder_at(open_repository(repo), rev, folder) is not None

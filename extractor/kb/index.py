@@ -2,36 +2,47 @@
 
 Claims are found by title and stem; wiki links resolve against the stems of
 every markdown file in the KB. Related claims for a source are ranked with
-BM25 (``bm25s``) over titles and descriptions.
+BM25 over titles and descriptions (:mod:`extractor.kb.ranking`).
+
+Two ways to load it. Of a commit (``at``), for extraction: kept under the
+state folder (``.extractor/index/``) and shared by the KB's processes, it is
+brought from the commit it holds to the one asked for by ``git diff``, so a
+reload after one commit costs what that commit changed, not what the KB
+holds (a KB of 100,000 claims is read once per clone). Of the work tree (no
+``at``), for ``validate`` and folders that are not repositories: in memory,
+and a reload re-reads only the files whose modification time or size changed.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import json
+import logging
+import shutil
+import sqlite3
 from pathlib import Path, PurePosixPath
 
-import bm25s
-from bm25s.tokenization import Tokenizer
-from pydantic import BaseModel, Field
+from filelock import FileLock
 
-from extractor.kb.claims import ClaimParseError, parse_claim, wiki_links
-from extractor.kb.entities import EntityRef, parse_entity
+from extractor.core.errors import ExtractorError
+from extractor.kb import gitrepo
+from extractor.kb.entities import EntityRef
 from extractor.kb.entityschema import EntitySchema, load_entity_schema
+from extractor.kb.notes import SKIP_DIRS as SKIP_DIRS
+from extractor.kb.notes import ClaimRef as ClaimRef
+from extractor.kb.notes import NoteRef, markdown_files, note_ref, read_note_ref, skipped
+from extractor.kb.notetable import NoteTable, path_order
+from extractor.kb.ranking import Ranking
+from extractor.kb.statedir import ensure_state_dir
+from extractor.kb.worktree import GitError
 
-SKIP_DIRS = {".git", ".extractor", "node_modules", ".venv"}
+INDEX_DIR = "index"
 
 
-class ClaimRef(BaseModel):
-    path: str  # relative to the KB root, POSIX separators
-    title: str
-    domain: str = ""
-    description: str = ""
-    links: list[str] = Field(default_factory=list)
+class KBIndexError(ExtractorError):
+    """The KB index under the state folder cannot be written (a full disk, a read-only folder): one line."""
 
-    @property
-    def stem(self) -> str:
-        return PurePosixPath(self.path).stem
+
+log = logging.getLogger(__name__)
 
 
 def _link_key(name: str) -> str:
@@ -41,8 +52,21 @@ def _link_key(name: str) -> str:
     return PurePosixPath(name).name
 
 
+def claim_text(claim: ClaimRef) -> str:
+    """What a claim is ranked by."""
+    return f"{claim.title} {claim.description}"
+
+
+def entity_text(entity: EntityRef) -> str:
+    return f"{entity.name} {' '.join(entity.aliases)} {' '.join(entity.handles)} {entity.entity_type}"
+
+
 class KBIndex:
-    """Claims by path, title and stem, and the entity notes; lookups accept wiki-link spellings."""
+    """Claims by path, title and stem, and the entity notes; lookups accept wiki-link spellings.
+
+    Built from lists, it holds them in memory in the order given (the first
+    of two claims with one title is the one found).
+    """
 
     def __init__(
         self,
@@ -53,13 +77,19 @@ class KBIndex:
         entity_schema: EntitySchema | None = None,
     ) -> None:
         self.root = root
-        self.files = files if files is not None else [c.path for c in claims]
-        self.entities = entities or []
         self._entity_schema = entity_schema
-        # What each file was when read (modification time, size) and what it gave: a later load reads only
-        # the files that changed since.
-        self._read: dict[str, tuple[tuple[int, int], NoteRef]] = {}
-        self._build(claims)
+        self._table = NoteTable()
+        self._ranking = Ranking()
+        self._entities: list[EntityRef] | None = None
+        self._excluded: tuple[str, ...] = ()
+        self._stamps: dict[str, tuple[int, int]] = {}  # work tree: what each file was when read
+        self._stored = False  # of a commit, kept under the state folder
+        self._at: str | None = None  # what names that commit (a branch, HEAD)
+        paths = files if files is not None else [c.path for c in claims]
+        notes: list[NoteRef] = [*claims, *(entities or [])]
+        refs = [(f"{n:09d}", ref) for n, ref in enumerate(notes)]
+        self._table.change([], [(path, f"{n:09d}") for n, path in enumerate(paths)], refs)
+        self._ranking.replace([], [(claim.path, claim_text(claim)) for claim in claims])
 
     @property
     def entity_schema(self) -> EntitySchema:
@@ -68,77 +98,162 @@ class KBIndex:
             self._entity_schema = load_entity_schema(self.root)
         return self._entity_schema
 
-    def _build(self, claims: list[ClaimRef]) -> None:
-        self.claims = claims
-        self._retriever: tuple[Tokenizer, bm25s.BM25] | None = None
-        self._stems: dict[str, str] = {}
-        self._stems_folded: dict[str, str] = {}
-        self._paths: dict[str, str] = {}
-        for rel in self.files:  # string operations, not PurePosixPath: this runs after every write
-            stem_path = rel[:-3] if rel.endswith(".md") else rel
-            self._paths.setdefault(stem_path.casefold(), rel)
-            stem = stem_path.rsplit("/", 1)[-1]
-            self._stems.setdefault(stem, rel)
-            self._stems_folded.setdefault(stem.casefold(), rel)
-        self._exact: dict[str, ClaimRef] = {}
-        self._folded: dict[str, ClaimRef] = {}
-        for claim in claims:
-            for key in (claim.stem, claim.title):
-                self._exact.setdefault(key, claim)
-                self._folded.setdefault(key.casefold(), claim)
+    @property
+    def claims(self) -> list[ClaimRef]:
+        """Every claim, in path order (read from the table: for evaluation and checks, not per source)."""
+        return self._table.claims()
+
+    @property
+    def files(self) -> list[str]:
+        """Every note's path (sources included: a link may name one), in path order."""
+        return self._table.files()
+
+    @property
+    def entities(self) -> list[EntityRef]:
+        if self._entities is None:
+            self._entities = self._table.entities()
+        return self._entities
+
+    @property
+    def commit(self) -> str | None:
+        """The commit this index holds; None for a work tree's."""
+        return self._table.get("commit") if self._stored else None
 
     @classmethod
-    def load(cls, root: Path, exclude: list[str] | None = None, previous: KBIndex | None = None) -> KBIndex:
-        """Every claim under ``root``; files unchanged since ``previous`` was loaded are not read again."""
+    def load(
+        cls, root: Path, exclude: list[str] | None = None, previous: KBIndex | None = None, at: str | None = None
+    ) -> KBIndex:
+        """The KB's index: of commit ``at`` (kept under the state folder) when given and the KB is a repository
+        with that commit, else of the work tree. ``previous`` is brought up to date rather than built again.
+        Notes under ``exclude`` (the inbox) are link targets, never claims."""
         excluded = tuple(f"{PurePosixPath(e).as_posix().strip('/')}/" for e in (exclude or []))
-        known = previous._read if previous is not None and previous.root == root else {}
-        read: dict[str, tuple[tuple[int, int], NoteRef]] = {}
-        claims: list[ClaimRef] = []
-        entities: list[EntityRef] = []
-        files: list[str] = []
-        # In path order, part by part, as before: the first of two notes with one stem is the one a link finds.
-        for rel, entry in sorted(markdown_files(root), key=lambda item: item[0].split("/")):
-            files.append(rel)  # every note can be a link target, sources included
-            if rel.startswith(excluded):
-                continue
+        commit = _commit(root, at) if at is not None else None
+        stored = commit is not None
+        if previous is not None and (previous.root, previous._excluded, previous._stored) == (root, excluded, stored):
+            index = previous
+        else:
+            index = cls(root, [], [])
+            index._excluded = excluded
+            if stored:
+                index._open_stored()
+        if commit is not None:
+            index._at = at
+            index._sync_commit(commit)
+        else:
+            index._sync_tree()
+        return index
+
+    def _open_stored(self) -> None:
+        """The index kept under the state folder; a damaged one is set aside and built again (git holds it all)."""
+        folder = ensure_state_dir(self.root) / INDEX_DIR
+        folder.mkdir(exist_ok=True)
+        self._stored = True
+        try:
+            self._table = NoteTable(folder / "notes.sqlite")
+            self._ranking = Ranking(folder / "ranking")
+        except sqlite3.Error as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise KBIndexError(f"{folder}: cannot open the KB index: {exc}") from exc
+            log.warning(f"{folder}: the KB index is damaged ({exc}); building it again")
+            with FileLock(str(folder / "sync.lock")):
+                for part in ("notes.sqlite", "notes.sqlite-wal", "notes.sqlite-shm"):
+                    (folder / part).unlink(missing_ok=True)
+                shutil.rmtree(folder / "ranking", ignore_errors=True)
+            self._table = NoteTable(folder / "notes.sqlite")
+            self._ranking = Ranking(folder / "ranking")
+
+    def refresh(self, paths: list[str]) -> None:
+        """After a write: the work tree's files at ``paths`` read again, or a commit's index brought to the
+        commit its branch has now."""
+        if not paths:
+            return
+        if self._stored:
+            commit = _commit(self.root, self._at or "HEAD")
+            if commit is not None:
+                self._sync_commit(commit)
+            return
+        self._apply(paths, {rel: _read_file(self.root, rel) for rel in paths})
+
+    def _sync_tree(self) -> None:
+        """Read the files whose modification time or size changed since the last load, drop the vanished."""
+        seen: dict[str, tuple[int, int]] = {}
+        changed: list[str] = []
+        for rel, entry in markdown_files(self.root):
             try:
                 info = entry.stat(follow_symlinks=True)
             except OSError:
                 continue
-            stamp = (info.st_mtime_ns, info.st_size)
-            stamp_then, ref = known.get(rel, (None, None))
-            if stamp_then != stamp:
-                ref = read_note_ref(Path(entry.path), PurePosixPath(rel))
-            read[rel] = (stamp, ref)
-            if isinstance(ref, ClaimRef):
-                claims.append(ref)
-            elif isinstance(ref, EntityRef):
-                entities.append(ref)
-        index = cls(root, claims, files, entities)
-        index._read = read
-        if previous is not None and _same_objects(previous.claims, claims):
-            index._retriever = previous._retriever  # the same claims: the same ranking
-        return index
+            seen[rel] = (info.st_mtime_ns, info.st_size)
+            if self._stamps.get(rel) != seen[rel]:
+                changed.append(rel)
+        gone = [rel for rel in self._stamps if rel not in seen]
+        texts: dict[str, str | None] = {rel: None for rel in gone}
+        texts.update((rel, _read_file(self.root, rel)) for rel in changed)
+        self._apply(gone + changed, texts, stamps=seen)
 
-    def refresh(self, paths: list[str]) -> None:
-        """Re-read these files after a write (new, changed or deleted claims)."""
-        if not paths:
+    def _apply(
+        self, paths: list[str], texts: dict[str, str | None], stamps: dict[str, tuple[int, int]] | None = None,
+        commit: str | None = None, everything: bool = False,
+    ) -> None:  # fmt: skip
+        """Replace the notes at ``paths`` by ``texts`` (None: the file is gone)."""
+        if not paths and not everything:
+            if stamps is not None:
+                self._stamps = stamps
             return
-        touched = set(paths)
-        claims = [c for c in self.claims if c.path not in touched]
-        entities = [e for e in self.entities if e.path not in touched]
-        self.files = [f for f in self.files if f not in touched]
+        files: list[tuple[str, str]] = []
+        refs: list[tuple[str, NoteRef]] = []
         for rel in paths:
-            file = self.root / rel
-            if file.is_file() and rel.endswith(".md"):
-                self.files.append(rel)
-                ref = read_note_ref(file, PurePosixPath(rel))
-                if isinstance(ref, ClaimRef):
-                    claims.append(ref)
-                elif isinstance(ref, EntityRef):
-                    entities.append(ref)
-        self.entities = sorted(entities, key=lambda e: e.path)
-        self._build(claims)
+            text = texts.get(rel)
+            if text is None or skipped(rel):
+                continue
+            files.append((rel, path_order(rel)))
+            if not rel.startswith(self._excluded):
+                refs.append((path_order(rel), note_ref(text, rel)))
+        # The ranking reads titles and descriptions only: a change to a claim's body (an enrichment, an edit of
+        # its argument) leaves it as it is, and spares a commit of the ranking's files.
+        ranked_before = {} if everything else {p: claim_text(c) for p, c in self._table.claims_at(paths).items()}
+        ranked = {ref.path: claim_text(ref) for _, ref in refs if isinstance(ref, ClaimRef)}
+        dropped = [path for path in ranked_before if path not in ranked]
+        changed = [(path, text) for path, text in ranked.items() if ranked_before.get(path) != text]
+        if everything or dropped or changed:
+            self._ranking.replace(dropped, changed, everything=everything)
+        meta = {"commit": commit, "exclude": json.dumps(self._excluded)} if commit is not None else None
+        self._table.change(paths, files, refs, meta=meta, everything=everything)
+        self._entities = None
+        if stamps is not None:
+            self._stamps = stamps
+        elif commit is None:
+            for rel in paths:
+                self._stamps.pop(rel, None)
+                if (found := _stamp(self.root, rel)) is not None and texts.get(rel) is not None:
+                    self._stamps[rel] = found
+
+    def _sync_commit(self, commit: str) -> None:
+        """Bring the stored index to ``commit``: by the diff from the commit it holds, under a lock other
+        processes of the KB respect. One that holds a later commit of the same history is kept: newer notes
+        only help a draft, and the writer plans against main as it is anyway."""
+        folder = ensure_state_dir(self.root) / INDEX_DIR
+        try:
+            with FileLock(str(folder / "sync.lock")):
+                self._follow(commit)
+        except (sqlite3.Error, OSError, ValueError) as exc:  # tantivy says ValueError for its own I/O failures
+            raise KBIndexError(f"{folder}: cannot bring the KB index to {commit[:12]}: {exc}") from exc
+
+    def _follow(self, commit: str) -> None:
+        """The stored index brought to ``commit`` (the lock held)."""
+        held = self._table.get("commit")
+        same_exclusions = self._table.get("exclude") == json.dumps(self._excluded)
+        if same_exclusions and held is not None and gitrepo.descends_from(self.root, held, commit):
+            self._ranking.reload()
+            self._entities = None
+            return
+        base = held if same_exclusions else None
+        try:
+            changes = gitrepo.markdown_changes(self.root, base, commit)
+        except (KeyError, ValueError, gitrepo.pygit2.GitError):  # the commit it held is gone (a gc, a rewrite)
+            base, changes = None, gitrepo.markdown_changes(self.root, None, commit)
+        texts = {path: gitrepo.blob_text(self.root, blob) if blob else None for path, blob in changes}
+        self._apply([path for path, _ in changes], texts, commit=commit, everything=base is None)
 
     def resolve_link(self, target: str) -> tuple[str | None, bool]:
         """The file a wiki link points to, and whether it matched exactly (not by case folding).
@@ -149,41 +264,27 @@ class KBIndex:
         name = target.strip()
         if name.lower().endswith(".md"):
             name = name[:-3]
-        if "/" in name and (hit := self._paths.get(name.casefold())):
+        if "/" in name and (hit := self._table.file_by_path(name.casefold())):
             return hit, True
         stem = PurePosixPath(name).name
-        if hit := self._stems.get(stem):
+        if hit := self._table.file_by_stem(stem, folded=False):
             return hit, True
-        if hit := self._stems_folded.get(stem.casefold()):
+        if hit := self._table.file_by_stem(stem.casefold(), folded=True):
             return hit, False
         claim = self.resolve(stem)  # a link may spell a claim's title rather than its file name
         return (claim.path, False) if claim else (None, False)
 
     def related(self, query: str, k: int) -> list[ClaimRef]:
-        """The ``k`` claims whose title and description best match ``query`` (BM25)."""
-        if not self.claims or k <= 0:
+        """The ``k`` claims whose title and description best match ``query`` (BM25), one per title."""
+        if k <= 0:
             return []
-        if self._retriever is None:
-            tokenizer = Tokenizer(stopwords="en", stemmer=None)
-            tokens = tokenizer.tokenize(
-                [f"{c.title} {c.description}" for c in self.claims], show_progress=False, return_as="ids"
-            )
-            retriever = bm25s.BM25()
-            retriever.index(tokens, show_progress=False)
-            self._retriever = (tokenizer, retriever)
-        tokenizer, retriever = self._retriever
-        query_tokens = tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
-        if not any(query_tokens[0]):
-            return []
-        # n_threads=0: in the calling thread (bm25s starts a thread pool per call for any other value).
-        found, scores = retriever.retrieve(
-            query_tokens, k=min(len(self.claims), k * 2), show_progress=False, n_threads=0
-        )
+        paths = [path for path, _ in self._ranking.search(query, k * 2)]
+        found = self._table.claims_at(paths)
         seen: set[str] = set()
         ranked = []
-        for position, score in zip(found[0], scores[0], strict=True):
-            claim = self.claims[int(position)]
-            if score <= 0 or claim.title.casefold() in seen:
+        for path in paths:
+            claim = found.get(path)
+            if claim is None or claim.title.casefold() in seen:
                 continue
             seen.add(claim.title.casefold())
             ranked.append(claim)
@@ -191,74 +292,42 @@ class KBIndex:
 
     def related_entities(self, query: str, k: int, under: str = "") -> list[EntityRef]:
         """The ``k`` entity notes (under the folder ``under``) whose name, aliases and type best match ``query``."""
-        entities = [e for e in self.entities if e.path.startswith(under)]
+        entities = {e.path: e for e in self.entities if e.path.startswith(under)}
         if not entities or k <= 0:
             return []
-        tokenizer = Tokenizer(stopwords="en", stemmer=None)
-        texts = [f"{e.name} {' '.join(e.aliases)} {' '.join(e.handles)} {e.entity_type}" for e in entities]
-        retriever = bm25s.BM25()
-        retriever.index(tokenizer.tokenize(texts, show_progress=False, return_as="ids"), show_progress=False)
-        query_tokens = tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
-        if not any(query_tokens[0]):
-            return []
-        found, scores = retriever.retrieve(query_tokens, k=min(len(entities), k), show_progress=False, n_threads=0)
-        return [entities[int(p)] for p, score in zip(found[0], scores[0], strict=True) if score > 0]
+        ranking = Ranking()
+        ranking.replace([], [(path, entity_text(entity)) for path, entity in entities.items()])
+        return [entities[path] for path, _ in ranking.search(query, k)]
 
     def resolve(self, name: str) -> ClaimRef | None:
         key = _link_key(name)
-        return self._exact.get(key) or self._folded.get(key.casefold())
+        return self._table.claim_named(key, folded=False) or self._table.claim_named(key.casefold(), folded=True)
 
 
-def _same_objects(before: list[ClaimRef], after: list[ClaimRef]) -> bool:
-    """Every claim reused as it was, in the same order: nothing the ranking depends on changed."""
-    return len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=True))
-
-
-def markdown_files(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Every ``*.md`` below ``root`` (its path relative to root, POSIX, and its entry), skipping tool folders.
-
-    Walks with ``os.scandir`` and string paths: a KB of 100,000 files is walked again at every reload.
-    """
+def _commit(root: Path, at: str) -> str | None:
+    """The commit ``at`` names in the repository at ``root``; None when there is none (no repository, none yet)."""
     try:
-        entries = list(os.scandir(root if not prefix else root / prefix))
+        return gitrepo.rev_parse(root, at)
+    except GitError:
+        return None
+
+
+def _read_file(root: Path, rel: str) -> str | None:
+    """A note's text; "" when it is not UTF-8 (still a link target), None when it cannot be read."""
+    try:
+        return (root / rel).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return ""
     except OSError:
-        return
-    for entry in entries:
-        rel = f"{prefix}{entry.name}"
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)  # a linked folder is not walked into
-        except OSError:
-            continue
-        if is_dir:
-            if entry.name not in SKIP_DIRS:
-                yield from markdown_files(root, f"{rel}/")
-        elif entry.name.endswith(".md"):
-            yield rel, entry
+        return None
 
 
-NoteRef = ClaimRef | EntityRef | None
-
-
-def read_note_ref(path: Path, rel: PurePosixPath) -> NoteRef:
-    """A claim's or an entity note's reference, or None for other notes and unreadable files."""
+def _stamp(root: Path, rel: str) -> tuple[int, int] | None:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        info = (root / rel).stat()
+    except OSError:
         return None
-    if "type: entity" in text[:4000]:
-        return parse_entity(str(rel), text)
-    if "type: claim" not in text[:4000]:
-        return None
-    try:
-        doc = parse_claim(text, fallback_title=path.stem)
-    except ClaimParseError:
-        return None
-    if doc.metadata.get("type") != "claim":
-        return None
-    return ClaimRef(
-        path=str(rel),
-        title=doc.title,
-        domain=str(doc.metadata.get("domain") or ""),
-        description=str(doc.metadata.get("description") or ""),
-        links=wiki_links(text),
-    )
+    return (info.st_mtime_ns, info.st_size)
+
+
+__all__ = ["SKIP_DIRS", "ClaimRef", "KBIndex", "markdown_files", "read_note_ref"]

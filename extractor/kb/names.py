@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from slugify import slugify
 
 SLUG_MAX = 120
@@ -32,7 +34,15 @@ def bounded(slug: str, limit: int = SLUG_MAX) -> str:
     return (slug[:cut] if cut > 0 else slug[:limit]).rstrip("-")
 
 
-def unique_name(slug: str, taken: set[str]) -> str:
+class Names(Protocol):
+    """Case-folded names already taken; a given name is added."""
+
+    def __contains__(self, name: object, /) -> bool: ...
+
+    def add(self, name: str, /) -> None: ...
+
+
+def unique_name(slug: str, taken: Names) -> str:
     """``slug.md``, or ``slug-2.md``, ``slug-3.md``... when taken (case-insensitively); a numbered name's stem
     is shortened at a word boundary so the whole stays within :data:`SLUG_MAX`."""
     name, number = f"{slug}.md", 2

@@ -6,16 +6,32 @@ checked out or is editing, so drafts never pick up someone's unfinished work.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from extractor.kb.gitrepo import FileEdit, lines_added_to, message_that_added, names_at, read_at
+from extractor.kb.gitrepo import (
+    FileEdit,
+    folded_names_at,
+    is_folder_at,
+    lines_added_to,
+    message_that_added,
+    names_at,
+    read_at,
+)
 
 
 class KBView(Protocol):
     def read(self, path: str) -> str | None: ...
 
     def names(self, folder: str) -> frozenset[str]: ...
+
+    def is_folder(self, folder: str) -> bool: ...
+
+    def folded_names(self, folder: str) -> Collection[str]:
+        """The names in ``folder``, case-folded: what a new file's name must not fold to."""
+        ...
 
     def message_that_added(self, path: str) -> str | None:
         """The message of the commit that added ``path`` (None when none did); its format is the commit layer's."""
@@ -39,6 +55,15 @@ class WorktreeView:
         # Every entry, as git's tree listing gives: a new file must not take a folder's or a link's name.
         return frozenset(p.name for p in directory.iterdir()) if directory.is_dir() else frozenset()
 
+    def is_folder(self, folder: str) -> bool:
+        return (self.root / folder).is_dir()
+
+    def folded_names(self, folder: str) -> Collection[str]:
+        try:
+            return frozenset(name.casefold() for name in os.listdir(self.root / folder))
+        except OSError:
+            return frozenset()
+
     def message_that_added(self, path: str) -> str | None:
         return message_that_added(self.root, "HEAD", path)
 
@@ -61,6 +86,12 @@ class RevisionView:
 
     def names(self, folder: str) -> frozenset[str]:
         return names_at(self.root, self.rev, folder)
+
+    def is_folder(self, folder: str) -> bool:
+        return is_folder_at(self.root, self.rev, folder)
+
+    def folded_names(self, folder: str) -> Collection[str]:
+        return folded_names_at(self.root, self.rev, folder).keys()
 
     def message_that_added(self, path: str) -> str | None:
         return message_that_added(self.root, self.rev, path)

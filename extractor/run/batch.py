@@ -133,7 +133,7 @@ def submit(
         raise BatchError('a batch sends one drafting request per source: strategy "select" reads sentence '
                          'windows one after another; set strategy = "draft" (or "auto") for batch mode')  # fmt: skip
     _, base = planning_view(kb_root, settings)
-    index = KBIndex.load(kb_root, exclude=[settings.inbox_dir])
+    index = KBIndex.load(kb_root, exclude=[settings.inbox_dir], at=settings.main_branch)
     allowance = batch_allowance(settings, store)
     recent_average = store.cost_per_source()
     estimate = 0.0

@@ -34,7 +34,7 @@ from extractor.core.text import one_line
 from extractor.extraction.extract import ExtractionResult
 from extractor.extraction.strategy import extract_source
 from extractor.kb.gitrepo import read_at
-from extractor.kb.index import KBIndex
+from extractor.kb.index import KBIndex, KBIndexError
 from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.sources import Source, SourceError, check_source_file, content_hash, load_source, parse_source
 from extractor.llm.client import LLMError, StructuredClient
@@ -173,8 +173,10 @@ class SourceService:
         self._reviewer: ReviewStage | None = None
 
     def load_index(self) -> KBIndex:
-        """The KB's index as it is now; a reload reads only the files that changed since the last one."""
-        self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir], previous=self.index)
+        """The index of main as it is now; a reload reads only what the commits since changed."""
+        self.index = KBIndex.load(
+            self.kb_root, exclude=[self.settings.inbox_dir], previous=self.index, at=self.settings.main_branch
+        )
         return self.index
 
     def process(
@@ -249,7 +251,11 @@ class SourceService:
             log.info("null result sent to review", extra={"source": drafted.source_path, "why": note})
             changes = changes.model_copy(update={"notes": [*changes.notes, note]})
         if branch is None and base is None and self.index is not None:
-            self.index.refresh([change.path for change in changes.changes])
+            try:
+                self.index.refresh([change.path for change in changes.changes])
+            except KBIndexError as exc:  # a cache: the next source loads it again; the outcome is what to record
+                log.info(f"the KB index did not follow the commit: {exc}", extra={"source": drafted.source_path})
+                self.index = None
         kind = OutcomeKind.PROCESSED if changes.status == "processed" else OutcomeKind.NULL_RESULT
         report = report_for(extraction, changes, commit, branch, drafted.worker)
         outcome = SourceOutcome(kind=kind, commit=commit, branch=branch, report=report, **values, **_written(changes))

@@ -53,9 +53,9 @@ class IndexCache:
 
     Loading it is most of a task's cost on a large KB. It is loaded again when
     the commit the task is based on changes (in branch mode, main's tip; in
-    main mode, HEAD, which every commit moves) and once per cycle, so edits in
-    the work tree are seen by the next cycle at the latest; a reload reads only
-    the files that changed since.
+    main mode, main, which every commit moves) and once per cycle. It is the
+    index of that commit, kept under the state folder for every process of the
+    KB: a reload reads only what the commits since changed.
     """
 
     def __init__(self, kb_root: Path, settings: Settings) -> None:
@@ -67,7 +67,8 @@ class IndexCache:
     def for_task(self, task: Task) -> KBIndex:
         key = (task.base or head(self.kb_root), task.cycle)
         if self.index is None or key != self.key:
-            self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir], previous=self.index)
+            self.index = KBIndex.load(self.kb_root, exclude=[self.settings.inbox_dir], previous=self.index,
+                                       at=task.base or self.settings.main_branch)  # fmt: skip
             self.key = key
         return self.index
 
