@@ -22,6 +22,7 @@ HANDLERS = {
     "extract": "commands.extract:run_extract",
     "run": "commands.running:run_run",
     "retry": "commands.retry:run_retry",
+    "worker": "commands.worker:run_worker",
     "ingest": "commands.ingest:run_ingest",
     "status": "commands.status:run_status",
     "costs": "commands.costs:run_costs",
@@ -107,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="also retry sources parked after repeated failures")
     run.add_argument("--no-cache", action="store_true", help="ask the model even where an answer is cached")
 
+    worker = command(commands, "worker", "compute drafts for the KB's run from this host's clone, through the "
+                     "queue in the Postgres state database (compute = queue)")  # fmt: skip
+    worker.add_argument("--state", metavar="URL", help="the state database, postgresql://... (default: state_url)")
+    worker.add_argument(
+        "--number", type=int, help="this worker's number in provenance (default: one from its host and process id)"
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="sources computed at once (default 1)")
+    worker.add_argument("--once", action="store_true", help="stop when the queue is empty")
     retry = command(commands, "retry", "make failed or parked sources due now, without waiting for their retry time")
     retry.add_argument("sources", nargs="*", metavar="SOURCE",
                        help="paths or globs of sources to retry, from the current folder")  # fmt: skip

@@ -350,6 +350,20 @@ class Settings(BaseSettings):
         "the LLM call log, the response cache and the shared rate limits of the KB, for processes on several "
         "machines (unset: SQLite files under .extractor/); its password is redacted from every output",
     )
+    compute: Literal["local", "queue"] = Field(
+        default="local",
+        description="where drafts are computed: by the run's own worker processes (local), or by `extractor "
+        "worker` processes on any host with a clone of the KB, through a queue in the state_url database (queue)",
+    )
+    queue_depth: int = Field(
+        default=16, ge=1, description="with compute = queue: how many sources the run keeps queued for workers at once"
+    )
+    worker_heartbeat: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds between a queue worker's signs of life; a source whose worker gave none for three "
+        "of them is handed to another worker",
+    )
 
     # Knowledge base layout
     inbox_dir: KBFolder = Field(default="inbox/archive", description="the folder of sources, relative to the KB root")
@@ -509,6 +523,12 @@ class Settings(BaseSettings):
     @classmethod
     def _a_postgres_url(cls, value: str | None) -> str | None:
         return postgres_url(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _a_queue_needs_a_database(self) -> Settings:
+        if self.compute == "queue" and self.state_url is None:
+            raise ValueError("compute = queue needs state_url: the queue lives in that Postgres database")
+        return self
 
     @model_validator(mode="after")
     def _default_domain_is_a_domain(self) -> Settings:

@@ -30,7 +30,7 @@ from extractor.kb.locks import WRITE_LOCK_WAIT, kb_lock
 from extractor.kb.sources import SourceError, SourceStatus, content_hash, parse_source, read_source_text
 from extractor.run.queue import ingest_queue
 from extractor.run.service import CYCLE_RUNNER, Drafted, SourceService
-from extractor.run.workers import Task, WorkerPool
+from extractor.run.workers import Pool, Task
 from extractor.store.state import SourceRow, SourceState, StateCorruptError, StateStore, StoreError
 
 log = logging.getLogger("extractor")
@@ -204,7 +204,7 @@ class Runner:
         self,
         kb_root: Path,
         settings: Settings,
-        pool: WorkerPool | None,
+        pool: Pool | None,
         store: StateStore,
         on_outcome: Callable[[SourceOutcome], None] | None = None,
     ) -> None:

@@ -17,7 +17,7 @@ import time
 import traceback
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -128,6 +128,26 @@ def _work(number: int, kb_root: Path, settings: Settings, tasks: Any, results: A
         if task is None:
             return
         results.put(compute(kb_root, task, settings, llm, number, indexes))
+
+
+class Pool(Protocol):
+    """What a run hands its sources to: numbered slots that take a task each and give back its result."""
+
+    busy: dict[int, tuple[Task, float]]
+
+    def idle(self) -> list[int]: ...
+
+    def submit(self, number: int, task: Task) -> None: ...
+
+    def next_result(self, timeout: float) -> Drafted | SourceOutcome | None: ...
+
+    def overdue(self, limit: float) -> list[tuple[int, Task]]: ...
+
+    def dead(self) -> list[tuple[int, Task]]: ...
+
+    def replace(self, number: int) -> Task | None: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
 
 
 class WorkerPool:

@@ -202,6 +202,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE llm_calls ADD COLUMN endpoint TEXT;
     """,
+    # 12: drafts computed by workers on other hosts, waiting for the writer (state_url, compute = "queue")
+    """
+    CREATE TABLE queued_results (
+        token TEXT PRIMARY KEY,
+        source_path TEXT NOT NULL,
+        at REAL NOT NULL,
+        worker INTEGER,
+        host TEXT,
+        result TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -612,6 +623,27 @@ class StateStore:
             (recent,),
         ).fetchone()
         return float(row[0] or 0.0)
+
+    def put_queued_result(self, token: str, source_path: str, worker: int, host: str, result: str) -> None:
+        """A worker's result for the task ``token`` (a task run again after its worker died replaces it)."""
+        with self.transaction() as db:
+            db.execute(upsert("queued_results", ("token", "source_path", "at", "worker", "host", "result"),
+                              key=("token",)), (token, source_path, time.time(), worker, host, result))  # fmt: skip
+
+    def clear_queued_results(self) -> None:
+        """Drop every stored result: at a writer's start, none belongs to a task it waits for."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM queued_results")
+
+    def take_queued_results(self, tokens: list[str]) -> list[tuple[str, str]]:
+        """The results waiting for these tasks, as (token, result), removed as they are taken."""
+        if not tokens:
+            return []
+        marks = ",".join("?" * len(tokens))
+        with self.transaction() as db:
+            rows = db.execute(f"SELECT token, result FROM queued_results WHERE token IN ({marks})", tokens).fetchall()
+            db.executemany("DELETE FROM queued_results WHERE token = ?", [(row[0],) for row in rows])
+        return [(str(row[0]), str(row[1])) for row in rows]
 
     def cost_report(self, by: str, since: float | None = None) -> list[dict[str, Any]]:
         """Calls, cache hits, tokens and cost grouped by day (local), model, agent, source, stage or endpoint."""

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from extractor.core.settings import Settings
     from extractor.llm.client import StructuredClient
     from extractor.run.scheduler import CycleReport, Runner
+    from extractor.run.workers import Pool
     from extractor.store.state import StateStore
 
 Output = Literal["bar", "log", "none"]
@@ -55,11 +56,12 @@ def one_cycle(
     logger = configure_json_logging(verbose=verbose) if output == "log" else None
     if verbose and output != "log":
         configure_text_logging(verbose)
-    with kb_lock(kb_root, "run"):
+    with kb_lock(kb_root, "run"), writer_lock(settings):
         idle = nothing_to_ask(kb_root, settings, force, only)
         if idle:
             only = []  # the cycle scans, publishes and records, and takes no source: none was due a moment ago
-        with nullcontext(settings) if idle else llm_endpoint(settings) as live:
+        asks_nothing = idle or (settings.compute == "queue" and not settings.reviews)  # workers elsewhere ask
+        with nullcontext(settings) if asks_nothing else llm_endpoint(settings) as live:
             report = _cycle_with(kb_root, live, interactive, logger, force, mode, only)
     if logger is not None:
         for note in report.recovered:
@@ -69,6 +71,26 @@ def one_cycle(
         for note in report.recovered:
             print(note)
     return report
+
+
+def writer_lock(settings: Settings) -> AbstractContextManager[None]:
+    """One writer per KB across hosts when the state is shared (see :func:`extractor.run.remote.writer_lock`)."""
+    if settings.state_url is None:
+        return nullcontext()
+    from extractor.run import remote
+
+    return remote.writer_lock(settings)
+
+
+def make_pool(kb_root: Path, settings: Settings, store: StateStore) -> Pool:
+    """The run's own worker processes, or the queue that workers on other hosts take sources from."""
+    if settings.compute == "queue":
+        from extractor.run.remote import QueuePool
+
+        return QueuePool(kb_root, settings, store)
+    from extractor.run.workers import WorkerPool
+
+    return WorkerPool(settings.workers, kb_root, settings)
 
 
 def nothing_to_ask(kb_root: Path, settings: Settings, force: bool, only: list[str] | None) -> bool:
@@ -102,11 +124,10 @@ def _cycle_with(
 
     from extractor.cli.commands.lines import describe
     from extractor.run.scheduler import Runner
-    from extractor.run.workers import WorkerPool
     from extractor.store.state import open_store
 
     store = open_store(kb_root, live)
-    pool = WorkerPool(live.workers, kb_root, live)
+    pool = make_pool(kb_root, live, store)
     shown = interactive and sys.stderr.isatty()  # lines for people; the bar only where it can redraw
     bar = tqdm(desc="extracting", unit="source", disable=not shown, file=sys.stderr)
 
@@ -205,13 +226,17 @@ def daemon(kb_root: Path, settings: Settings, verbose: bool) -> int:
     from extractor.kb.locks import kb_lock
     from extractor.llm.endpoint import llm_endpoint
     from extractor.run.scheduler import Runner, run_daemon
-    from extractor.run.workers import WorkerPool
     from extractor.store.state import open_store
 
     logger = configure_json_logging(verbose=verbose)
-    with kb_lock(kb_root, "run"), llm_endpoint(settings) as live:
+    asks_nothing = settings.compute == "queue" and not settings.reviews
+    with (
+        kb_lock(kb_root, "run"),
+        writer_lock(settings),
+        nullcontext(settings) if asks_nothing else llm_endpoint(settings) as live,
+    ):
         store = open_store(kb_root, live)
-        pool = WorkerPool(live.workers, kb_root, live)
+        pool = make_pool(kb_root, live, store)
         runner = Runner(kb_root, live, pool, store, on_outcome=lambda outcome: log_outcome(logger, outcome))
 
         graceful_stop(runner, logger)
