@@ -40,8 +40,9 @@ def extractor(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
                                 stderr=subprocess.STDOUT)  # fmt: skip
 
 
-def worker(clone: Path, number: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return extractor(["worker", "--kb", str(clone), "--number", str(number)], env, clone.parent / f"w{number}.log")
+def worker(clone: Path, number: int, env: dict[str, str], *more: str) -> subprocess.Popen[bytes]:
+    return extractor(["worker", "--kb", str(clone), "--number", str(number), *more], env,
+                     clone.parent / f"w{number}.log")  # fmt: skip
 
 
 def taken_by(logs: dict[int, Path], marker: str) -> int | None:
@@ -142,7 +143,7 @@ def test_the_shared_rate_limit_holds_across_two_worker_processes(
         clone.parent.mkdir()
         git(tmp_path, "clone", "-q", str(kb), str(clone))
     llm.responder = lambda request: answer(NULL)
-    workers = [worker(clone, number, env) for number, clone in enumerate(clones, start=1)]
+    workers = [worker(clones[0], 1, env), worker(clones[1], 2, env, "--concurrency", "2")]  # threads share a limit
     try:
         writer = extractor(["run", "--once", "--kb", str(kb)], env, tmp_path / "writer.log")
         assert writer.wait(timeout=180) == 0, (tmp_path / "writer.log").read_text()

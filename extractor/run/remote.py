@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -240,14 +241,18 @@ def work(kb_root: Path, settings: Settings, number: int, concurrency: int = 1, o
     ensure_queue_schema(settings)
     store = open_store(kb_root, settings)
     llm = structured_client(kb_root, settings, cache=store)
-    indexes = IndexCache(kb_root, settings)
+    per_thread = threading.local()  # with --concurrency, each thread its own KB index (its own connections)
     host = socket.gethostname()
+    fetching = threading.Lock()  # one git fetch and fast-forward of the clone at a time
 
     def extract(queued: dict[str, Any]) -> None:
         job = QueuedTask.model_validate(queued)
         log.info("taken", extra={"source": job.task.source_path, "worker": number})
-        bring_main_to(kb_root, settings, job.task.base)
-        result = compute(kb_root, job.task, settings, llm, number, indexes)
+        with fetching:
+            bring_main_to(kb_root, settings, job.task.base)
+        if not hasattr(per_thread, "indexes"):
+            per_thread.indexes = IndexCache(kb_root, settings)
+        result = compute(kb_root, job.task, settings, llm, number, per_thread.indexes)
         store.put_queued_result(job.token, job.task.source_path, number, host, RESULT.dump_json(result).decode())
 
     app = queue_app(settings, worker=extract)
