@@ -3,6 +3,7 @@ sources through the queue in a real Postgres, and one `extractor run` writes wha
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from extractor.store.state import StateStore
+from tests import postgres
 from tests.conftest import git
 from tests.drafts import NULL, source_body
 from tests.fakeopenai import FakeOpenAI, Reply, answer
@@ -60,6 +62,16 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def queued_jobs(url: str) -> int:
+    """Sources queued and not taken by a worker (0 before the queue's tables exist)."""
+    import psycopg
+
+    with contextlib.suppress(psycopg.Error), psycopg.connect(url) as connection:
+        row = connection.execute("SELECT COUNT(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone()
+        return int(row[0]) if row is not None else 0
+    return 0
 
 
 def branches(kb: Path) -> dict[str, list[str]]:
@@ -159,3 +171,84 @@ def test_the_shared_rate_limit_holds_across_two_worker_processes(
     assert min(b - a for a, b in itertools.pairwise(times)) > 0.8
     logs = {n: clone.parent / f"w{n}.log" for n, clone in enumerate(clones, start=1)}
     assert all(taken_by({n: log}, "source-") is not None for n, log in logs.items())  # both took sources
+
+
+def test_a_worker_whose_clone_cannot_follow_main_computes_at_the_commit_or_fails_as_itself(
+    postgres_url: str, tmp_path: Path, llm: FakeOpenAI
+) -> None:
+    kb = make_inbox_kb(tmp_path / "kb", 1, SETTINGS)
+    env = environment(postgres_url, llm)
+    ahead, orphan = tmp_path / "ahead" / "kb", tmp_path / "orphan" / "kb"
+    for clone in (ahead, orphan):
+        clone.parent.mkdir()
+        git(tmp_path, "clone", "-q", str(kb), str(clone))
+    (ahead / "local.md").write_text("someone's note in the worker's clone\n", encoding="utf-8")
+    git(ahead, "add", "local.md")
+    git(ahead, "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qm", "local")  # its main cannot fast-forward
+    git(orphan, "remote", "remove", "origin")  # and this one cannot fetch at all
+    (kb / "inbox" / "archive" / "2026-02-01-new.md").write_text(
+        "---\ntype: source\ntitle: New\nauthor: A\ndate: 2026-02-01\ndomain: ai-alignment\nstatus: unprocessed\n"
+        "---\n\nA new source about alignment.\n", encoding="utf-8")  # fmt: skip
+    git(kb, "add", "-A")
+    git(kb, "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qm", "a new source")
+
+    writer = extractor(["run", "--once", "--kb", str(kb)], env, tmp_path / "writer1.log")
+    wait_for(lambda: queued_jobs(postgres_url) == 2, 60, "both sources queued")
+    assert worker(orphan, 7, env, "--once").wait(timeout=60) == 0
+    assert writer.wait(timeout=120) == 1  # a source failed
+    lines = [json.loads(line) for line in (tmp_path / "writer1.log").read_text().splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line.get("message") == "source" and "2026-02-01-new" in line["source_path"]]
+    assert failed and failed[0]["status"] == "failed"  # the worker's clone, not the source: retried, not invalid
+    assert "worker 7: commit" in failed[0]["error"] and "not in its clone" in failed[0]["error"]
+
+    subprocess.run([sys.executable, "-m", "extractor", "retry", "--failed", "--kb", str(kb)], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    other = worker(ahead, 8, env)
+    try:
+        writer = extractor(["run", "--once", "--kb", str(kb)], env, tmp_path / "writer2.log")
+        assert writer.wait(timeout=120) == 0, (tmp_path / "writer2.log").read_text()
+    finally:
+        other.send_signal(signal.SIGTERM)
+        other.wait(timeout=60)
+    assert "(worker 8)" in git(kb, "log", "-1", "--format=%b", "extract/2026-02-01-new")
+    assert git(ahead, "log", "-1", "--format=%s") == "local\n"  # the clone's own commit is left where it was
+
+
+def test_a_wrong_password_or_no_server_is_one_line_from_the_writer_and_the_worker(
+    postgres_url: str, tmp_path: Path, llm: FakeOpenAI
+) -> None:
+    kb = make_inbox_kb(tmp_path / "kb", 1, SETTINGS)
+    wrong = postgres_url.replace(postgres.PASSWORD, "not-the-password")
+    for url in (wrong, "postgresql://extractor:secret-word@127.0.0.1:1/none"):
+        env = environment(url, llm)
+        for args in (["run", "--once", "--kb", str(kb)], ["worker", "--once", "--kb", str(kb)]):
+            done = subprocess.run([sys.executable, "-m", "extractor", *args], env=env, capture_output=True, text=True,
+                                  timeout=120)  # fmt: skip
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert "cannot connect to the state database" in lines[0] and "Traceback" not in done.stderr
+            assert "not-the-password" not in done.stderr and "secret-word" not in done.stderr
+
+
+def test_a_stopped_writer_takes_back_at_once_what_no_worker_took(
+    postgres_url: str, tmp_path: Path, llm: FakeOpenAI
+) -> None:
+    import psycopg
+
+    kb = make_inbox_kb(tmp_path / "kb", 3, SETTINGS)
+    env = environment(postgres_url, llm)
+    writer = extractor(["run", "--once", "--kb", str(kb)], env, tmp_path / "writer.log")
+
+    wait_for(lambda: queued_jobs(postgres_url) == 3, 60, "three queued sources")
+    stopped = time.monotonic()
+    writer.send_signal(signal.SIGTERM)
+    writer.wait(timeout=60)
+    assert time.monotonic() - stopped < 20  # not the shutdown grace (60 s) a running source would get
+    store = StateStore(url=postgres_url)
+    try:
+        assert store.counts() == {"due": 3}
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM procrastinate_jobs WHERE status = 'todo'").fetchone() == (0,)
+    assert "stopped before it started" in (tmp_path / "writer.log").read_text()

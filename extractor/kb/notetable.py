@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS refs_stem_folded ON refs(kind, stem_folded, ord);
 CREATE INDEX IF NOT EXISTS refs_title_folded ON refs(kind, title_folded, ord);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+DROP = "DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS refs; DROP TABLE IF EXISTS meta"
 VERSION = "1"  # a table written by another layout is built again
 
 
@@ -68,12 +69,12 @@ class NoteTable:
                 self.db.execute("PRAGMA journal_mode = WAL")
         if self._version() != VERSION:  # nothing is written when the table is as this code reads it
             with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.executescript(
-                    "DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS refs; DROP TABLE IF EXISTS meta;"
-                )
-                self.db.executescript(SCHEMA)
-                self.set("version", VERSION)
+                self.db.execute("BEGIN IMMEDIATE")  # executescript would commit it: one statement at a time
+                if self._version() != VERSION:  # another process may have made it while this one waited
+                    for statement in [*DROP.split(";"), *SCHEMA.split(";")]:
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self.set("version", VERSION)
 
     def _version(self) -> str | None:
         try:

@@ -32,10 +32,11 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from extractor.core.records import SourceOutcome
+from extractor.core.records import OutcomeKind, SourceOutcome
+from extractor.core.redact import scrub, url_secrets
 from extractor.core.settings import Settings
 from extractor.kb.gitrepo import git, rev_parse
-from extractor.kb.statedb import advisory_key
+from extractor.kb.statedb import CONNECT_TIMEOUT, StateConnectionError, advisory_key, redacted_url
 from extractor.kb.worktree import GitError
 from extractor.run.service import Drafted
 from extractor.run.workers import IndexCache, Task, compute
@@ -87,13 +88,26 @@ def queue_app(settings: Settings, worker: Any = None) -> Any:
     return app
 
 
-def ensure_queue_schema(settings: Settings) -> None:
-    """Procrastinate's tables in the state database, made once (its schema is not safe to apply twice), under
-    an advisory lock so two processes starting together do not both make them."""
+@contextlib.contextmanager
+def connected(settings: Settings) -> Iterator[Any]:
+    """A connection to the state database; one that cannot be made is one line (the password redacted)."""
     import psycopg
 
     assert settings.state_url is not None
-    with psycopg.connect(settings.state_url, autocommit=True) as connection:
+    try:
+        connection = psycopg.connect(settings.state_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())
+        raise StateConnectionError(f"{redacted_url(settings.state_url)}: cannot connect to the state database: "
+                                   f"{scrub(reason, *url_secrets(settings.state_url))}") from None  # fmt: skip
+    with connection:
+        yield connection
+
+
+def ensure_queue_schema(settings: Settings) -> None:
+    """Procrastinate's tables in the state database, made once (its schema is not safe to apply twice), under
+    an advisory lock so two processes starting together do not both make them."""
+    with connected(settings) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (advisory_key(SCHEMA_LOCK),))
         try:
             row = connection.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
@@ -116,7 +130,7 @@ def writer_lock(settings: Settings) -> Iterator[None]:
         return
     import psycopg
 
-    with psycopg.connect(settings.state_url, autocommit=True) as connection:
+    with connected(settings) as connection:
         key = advisory_key(WRITER_LOCK)
         row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not (row and row[0]):
@@ -205,6 +219,16 @@ class QueuePool:
                 failed.append((number, self.busy[number][0]))
         return failed
 
+    def withdraw(self) -> list[Task]:
+        """The queued tasks no worker has taken yet, cancelled: a stopping run gives them back at once rather
+        than waiting for them to be computed."""
+        withdrawn = []
+        for number, (_, job_id) in list(self.jobs.items()):
+            if self.app.job_manager.cancel_job_by_id(job_id, delete_job=True):  # only a job not yet taken
+                self.jobs.pop(number)
+                withdrawn.append(self.busy.pop(number)[0])
+        return withdrawn
+
     def replace(self, number: int) -> Task | None:
         """Give up on slot ``number``'s job (cancelled if it has not started) and free the slot."""
         token_job = self.jobs.pop(number, None)
@@ -220,16 +244,21 @@ class QueuePool:
             self.app.close()
 
 
-def bring_main_to(kb_root: Path, settings: Settings, commit: str | None) -> None:
+def bring_main_to(kb_root: Path, settings: Settings, commit: str | None) -> str | None:
     """The worker's clone brought to the writer's main: fetched when the commit is not here yet, and its main
-    moved forward to it when that is a fast-forward (a clone someone changed is left as it is)."""
-    if commit is not None and rev_parse(kb_root, commit) is not None:
-        return
-    with contextlib.suppress(GitError):
+    moved forward to it when that is a fast-forward (a clone someone changed is left as it is: the drafts are
+    computed at the commit anyway). Why the commit is still missing, or None."""
+    if commit is None or rev_parse(kb_root, commit) is not None:
+        return None
+    try:
         git(kb_root, "fetch", "-q", "origin", settings.main_branch)
-    if commit is not None:
-        with contextlib.suppress(GitError):
-            git(kb_root, "merge", "-q", "--ff-only", commit)
+    except GitError as exc:
+        return f"git fetch origin {settings.main_branch} failed: {' '.join(str(exc).split())}"
+    with contextlib.suppress(GitError):
+        git(kb_root, "merge", "-q", "--ff-only", commit)
+    if rev_parse(kb_root, commit) is None:
+        return f"origin's {settings.main_branch} does not have it"
+    return None
 
 
 def work(kb_root: Path, settings: Settings, number: int, concurrency: int = 1, once: bool = False) -> None:
@@ -249,10 +278,17 @@ def work(kb_root: Path, settings: Settings, number: int, concurrency: int = 1, o
         job = QueuedTask.model_validate(queued)
         log.info("taken", extra={"source": job.task.source_path, "worker": number})
         with fetching:
-            bring_main_to(kb_root, settings, job.task.base)
-        if not hasattr(per_thread, "indexes"):
-            per_thread.indexes = IndexCache(kb_root, settings)
-        result = compute(kb_root, job.task, settings, llm, number, per_thread.indexes)
+            missing = bring_main_to(kb_root, settings, job.task.base)
+        result: Drafted | SourceOutcome
+        if missing is not None:  # the worker's clone, not the source: failed (retried), never invalid
+            error = f"worker {number}: commit {str(job.task.base)[:12]} is not in its clone {kb_root} ({missing})"
+            log.warning(error, extra={"source": job.task.source_path})
+            result = SourceOutcome(source_path=job.task.source_path, kind=OutcomeKind.FAILED, worker=number,
+                                   error=error)  # fmt: skip
+        else:
+            if not hasattr(per_thread, "indexes"):
+                per_thread.indexes = IndexCache(kb_root, settings)
+            result = compute(kb_root, job.task, settings, llm, number, per_thread.indexes)
         store.put_queued_result(job.token, job.task.source_path, number, host, RESULT.dump_json(result).decode())
 
     app = queue_app(settings, worker=extract)

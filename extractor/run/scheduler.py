@@ -307,6 +307,7 @@ class Runner:
         shutdown_deadline: float | None = None
         while pending or self.pool.busy:
             if self.stop.is_set():
+                pending += [task.source_path for task in self.pool.withdraw()]
                 if pending:
                     self._requeue(pending, "stopped before it started")
                     pending = []

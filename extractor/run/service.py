@@ -89,7 +89,8 @@ def load(kb_root: Path, source_path: str, settings: Settings, base: str | None) 
     try:
         if base is None:
             return load_source(path, settings.max_source_bytes)
-        check_source_file(path, settings.max_source_bytes)
+        if path.exists() or path.is_symlink():  # a worker's clone may not have checked it out: the commit counts
+            check_source_file(path, settings.max_source_bytes)
         text = read_at(kb_root, base, source_path)
         if text is None:
             raise NotOnMainError(f"not on the {settings.main_branch} branch")

@@ -147,6 +147,10 @@ class Pool(Protocol):
 
     def replace(self, number: int) -> Task | None: ...
 
+    def withdraw(self) -> list[Task]:
+        """Tasks handed over but not started, taken back (a stopping run requeues them)."""
+        ...
+
     def close(self, timeout: float = 10.0) -> None: ...
 
 
@@ -228,6 +232,10 @@ class WorkerPool:
 
     def dead(self) -> list[tuple[int, Task]]:
         return [(n, task) for n, (task, _) in self.busy.items() if not self.processes[n].is_alive()]
+
+    def withdraw(self) -> list[Task]:
+        """None: a worker process starts its task as it receives it."""
+        return []
 
     def replace(self, number: int) -> Task | None:
         """Kill worker ``number`` (hung or dead) and start a fresh one under the same number."""
