@@ -144,21 +144,29 @@ class KBIndex:
         return index
 
     def _open_stored(self) -> None:
-        """The index kept under the state folder; a damaged one is set aside and built again (git holds it all)."""
+        """The index kept under the state folder, opened under its lock (the processes of a KB opening a new one
+        together must not both make it, nor both switch it to WAL, which SQLite refuses at once rather than
+        waiting); a damaged one is set aside and built again (git holds it all)."""
         folder = ensure_state_dir(self.root) / INDEX_DIR
-        folder.mkdir(exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=True)
+            with FileLock(str(folder / "sync.lock")):
+                self._open_tables(folder)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise KBIndexError(f"{folder}: cannot open the KB index: {exc}") from exc
         self._stored = True
+
+    def _open_tables(self, folder: Path) -> None:
         try:
             self._table = NoteTable(folder / "notes.sqlite")
             self._ranking = Ranking(folder / "ranking")
-        except sqlite3.Error as exc:
+        except sqlite3.DatabaseError as exc:
             if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-                raise KBIndexError(f"{folder}: cannot open the KB index: {exc}") from exc
+                raise
             log.warning(f"{folder}: the KB index is damaged ({exc}); building it again")
-            with FileLock(str(folder / "sync.lock")):
-                for part in ("notes.sqlite", "notes.sqlite-wal", "notes.sqlite-shm"):
-                    (folder / part).unlink(missing_ok=True)
-                shutil.rmtree(folder / "ranking", ignore_errors=True)
+            for part in ("notes.sqlite", "notes.sqlite-wal", "notes.sqlite-shm"):
+                (folder / part).unlink(missing_ok=True)
+            shutil.rmtree(folder / "ranking", ignore_errors=True)
             self._table = NoteTable(folder / "notes.sqlite")
             self._ranking = Ranking(folder / "ranking")
 
