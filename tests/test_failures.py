@@ -99,6 +99,14 @@ def overwrite_pages(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def overwrite_every_page(path: Path) -> None:
+    """Every page after the first: no table is left whole on a later page to take a run's writes (the schema
+    grows, and with it the pages that :func:`overwrite_pages` leaves)."""
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\x5a" * (len(data) - 4096)
+    path.write_bytes(bytes(data))
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
 
@@ -164,7 +172,9 @@ def test_doctor_rebuilds_a_damaged_store_from_git_and_no_processed_source_is_ext
     tmp_path: Path, endpoint: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kb, recorded = ran_kb_and_its_record(tmp_path / "kb", "main", capsys)
-    damaged = damage(kb, "pages").read_bytes()
+    path = kb / ".extractor" / "state.db"
+    overwrite_every_page(path)
+    damaged = path.read_bytes()
     assert main(["run", "--once", "--kb", str(kb)]) != 0
     assert "extractor doctor" in one_line_error(capsys)
 
